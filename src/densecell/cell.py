@@ -1,0 +1,223 @@
+"""The cell as a module: DensePredictionCell and ASPP with the released TensorFlow DeepLab semantics.
+
+Every operation is convolution + BatchNorm + ReLU with ``filters`` outputs (TF's slim arg_scope). A 3x3 operation is a
+*split* separable convolution: depthwise atrous 3x3 + BN + ReLU, then pointwise 1x1 + BN + ReLU (TF's
+``split_separable_conv2d``). The branch outputs are concatenated, then dropout and a 1x1 projection (DPC), or a 1x1
+projection and then dropout (ASPP, as in DeepLabv3+).
+
+Pyramid pooling comes in two flavours, because the paper's text and the released code differ:
+
+- ``pooling="tf"`` (the released code, used for the published numbers): average pooling with stride 1, VALID
+  padding and a window of ``(crop - 1) // (output_stride * grid) + 1`` pixels, i.e. a *sliding* window about
+  ``1/grid`` of the feature map wide, then 1x1 conv and a bilinear resize (align_corners) back to the feature size.
+  With ``crop_size=None`` the window follows the actual input (what TF does when it builds the graph for each crop
+  or evaluation size); with a ``crop_size`` it is fixed, exactly as TF's ``_get_pyramid_pooling_arguments``.
+- ``pooling="grid"`` (the paper's text): adaptive average pooling into exactly ``g_h x g_w`` cells, any input size.
+
+Grid 1x1 is global average pooling in both.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Literal
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from .space import BACKBONE, Cell, Operation, OpKind, aspp_cell, load_cell
+
+PoolingMode = Literal["tf", "grid"]
+
+#: TensorFlow's batch-norm epsilon in DeepLab (``decay`` 0.9997 is exposed as ``bn_momentum``).
+BN_EPS = 1e-5
+
+
+def conv_bn_relu(
+    in_channels: int,
+    out_channels: int,
+    kernel_size: int = 1,
+    dilation: tuple[int, int] = (1, 1),
+    groups: int = 1,
+    bn_momentum: float = 0.1,
+) -> nn.Sequential:
+    """Convolution (no bias, 'SAME' padding for stride 1) + BatchNorm + ReLU: slim's conv2d under DeepLab's scope."""
+    padding = tuple(d * (kernel_size - 1) // 2 for d in dilation)
+    return nn.Sequential(
+        nn.Conv2d(in_channels, out_channels, kernel_size, padding=padding, dilation=dilation, groups=groups,
+                  bias=False),
+        nn.BatchNorm2d(out_channels, eps=BN_EPS, momentum=bn_momentum),
+        nn.ReLU(inplace=True),
+    )
+
+
+class SeparableConv(nn.Sequential):
+    """TF's ``split_separable_conv2d``: depthwise atrous 3x3 + BN + ReLU, then pointwise 1x1 + BN + ReLU."""
+
+    def __init__(self, in_channels: int, out_channels: int, rate: tuple[int, int] = (1, 1),
+                 bn_momentum: float = 0.1) -> None:
+        super().__init__(
+            conv_bn_relu(in_channels, in_channels, 3, dilation=rate, groups=in_channels, bn_momentum=bn_momentum),
+            conv_bn_relu(in_channels, out_channels, 1, bn_momentum=bn_momentum),
+        )
+        self.rate = rate
+
+
+def tf_pool_window(size: int, output_stride: int, grid: int, crop: int | None = None) -> int:
+    """TF's pooled kernel ``scale_dimension(crop, 1 / (output_stride * grid))``; without a crop it is derived from
+    the feature size, since TF's crop satisfies ``feature = (crop - 1) // output_stride + 1``."""
+    if crop is not None:
+        return int((crop - 1) / (output_stride * grid) + 1)
+    return int((size - 1) / grid + 1)
+
+
+class PyramidPooling(nn.Module):
+    """Average spatial pyramid pooling with grid ``g_h x g_w``, a 1x1 conv + BN + ReLU, and a bilinear resize back."""
+
+    def __init__(
+        self,
+        in_channels: int,
+        out_channels: int,
+        grid: tuple[int, int] = (1, 1),
+        pooling: PoolingMode = "tf",
+        output_stride: int = 16,
+        crop_size: tuple[int, int] | None = None,
+        bn_momentum: float = 0.1,
+    ) -> None:
+        super().__init__()
+        if pooling not in ("tf", "grid"):
+            raise ValueError(f"pooling must be 'tf' or 'grid', got {pooling!r}")
+        self.grid = grid
+        self.pooling = pooling
+        self.output_stride = output_stride
+        self.crop_size = crop_size
+        self.conv = conv_bn_relu(in_channels, out_channels, 1, bn_momentum=bn_momentum)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        size = x.shape[-2:]
+        if self.pooling == "grid":
+            pooled = F.adaptive_avg_pool2d(x, self.grid)
+        else:
+            crops = self.crop_size or (None, None)
+            kernel = [
+                tf_pool_window(int(size[axis]), self.output_stride, self.grid[axis], crops[axis]) for axis in (0, 1)
+            ]
+            if kernel[0] > size[0] or kernel[1] > size[1]:
+                raise ValueError(
+                    f"pyramid pooling window {kernel} (from crop_size {self.crop_size}) exceeds the feature map "
+                    f"{tuple(size)}; build the cell with crop_size=None to follow the input size"
+                )
+            pooled = F.avg_pool2d(x, kernel, stride=1)
+        return F.interpolate(self.conv(pooled), size=size, mode="bilinear", align_corners=True)
+
+
+def build_operation(
+    op: Operation,
+    in_channels: int,
+    filters: int,
+    *,
+    output_stride: int = 16,
+    pooling: PoolingMode = "tf",
+    crop_size: tuple[int, int] | None = None,
+    bn_momentum: float = 0.1,
+) -> nn.Module:
+    """The module of one operation; separable rates are given at output stride 16 and scaled by ``16 // OS``."""
+    if op.kind is OpKind.CONV1X1:
+        return conv_bn_relu(in_channels, filters, 1, bn_momentum=bn_momentum)
+    if op.kind is OpKind.SEPARABLE:
+        multiplier = rate_multiplier(output_stride)
+        rate = (op.rate[0] * multiplier, op.rate[1] * multiplier)
+        return SeparableConv(in_channels, filters, rate, bn_momentum=bn_momentum)
+    return PyramidPooling(in_channels, filters, op.grid, pooling, output_stride, crop_size, bn_momentum)
+
+
+def rate_multiplier(output_stride: int) -> int:
+    """TF's ``conv_rate_multiplier``: rates are searched at OS 16 and doubled at OS 8."""
+    if output_stride not in (8, 16):
+        raise ValueError(f"output_stride must be 8 or 16, got {output_stride}")
+    return 16 // output_stride
+
+
+class DensePredictionCell(nn.Module):
+    """A DPC built from a :class:`~densecell.space.Cell` (or a preset name, JSON path or JSON text).
+
+    ``branch_outputs`` runs the branches alone: that part is the paper's "multi-scale context module" whose cost
+    Table 1 reports; ``forward`` adds the concatenation, dropout and 1x1 projection.
+    """
+
+    dropout_before_projection = True
+
+    def __init__(
+        self,
+        cell: Cell | str | Path = "cityscapes-top1",
+        in_channels: int = 2048,
+        filters: int = 256,
+        concat_channels: int = 256,
+        dropout: float = 0.1,
+        output_stride: int = 16,
+        pooling: PoolingMode = "tf",
+        crop_size: tuple[int, int] | None = None,
+        bn_momentum: float = 0.1,
+    ) -> None:
+        super().__init__()
+        self.cell = load_cell(cell, space=None)
+        self.in_channels = in_channels
+        self.filters = filters
+        self.out_channels = concat_channels
+        self.inputs = tuple(branch.input for branch in self.cell)
+        self.branches = nn.ModuleList(
+            build_operation(
+                branch.op,
+                in_channels if branch.input == BACKBONE else filters,
+                filters,
+                output_stride=output_stride,
+                pooling=pooling,
+                crop_size=crop_size,
+                bn_momentum=bn_momentum,
+            )
+            for branch in self.cell
+        )
+        self.dropout = nn.Dropout(dropout)
+        self.projection = conv_bn_relu(filters * len(self.cell), concat_channels, 1, bn_momentum=bn_momentum)
+
+    def branch_outputs(self, features: torch.Tensor) -> list[torch.Tensor]:
+        """Y_1 .. Y_B, each branch reading F or an earlier Y as the cell says."""
+        outputs: list[torch.Tensor] = []
+        for source, branch in zip(self.inputs, self.branches):
+            outputs.append(branch(features if source == BACKBONE else outputs[source]))
+        return outputs
+
+    def forward(self, features: torch.Tensor) -> torch.Tensor:
+        merged = torch.cat(self.branch_outputs(features), dim=1)
+        if self.dropout_before_projection:
+            return self.projection(self.dropout(merged))
+        return self.dropout(self.projection(merged))
+
+
+class ASPP(DensePredictionCell):
+    """DeepLabv3/v3+ atrous spatial pyramid pooling: 1x1 conv, separable 3x3 convs at ``rates`` (given at OS 16,
+    doubled at OS 8), image-level pooling, all on ``F``; then projection and dropout. It is a fixed cell of the space."""
+
+    dropout_before_projection = False
+
+    def __init__(
+        self,
+        in_channels: int = 2048,
+        filters: int = 256,
+        rates: Sequence[int] = (6, 12, 18),
+        dropout: float = 0.1,
+        output_stride: int = 16,
+        bn_momentum: float = 0.1,
+    ) -> None:
+        super().__init__(
+            aspp_cell(rates),
+            in_channels,
+            filters=filters,
+            concat_channels=filters,
+            dropout=dropout,
+            output_stride=output_stride,
+            pooling="grid",
+            bn_momentum=bn_momentum,
+        )

@@ -1,0 +1,239 @@
+"""The ``densecell`` command line: a thin typer skin over the library; every command is one library call."""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+from enum import Enum
+from pathlib import Path
+from typing import Annotated, Any
+
+import torch
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from . import cost as costs
+from .cell import DensePredictionCell
+from .model import build_model, create_backbone
+from .space import PAPER_GRIDS, PAPER_NUM_BRANCHES, PAPER_RATES, PRESETS, SearchSpace, load_cell
+
+app = typer.Typer(help="Dense Prediction Cells: search space, heads, cost, export.", no_args_is_help=True,
+                  add_completion=False, pretty_exceptions_enable=False)
+cell_app = typer.Typer(help="Inspect cells (presets, JSON files).", no_args_is_help=True)
+app.add_typer(cell_app, name="cell")
+
+console = Console()
+
+
+class Format(str, Enum):
+    table = "table"
+    json = "json"
+
+
+class Head(str, Enum):
+    dpc = "dpc"
+    aspp = "aspp"
+
+
+def parse_size(text: str) -> tuple[int, int]:
+    """'1025x2049' or '513' -> (H, W)."""
+    try:
+        parts = [int(p) for p in text.lower().split("x")]
+    except ValueError:
+        raise typer.BadParameter(f"{text!r} is not a size like 513 or 1025x2049") from None
+    if len(parts) == 1:
+        parts *= 2
+    if len(parts) != 2 or min(parts) < 1:
+        raise typer.BadParameter(f"{text!r} is not a size like 513 or 1025x2049")
+    return parts[0], parts[1]
+
+
+def parse_ints(text: str) -> tuple[int, ...]:
+    try:
+        return tuple(int(v) for v in text.split(","))
+    except ValueError:
+        raise typer.BadParameter(f"{text!r} is not a comma-separated list of integers") from None
+
+
+ImageSize = Annotated[str, typer.Option("--image-size", help="Input image size, HxW (or one number for square).")]
+OutputStride = Annotated[int, typer.Option("--output-stride", help="Backbone output stride: 16 or 8.")]
+CellSpec = Annotated[str, typer.Option("--cell", help=f"Preset ({', '.join(PRESETS)}), JSON file or JSON text.")]
+
+
+def millions(n: float) -> str:
+    return f"{n / 1e6:.3f}M"
+
+
+def billions(n: float) -> str:
+    return f"{n / 1e9:.3f}B"
+
+
+@app.command()
+def space(
+    branches: Annotated[int, typer.Option(help="Number of branches B.")] = PAPER_NUM_BRANCHES,
+    rates: Annotated[str, typer.Option(help="Atrous rates per axis.")] = ",".join(map(str, PAPER_RATES)),
+    grids: Annotated[str, typer.Option(help="Pyramid-pooling grid sizes per axis.")] = ",".join(map(str, PAPER_GRIDS)),
+    seed: Annotated[int, typer.Option(help="Seed of the sampled example cell.")] = 0,
+    operations: Annotated[bool, typer.Option("--operations", help="List every operation.")] = False,
+) -> None:
+    """Size of the search space, its operations and a uniformly sampled cell."""
+    search_space = SearchSpace(branches, parse_ints(rates), parse_ints(grids))
+    ops = search_space.operations()
+    console.print(f"branches B = {search_space.num_branches}, operations |OP| = {len(ops)} "
+                  f"(1 conv1x1 + {len(search_space.rates) ** 2} sep3x3 + {len(search_space.grids) ** 2} pool)")
+    console.print(f"cells = B! x |OP|^B = {search_space.size():,} ({search_space.size():.3e})")
+    if operations:
+        console.print(", ".join(map(str, ops)))
+    cell = search_space.sample(seed)
+    console.print(f"sampled cell (seed {seed}): {cell}")
+    print(cell.to_json())
+
+
+@cell_app.command("show")
+def cell_show(
+    spec: Annotated[str, typer.Argument(help=f"Preset ({', '.join(PRESETS)}), JSON file or JSON text.")],
+    backbone: Annotated[str, typer.Option(help="timm backbone whose last feature feeds the cell.")] = "xception71",
+    image_size: ImageSize = "1025x2049",
+    output_stride: OutputStride = 16,
+    fmt: Annotated[Format, typer.Option("--format")] = Format.table,
+) -> None:
+    """The branches of a cell, who feeds whom, and the cost of each branch (paper convention)."""
+    cell = load_cell(spec)
+    size = parse_size(image_size)
+    with torch.device("meta"):
+        channels = create_backbone(backbone, output_stride).feature_info.channels()[-1]
+        head = DensePredictionCell(cell, channels, output_stride=output_stride)
+        shape = (1, channels, *costs.feature_size(size, output_stride))
+        per_branch = costs.branch_costs(head, shape)
+        whole = costs.head_cost(head, channels, size, output_stride)
+    rows = [
+        {"branch": i, "input": b.input, "op": str(b.op), "params": c.params, "madds": c.madds}
+        for i, (b, c) in enumerate(zip(cell, per_branch))
+    ]
+    if fmt is Format.json:
+        print(json.dumps({"cell": cell.to_records(), "branches": rows, "head_params": whole.params,
+                          "head_madds": whole.madds}, indent=2))
+        return
+    table = Table(title=f"{spec}: {backbone} ({channels} ch), {size[0]}x{size[1]}, OS {output_stride}")
+    for column in ("branch", "input", "operation", "params", "MAdds"):
+        table.add_column(column, justify="right" if column in ("params", "MAdds") else "left")
+    for row in rows:
+        source = "F (backbone)" if row["input"] < 0 else f"Y{row['input'] + 1}"
+        table.add_row(f"Y{row['branch'] + 1}", source, row["op"], millions(row["params"]), billions(row["madds"]))
+    context = sum(per_branch, costs.Cost(0, 0))
+    table.add_section()
+    table.add_row("context", "", "branches (paper Table 1)", millions(context.params), billions(context.madds))
+    table.add_row("head", "", "+ projection and BN", millions(whole.params), billions(whole.madds))
+    console.print(table)
+
+
+@app.command()
+def cost(
+    paper_table: Annotated[bool, typer.Option("--paper-table", help="Reproduce the paper's Table 1.")] = False,
+    backbone: Annotated[str, typer.Option(help="timm backbone.")] = "xception71",
+    head: Annotated[Head, typer.Option(help="Context head.")] = Head.dpc,
+    cell: CellSpec = "cityscapes-top1",
+    image_size: ImageSize = "1025x2049",
+    output_stride: OutputStride = 16,
+    decoder: Annotated[bool, typer.Option(help="Include the DeepLabv3+ decoder.")] = True,
+    latency: Annotated[bool, typer.Option("--latency", help="Also time it on the CPU (real tensors).")] = False,
+    fmt: Annotated[Format, typer.Option("--format")] = Format.table,
+) -> None:
+    """Parameters and multiply-adds of a head and a whole model, or the paper's Table 1 reproduced."""
+    size = parse_size(image_size)
+    if paper_table:
+        rows = costs.paper_table(size, latency=latency)
+        if fmt is Format.json:
+            print(json.dumps(rows, indent=2))
+        else:
+            print_paper_table(rows, size)
+        return
+    options: dict[str, Any] = {"backbone": backbone, "head": head.value, "cell": load_cell(cell),
+                               "output_stride": output_stride, "decoder": decoder}
+    with torch.device("meta"):
+        model = build_model(**options)
+        channels = model.head.in_channels
+        rows = [
+            {"part": "context module (paper convention)",
+             **vars(costs.context_module_cost(model.head, size, output_stride))},
+            {"part": "head", **vars(costs.head_cost(model.head, channels, size, output_stride))},
+            {"part": "whole model", **vars(costs.model_cost(model, size))},
+        ]
+    if latency:
+        rows[-1]["latency_s"] = costs.measure_latency(build_model(**options), torch.randn(1, 3, *size), repeats=3)
+    rows = [{k: v for k, v in row.items() if v is not None} for row in rows]
+    if fmt is Format.json:
+        print(json.dumps(rows, indent=2))
+        return
+    table = Table(title=f"{backbone} + {head.value}, {size[0]}x{size[1]}, OS {output_stride}")
+    for column in ("part", "params", "MAdds", "CPU latency"):
+        table.add_column(column, justify="left" if column == "part" else "right")
+    for row in rows:
+        seconds = f"{row['latency_s'] * 1e3:.0f} ms" if "latency_s" in row else ""
+        table.add_row(row["part"], millions(row["params"]), billions(row["madds"]), seconds)
+    console.print(table)
+
+
+def print_paper_table(rows: list[dict[str, Any]], size: tuple[int, int]) -> None:
+    timed = "latency_s" in rows[0]
+    table = Table(title=f"Paper Table 1, context module only, OS 16, {size[0]}x{size[1]}")
+    columns = ["backbone", "head", "params", "paper", "ratio", "MAdds", "paper", "ratio"] + (["CPU ms"] * timed)
+    for column in columns:
+        table.add_column(column, justify="left" if column in ("backbone", "head") else "right")
+    for row in rows:
+        cells = [row["backbone"], row["head"], millions(row["params"]), millions(row["paper_params"]),
+                 f"{row['params_ratio']:.3f}", billions(row["madds"]), billions(row["paper_madds"]),
+                 f"{row['madds_ratio']:.3f}"]
+        if timed:
+            cells.append(f"{row['latency_s'] * 1e3:.0f}")
+        table.add_row(*cells)
+    console.print(table)
+
+
+@app.command()
+def export(
+    output: Annotated[Path, typer.Argument(help="Where to write the .onnx file.")],
+    backbone: Annotated[str, typer.Option(help="timm backbone.")] = "mobilenetv2_100",
+    head: Annotated[Head, typer.Option(help="Context head.")] = Head.dpc,
+    cell: CellSpec = "cityscapes-top1",
+    num_classes: Annotated[int, typer.Option(help="Number of classes.")] = 19,
+    image_size: ImageSize = "513x513",
+    output_stride: OutputStride = 16,
+    decoder: Annotated[bool, typer.Option(help="Include the DeepLabv3+ decoder.")] = True,
+    check: Annotated[bool, typer.Option(help="Compare onnxruntime with PyTorch on a random image.")] = True,
+) -> None:
+    """Export a model to ONNX (fixed input size) and check it against onnxruntime."""
+    from .export import export_onnx, onnx_max_error
+
+    size = parse_size(image_size)
+    model = build_model(backbone=backbone, head=head.value, cell=load_cell(cell), num_classes=num_classes,
+                        output_stride=output_stride, decoder=decoder).eval()
+    path = export_onnx(model, output, size)
+    console.print(f"wrote {path} ({path.stat().st_size / 2**20:.1f} MiB), input images [1, 3, {size[0]}, {size[1]}]")
+    if check:
+        error = onnx_max_error(model, path, torch.randn(1, 3, *size))
+        console.print(f"onnxruntime vs PyTorch: max |difference| = {error:.2e}")
+        if error > 1e-3:
+            raise RuntimeError(f"{path}: onnxruntime differs from PyTorch by {error:.2e} (> 1e-3)")
+
+
+def main() -> None:
+    """Entry point: usage and input errors become one line on stderr and exit code 2; other failures one line and
+    exit code 1. ``DENSECELL_DEBUG=1`` re-raises, for the traceback."""
+    err = Console(stderr=True, markup=False, highlight=False)
+    try:
+        code = app(standalone_mode=False)
+    except typer.Abort:
+        err.print("aborted")
+        sys.exit(130)
+    except typer.TyperException as exc:  # click's usage errors, as vendored by typer
+        err.print(f"error: {exc.format_message()}")
+        sys.exit(2)
+    except Exception as exc:
+        if os.environ.get("DENSECELL_DEBUG"):
+            raise
+        err.print(f"error: {' '.join(str(exc).split())}")
+        sys.exit(2 if isinstance(exc, (ValueError, OSError)) else 1)
+    sys.exit(code if isinstance(code, int) else 0)
