@@ -222,18 +222,18 @@ def export(
 def main() -> None:
     """Entry point: usage and input errors become one line on stderr and exit code 2; other failures one line and
     exit code 1. ``DENSECELL_DEBUG=1`` re-raises, for the traceback."""
-    err = Console(stderr=True, markup=False, highlight=False)
+    err = Console(stderr=True, markup=False, highlight=False, soft_wrap=True)
     try:
         code = app(standalone_mode=False)
     except typer.Abort:
         err.print("aborted")
         sys.exit(130)
     except typer.TyperException as exc:  # click's usage errors, as vendored by typer
-        err.print(f"error: {exc.format_message()}")
+        err.print(f"error: {' '.join(exc.format_message().split())}")
         sys.exit(2)
     except Exception as exc:
         if os.environ.get("DENSECELL_DEBUG"):
             raise
-        err.print(f"error: {' '.join(str(exc).split())}")
+        err.print(f"error: {' '.join(str(exc).split()) or type(exc).__name__}")
         sys.exit(2 if isinstance(exc, (ValueError, OSError)) else 1)
     sys.exit(code if isinstance(code, int) else 0)

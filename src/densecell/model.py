@@ -16,7 +16,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .cell import ASPP, DensePredictionCell, PoolingMode, SeparableConv, conv_bn_relu
+from .cell import ASPP, DensePredictionCell, PoolingMode, SeparableConv, conv_bn_relu, rate_multiplier
 from .space import Cell
 
 HeadName = Literal["dpc", "aspp"]
@@ -114,6 +114,7 @@ def build_model(
         raise ValueError(f"head must be 'dpc' or 'aspp', got {head!r}")
     if num_classes < 1:
         raise ValueError(f"num_classes must be positive, got {num_classes}")
+    rate_multiplier(output_stride)  # checks it is 8 or 16 before timm is asked
     config = {
         "backbone": backbone, "head": head, "cell": cell.to_json() if isinstance(cell, Cell) else str(cell),
         "num_classes": num_classes, "output_stride": output_stride, "decoder": decoder, "pooling": pooling,

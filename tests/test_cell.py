@@ -1,0 +1,128 @@
+import pytest
+import torch
+from torch import nn
+
+from densecell.cell import ASPP, DensePredictionCell, PyramidPooling, SeparableConv, tf_pool_window
+from densecell.space import BACKBONE, Branch, Cell, Operation, load_cell
+
+# One cell with every operation family, wired as a chain with a skip, so that each op reads both F and Y.
+MIXED = Cell((
+    Branch(-1, Operation.separable(1, 6)),
+    Branch(0, Operation.pooling(2, 4)),
+    Branch(-1, Operation.conv1x1()),
+    Branch(1, Operation.pooling(1, 1)),
+    Branch(2, Operation.separable(21, 3)),
+))
+
+
+@pytest.mark.parametrize("pooling", ["tf", "grid"])
+@pytest.mark.parametrize("output_stride", [8, 16])
+@pytest.mark.parametrize("size", [(9, 13), (10, 12), (1, 1)])
+def test_dpc_output_shape(pooling, output_stride, size):
+    head = DensePredictionCell(MIXED, in_channels=12, filters=8, concat_channels=10, output_stride=output_stride,
+                               pooling=pooling).eval()
+    out = head(torch.randn(2, 12, *size))
+    assert out.shape == (2, 10, *size)
+
+
+@pytest.mark.parametrize("output_stride", [8, 16])
+def test_aspp_output_shape_and_rates(output_stride):
+    head = ASPP(in_channels=12, filters=8, output_stride=output_stride).eval()
+    assert head(torch.randn(2, 12, 7, 11)).shape == (2, 8, 7, 11)
+    rates = [m.rate for m in head.branches if isinstance(m, SeparableConv)]
+    scale = 16 // output_stride
+    assert rates == [(6 * scale, 6 * scale), (12 * scale, 12 * scale), (18 * scale, 18 * scale)]
+    assert not head.dropout_before_projection
+
+
+@pytest.mark.parametrize("output_stride,scale", [(16, 1), (8, 2)])
+def test_separable_rates_follow_the_cell_and_output_stride(output_stride, scale):
+    head = DensePredictionCell("cityscapes-top1", in_channels=4, filters=4, output_stride=output_stride)
+    depthwise = [m.rate for m in head.branches]
+    assert depthwise == [(r[0] * scale, r[1] * scale) for r in [(1, 6), (18, 15), (6, 3), (1, 1), (6, 21)]]
+    first = head.branches[0][0][0]
+    assert first.groups == 4 and first.dilation == (1 * scale, 6 * scale) and first.padding == (scale, 6 * scale)
+
+
+def test_every_op_is_conv_bn_relu_and_separable_is_depthwise_then_pointwise():
+    sep = SeparableConv(6, 8, (3, 9))
+    (dw, dw_bn, dw_relu), (pw, pw_bn, pw_relu) = sep
+    assert dw.groups == 6 and dw.kernel_size == (3, 3) and dw.dilation == (3, 9) and dw.bias is None
+    assert pw.kernel_size == (1, 1) and pw.out_channels == 8 and pw.bias is None
+    assert isinstance(dw_bn, nn.BatchNorm2d) and isinstance(pw_bn, nn.BatchNorm2d)
+    assert isinstance(dw_relu, nn.ReLU) and isinstance(pw_relu, nn.ReLU)
+
+
+def test_gradients_reach_every_branch():
+    head = DensePredictionCell(MIXED, in_channels=6, filters=4, concat_channels=5).train()
+    features = torch.randn(3, 6, 9, 11, requires_grad=True)
+    head(features).square().mean().backward()
+    for i, branch in enumerate(head.branches):
+        grads = [p.grad for p in branch.parameters()]
+        assert all(g is not None and g.abs().sum() > 0 for g in grads), f"branch {i} got no gradient"
+    assert features.grad.abs().sum() > 0
+
+
+@pytest.mark.parametrize("spec", ["cityscapes-top1", MIXED])
+def test_each_branch_reads_exactly_the_tensor_the_cell_names(spec):
+    head = DensePredictionCell(spec, in_channels=6, filters=4).eval()
+    seen_in, seen_out = {}, {}
+    for i, branch in enumerate(head.branches):
+        branch.register_forward_pre_hook(lambda m, args, i=i: seen_in.__setitem__(i, args[0]))
+        branch.register_forward_hook(lambda m, args, out, i=i: seen_out.__setitem__(i, out))
+    features = torch.randn(1, 6, 9, 9)
+    head(features)
+    for i, branch in enumerate(load_cell(spec, space=None)):
+        expected = features if branch.input == BACKBONE else seen_out[branch.input]
+        assert seen_in[i] is expected, f"branch {i} should read input {branch.input}"
+
+
+def test_concatenation_holds_every_branch_output():
+    head = DensePredictionCell("cityscapes-top1", in_channels=6, filters=4, concat_channels=3, dropout=0.0).eval()
+    assert head.projection[0].in_channels == 5 * 4
+    features = torch.randn(1, 6, 5, 5)
+    merged = torch.cat(head.branch_outputs(features), 1)
+    assert torch.allclose(head(features), head.projection(merged))
+
+
+def test_tf_pooling_window_matches_released_code():
+    # paper-notes: 769 crop, OS 16 -> 49x49 feature; grid 2 -> kernel 25 -> a 25x25 sliding-window map
+    assert tf_pool_window(49, 16, 2, crop=769) == 25
+    assert tf_pool_window(49, 16, 2) == 25
+    assert tf_pool_window(49, 16, 1) == 49
+    assert tf_pool_window(65, 16, 8, crop=1025) == 9
+    pool = PyramidPooling(3, 2, grid=(2, 8), pooling="tf", crop_size=(769, 769)).eval()
+    shapes = []
+    pool.conv.register_forward_pre_hook(lambda m, args: shapes.append(tuple(args[0].shape[-2:])))
+    assert pool(torch.randn(1, 3, 49, 49)).shape == (1, 2, 49, 49)
+    assert shapes == [(49 - 25 + 1, 49 - 7 + 1)]
+
+
+def test_grid_pooling_pools_into_the_grid():
+    pool = PyramidPooling(3, 2, grid=(2, 4), pooling="grid").eval()
+    shapes = []
+    pool.conv.register_forward_pre_hook(lambda m, args: shapes.append(tuple(args[0].shape[-2:])))
+    pool(torch.randn(1, 3, 17, 31))
+    assert shapes == [(2, 4)]
+
+
+def test_both_pooling_modes_agree_on_global_pooling():
+    torch.manual_seed(0)
+    tf_pool = PyramidPooling(3, 2, grid=(1, 1), pooling="tf").eval()
+    grid_pool = PyramidPooling(3, 2, grid=(1, 1), pooling="grid").eval()
+    grid_pool.load_state_dict(tf_pool.state_dict())
+    x = torch.randn(2, 3, 9, 14)
+    assert torch.allclose(tf_pool(x), grid_pool(x), atol=1e-6)
+
+
+def test_tf_pooling_with_a_crop_larger_than_the_input_says_so():
+    pool = PyramidPooling(3, 2, grid=(1, 1), pooling="tf", crop_size=(769, 769)).eval()
+    with pytest.raises(ValueError, match="crop_size"):
+        pool(torch.randn(1, 3, 17, 17))
+
+
+def test_bad_pooling_mode_and_output_stride():
+    with pytest.raises(ValueError, match="pooling"):
+        DensePredictionCell(MIXED, in_channels=3, pooling="max")
+    with pytest.raises(ValueError, match="output_stride"):
+        DensePredictionCell("cityscapes-top1", in_channels=3, output_stride=4)

@@ -1,0 +1,79 @@
+import json
+import sys
+
+import pytest
+
+from densecell import cli
+
+
+def run(capsys, monkeypatch, *args):
+    monkeypatch.setattr(sys, "argv", ["densecell", *map(str, args)])
+    with pytest.raises(SystemExit) as exit_info:
+        cli.main()
+    out, err = capsys.readouterr()
+    return exit_info.value.code, out, err
+
+
+def test_space_prints_the_papers_size(capsys, monkeypatch):
+    code, out, _ = run(capsys, monkeypatch, "space")
+    assert code == 0
+    assert "418,414,128,120" in out and "|OP| = 81" in out
+
+
+def test_space_reduced(capsys, monkeypatch):
+    code, out, _ = run(capsys, monkeypatch, "space", "--branches", "2", "--rates", "1,3", "--grids", "1")
+    assert code == 0 and "cells = B! x |OP|^B = 72 " in out
+
+
+def test_cell_show_lists_branches_and_costs(capsys, monkeypatch):
+    code, out, _ = run(capsys, monkeypatch, "cell", "show", "cityscapes-top1", "--format", "json")
+    assert code == 0
+    shown = json.loads(out)
+    assert [b["input"] for b in shown["branches"]] == [-1, 0, 1, 0, 0]
+    assert sum(b["params"] for b in shown["branches"]) == 814_080
+    code, out, _ = run(capsys, monkeypatch, "cell", "show", "cityscapes-top1", "--backbone", "mobilenetv2_100")
+    assert code == 0 and "sep3x3 rate 18x15" in out and "0.356M" in out
+
+
+def test_cost_paper_table_json(capsys, monkeypatch):
+    code, out, _ = run(capsys, monkeypatch, "cost", "--paper-table", "--format", "json")
+    assert code == 0
+    rows = json.loads(out)
+    assert [(r["backbone"], r["head"]) for r in rows] == [
+        ("mobilenetv2_100", "aspp"), ("mobilenetv2_100", "dpc"), ("xception71", "aspp"), ("xception71", "dpc")]
+    for row in rows:
+        assert {"backbone", "head", "params", "madds", "paper_params", "paper_madds"} <= row.keys()
+    assert rows[3]["paper_params"] == 810_000 and rows[3]["params"] == 814_080
+
+
+def test_cost_of_a_model(capsys, monkeypatch):
+    code, out, _ = run(capsys, monkeypatch, "cost", "--backbone", "mobilenetv2_100", "--head", "aspp",
+                       "--image-size", "513", "--format", "json")
+    assert code == 0
+    parts = {row["part"]: row for row in json.loads(out)}
+    assert parts["whole model"]["madds"] > parts["head"]["madds"] > parts["context module (paper convention)"]["madds"]
+
+
+def test_export_writes_onnx_and_checks_it(capsys, monkeypatch, tmp_path):
+    target = tmp_path / "m.onnx"
+    code, out, _ = run(capsys, monkeypatch, "export", target, "--num-classes", "3", "--image-size", "65x97")
+    assert code == 0 and target.is_file()
+    assert "max |difference|" in out
+
+
+@pytest.mark.parametrize("args,message", [
+    (["cell", "show", "no-such-preset"], "no-such-preset: no such cell file or preset"),
+    (["cell", "show", '[{"kernel": 3, "rate": [2, 6], "op": "conv", "input": -1}]'], "5"),
+    (["cost", "--cell", '[{"op": "conv"}]'], "branch 0: missing field"),
+    (["cost", "--image-size", "12xq"], "not a size"),
+    (["cost", "--head", "psp"], "psp"),
+    (["cost", "--backbone", "no_such_net"], "not a timm model"),
+    (["cost", "--output-stride", "4"], "output_stride"),
+    (["space", "--rates", "1,x"], "comma-separated"),
+    (["space", "--bogus"], "--bogus"),
+])
+def test_bad_input_is_one_line_and_exit_2(capsys, monkeypatch, args, message):
+    code, out, err = run(capsys, monkeypatch, *args)
+    assert code == 2
+    assert err.startswith("error: ") and message in err
+    assert err.count("\n") == 1 and "Traceback" not in err

@@ -1,0 +1,181 @@
+import itertools
+import json
+import random
+from collections import Counter
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from densecell.space import (
+    BACKBONE,
+    Branch,
+    Cell,
+    CellError,
+    Operation,
+    SearchSpace,
+    aspp_cell,
+    load_cell,
+    preset_text,
+)
+
+TINY = SearchSpace(num_branches=2, rates=(1, 3), grids=(1,))
+
+
+def test_paper_space_has_81_operations_and_the_papers_size():
+    space = SearchSpace()
+    assert len(space.operations()) == 81
+    assert len(set(space.operations())) == 81
+    assert space.size() == 418_414_128_120  # B! * 81^B
+    assert space.size() == 120 * 81**5
+
+
+@pytest.mark.parametrize("space", [TINY, SearchSpace(num_branches=3, rates=(1,), grids=(1, 2))])
+def test_size_equals_brute_force_count(space):
+    """Enumerate every (input, op) assignment, valid or not, and count those that form a cell of the space."""
+    ops = space.operations()
+    per_branch = list(itertools.product(range(-2, space.num_branches), ops))
+    valid = set()
+    for choice in itertools.product(per_branch, repeat=space.num_branches):
+        try:
+            cell = Cell(tuple(Branch(source, op) for source, op in choice))
+        except CellError:
+            continue
+        assert cell in space
+        valid.add(cell)
+    assert len(valid) == space.size()
+
+
+def test_sample_is_uniform_on_a_tiny_space():
+    rng = random.Random(0)
+    draws = 72 * 200
+    counts = Counter(TINY.sample(rng) for _ in range(draws))
+    assert len(counts) == TINY.size() == 72
+    # each cell's count is Binomial(14400, 1/72): mean 200, sd ~14; 5 sd either side would be a broken sampler
+    assert 130 < min(counts.values()) and max(counts.values()) < 270
+
+
+def test_sample_is_reproducible_and_in_space():
+    space = SearchSpace()
+    assert space.sample(7) == space.sample(7)
+    assert all(space.sample(seed) in space for seed in range(100))
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.integers(0, 2**32 - 1))
+def test_every_sampled_cell_round_trips_through_json(seed):
+    cell = SearchSpace().sample(seed)
+    text = cell.to_json()
+    again = Cell.from_json(text)
+    assert again == cell and hash(again) == hash(cell)
+    assert again.to_json() == text
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.integers(0, 2**32 - 1))
+def test_mutation_changes_exactly_one_branch_and_stays_in_space(seed):
+    space = SearchSpace()
+    rng = random.Random(seed)
+    cell = space.sample(rng)
+    child = space.mutate(cell, rng)
+    assert child in space
+    assert sum(a != b for a, b in zip(cell, child)) == 1
+
+
+def test_published_cell_round_trips_byte_for_byte_and_has_the_papers_wiring():
+    text = preset_text("cityscapes-top1")
+    cell = load_cell("cityscapes-top1")
+    assert cell.to_json() == text
+    assert [b.input for b in cell] == [BACKBONE, 0, 1, 0, 0]
+    assert [b.op for b in cell] == [
+        Operation.separable(1, 6),
+        Operation.separable(18, 15),
+        Operation.separable(6, 3),
+        Operation.separable(1, 1),
+        Operation.separable(6, 21),
+    ]
+    assert cell in SearchSpace()
+
+
+def test_load_cell_accepts_preset_path_text_and_cell(tmp_path):
+    cell = load_cell("cityscapes-top1")
+    path = tmp_path / "cell.json"
+    path.write_text(cell.to_json())
+    assert load_cell(path) == load_cell(str(path)) == load_cell(cell.to_json()) == load_cell(cell) == cell
+
+
+def test_all_operation_kinds_serialise_in_tf_format():
+    cell = Cell((
+        Branch(-1, Operation.conv1x1()),
+        Branch(0, Operation.pooling(2, 8)),
+        Branch(1, Operation.separable(3, 21)),
+    ))
+    assert json.loads(cell.to_json()) == [
+        {"kernel": 1, "op": "conv", "input": -1},
+        {"grid_size": [2, 8], "op": "pyramid_pooling", "input": 0},
+        {"kernel": 3, "rate": [3, 21], "op": "conv", "input": 1},
+    ]
+    # TF also accepts the list forms of the kernel
+    alt = '[{"kernel": [1, 1], "op": "conv", "input": -1}, {"grid_size": [2, 8], "op": "pyramid_pooling", ' \
+          '"input": 0}, {"kernel": [3, 3], "rate": [3, 21], "op": "conv", "input": 1}]'
+    assert Cell.from_json(alt) == cell
+
+
+def test_aspp_is_a_cell_of_the_space():
+    cell = aspp_cell()
+    assert cell in SearchSpace()
+    assert all(b.input == BACKBONE for b in cell)
+
+
+def five(branch0: str) -> str:
+    rest = ', '.join(['{"kernel": 1, "op": "conv", "input": 0}'] * 4)
+    return f"[{branch0}, {rest}]"
+
+
+BAD_CELLS = [
+    ("[not json", "not valid JSON"),
+    ('{"op": "conv"}', "expected a JSON list"),
+    ("[]", "no branches"),
+    ("[1, 2, 3, 4, 5]", "branch 0: expected an object"),
+    (five('{"op": "dilated", "kernel": 3, "input": -1}'), "branch 0: field 'op'"),
+    (five('{"kernel": 3, "rate": [1, 1], "input": -1}'), "branch 0: missing field 'op'"),
+    (five('{"kernel": 3, "op": "conv", "input": -1}'), "branch 0: missing field 'rate'"),
+    (five('{"rate": [1, 1], "op": "conv", "input": -1}'), "branch 0: missing field 'kernel'"),
+    (five('{"kernel": 3, "rate": [1, 1], "op": "conv"}'), "branch 0: missing field 'input'"),
+    (five('{"kernel": 1, "op": "conv", "input": -1, "color": "red"}'), "branch 0: unexpected field 'color'"),
+    (five('{"kernel": 5, "rate": [1, 1], "op": "conv", "input": -1}'), "branch 0: field 'kernel'"),
+    (five('{"kernel": 3, "rate": 6, "op": "conv", "input": -1}'), "branch 0: field 'rate'"),
+    (five('{"kernel": 3, "rate": [6, "6"], "op": "conv", "input": -1}'), "branch 0: field 'rate'"),
+    (five('{"kernel": 3, "rate": [0, 6], "op": "conv", "input": -1}'), "branch 0: field 'rate'"),
+    (five('{"kernel": 3, "rate": [2, 6], "op": "conv", "input": -1}'), "branch 0: field 'rate' [2, 6] is outside"),
+    (five('{"grid_size": [3, 1], "op": "pyramid_pooling", "input": -1}'), "branch 0: field 'grid_size' [3, 1]"),
+    (five('{"grid_size": [true, 1], "op": "pyramid_pooling", "input": -1}'), "branch 0: field 'grid_size'"),
+    (five('{"kernel": 1, "op": "conv", "input": "F"}'), "branch 0: field 'input' must be an integer"),
+    (five('{"kernel": 1, "op": "conv", "input": 0}'), "branch 0: field 'input' is 0"),
+    (five('{"kernel": 1, "op": "conv", "input": -2}'), "branch 0: field 'input' is -2"),
+    ('[{"kernel": 1, "op": "conv", "input": -1}, {"kernel": 1, "op": "conv", "input": 1}]', "branch 1: field 'input'"),
+    ("[" + ", ".join(['{"kernel": 1, "op": "conv", "input": -1}'] * 1000) + "]", "1000 branches"),
+]
+
+
+@pytest.mark.parametrize("text,message", BAD_CELLS)
+def test_invalid_cells_raise_cell_error_naming_branch_and_field(text, message):
+    with pytest.raises(CellError, match=message.replace("[", r"\[").replace("]", r"\]")) as info:
+        Cell.from_json(text, space=SearchSpace())
+    assert isinstance(info.value, ValueError)
+    assert "\n" not in str(info.value)
+
+
+def test_missing_or_broken_file_names_the_path(tmp_path):
+    with pytest.raises(CellError, match="nope.json: no such cell file or preset"):
+        load_cell(tmp_path / "nope.json")
+    broken = tmp_path / "broken.json"
+    broken.write_text('[{"kernel": 3, "rate": [1, 6], "op": "conv", "input": -1}')
+    with pytest.raises(CellError, match="broken.json: not valid JSON"):
+        load_cell(broken)
+
+
+def test_space_membership_is_separate_from_structure():
+    cell = Cell.from_json('[{"kernel": 3, "rate": [24, 6], "op": "conv", "input": -1}]')  # Fig. 2's 24x6
+    assert cell not in SearchSpace()
+    assert cell in SearchSpace(num_branches=1, rates=(6, 24))
