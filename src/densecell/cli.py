@@ -168,11 +168,11 @@ def cost(
         print(json.dumps(rows, indent=2))
         return
     table = Table(title=f"{backbone} + {head.value}, {size[0]}x{size[1]}, OS {output_stride}")
-    for column in ("part", "params", "MAdds", "CPU latency"):
+    for column in ("part", "params", "MAdds") + ("CPU latency",) * latency:
         table.add_column(column, justify="left" if column == "part" else "right")
     for row in rows:
-        seconds = f"{row['latency_s'] * 1e3:.0f} ms" if "latency_s" in row else ""
-        table.add_row(row["part"], millions(row["params"]), billions(row["madds"]), seconds)
+        seconds = [f"{row['latency_s'] * 1e3:.0f} ms" if "latency_s" in row else ""] * latency
+        table.add_row(row["part"], millions(row["params"]), billions(row["madds"]), *seconds)
     console.print(table)
 
 
