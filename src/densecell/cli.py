@@ -219,6 +219,132 @@ def export(
             raise RuntimeError(f"{path}: onnxruntime differs from PyTorch by {error:.2e} (> 1e-3)")
 
 
+Overrides = Annotated[list[str] | None, typer.Option("--set", help="Override a config field: section.field=value.")]
+DataRoot = Annotated[Path | None, typer.Option("--data-root", help="Dataset root folder (overrides data.root).")]
+
+
+@app.command()
+def train(
+    config: Annotated[Path | None, typer.Option("--config", help="YAML recipe, e.g. configs/cityscapes-xception71-dpc.yaml.")] = None,
+    data_root: DataRoot = None,
+    resume: Annotated[bool, typer.Option("--resume", help="Continue the run from its last checkpoint.")] = False,
+    overrides: Overrides = None,
+) -> None:
+    """Train a model end to end (DeepLab recipe); under torchrun it runs DistributedDataParallel."""
+    from .config import load_config
+    from .train import train as run_training
+
+    settings = load_config(config, with_data_root(overrides, data_root))
+    result = run_training(settings, resume=resume)
+    if result.val_miou is not None:
+        console.print(f"val mIoU {result.val_miou * 100:.2f}% after {result.iteration} iterations; "
+                      f"run in {result.run_dir}")
+
+
+def with_data_root(overrides: list[str] | None, data_root: Path | None) -> list[str]:
+    return list(overrides or []) + ([f"data.root={data_root}"] if data_root else [])
+
+
+def parse_scales(text: str) -> tuple[float, ...]:
+    try:
+        scales = tuple(float(v) for v in text.split(","))
+    except ValueError:
+        raise typer.BadParameter(f"{text!r} is not a comma-separated list of scales like 0.75,1,1.25") from None
+    if not scales or min(scales) <= 0:
+        raise typer.BadParameter(f"scales must be positive, got {text!r}")
+    return scales
+
+
+Scales = Annotated[str, typer.Option("--scales", help="Comma-separated test scales; 'paper' = 0.75,1,...,2.")]
+Flip = Annotated[bool, typer.Option("--flip", help="Also average the left-right flipped image.")]
+Window = Annotated[str | None, typer.Option("--window", help="Sliding-window size HxW for large images.")]
+CheckpointPath = Annotated[Path, typer.Option("--checkpoint", help="A checkpoint.pt written by densecell train.")]
+
+
+def eval_settings(scales: str, window: str | None) -> tuple[tuple[float, ...], tuple[int, int] | None]:
+    from .evaluate import PAPER_EVAL_SCALES
+
+    return (PAPER_EVAL_SCALES if scales == "paper" else parse_scales(scales)), (parse_size(window) if window else None)
+
+
+@app.command("eval")
+def evaluate_command(
+    checkpoint: CheckpointPath,
+    data_root: DataRoot = None,
+    split: Annotated[str, typer.Option(help="Split to evaluate.")] = "val",
+    scales: Scales = "1",
+    flip: Flip = False,
+    window: Window = None,
+    output_stride: Annotated[int | None, typer.Option("--output-stride", help="Evaluate at OS 8 or 16.")] = None,
+    output: Annotated[Path | None, typer.Option("--output", help="Write the per-class table as JSON here.")] = None,
+) -> None:
+    """mIoU and per-class IoU of a checkpoint on a split (single or multi-scale, flip, sliding window)."""
+    from .checkpoint import load_model
+    from .config import TrainConfig
+    from .data import EvalTransform, build_dataset
+    from .evaluate import evaluate
+
+    scale_list, window_size = eval_settings(scales, window)
+    model, payload = load_model(checkpoint, **({"output_stride": output_stride} if output_stride else {}))
+    data = TrainConfig.model_validate(payload["config"]).data
+    root = data_root or data.root
+    if root is None:
+        raise ValueError("no data root: pass --data-root")
+    dataset = build_dataset(data.dataset, root, split, EvalTransform(), **data.dataset_options())
+    device = "cuda" if torch.cuda.is_available() else "cpu"
+    result = evaluate(model.to(device), dataset, device, scale_list, flip, window_size)
+    table = Table(title=f"{checkpoint}: {dataset.name}, {result.images} images, scales {list(scale_list)}"
+                        f"{' + flip' if flip else ''}")
+    table.add_column("class")
+    table.add_column("IoU %", justify="right")
+    for name, iou in zip(result.classes, result.iou):
+        table.add_row(name, "-" if iou != iou else f"{iou * 100:.2f}")
+    table.add_section()
+    table.add_row("mIoU", f"{result.miou * 100:.2f}")
+    console.print(table)
+    if output:
+        output.parent.mkdir(parents=True, exist_ok=True)
+        output.write_text(json.dumps(result.to_dict(), indent=2))
+        console.print(f"wrote {output}")
+
+
+@app.command()
+def predict(
+    images: Annotated[list[Path], typer.Argument(help="Image files.")],
+    checkpoint: CheckpointPath,
+    output: Annotated[Path, typer.Option("--output", help="Folder for the PNGs.")] = Path("predictions"),
+    scales: Scales = "1",
+    flip: Flip = False,
+    window: Window = None,
+) -> None:
+    """Write trainId PNGs, colour overlays and (for Cityscapes models) labelId PNGs for the benchmark server."""
+    from .checkpoint import load_model
+    from .data.cityscapes import train_id_to_label_id
+    from .evaluate import predict_files
+
+    scale_list, window_size = eval_settings(scales, window)
+    model, payload = load_model(checkpoint)
+    cityscapes = payload.get("config", {}).get("data", {}).get("dataset") == "cityscapes"
+    device = "cuda" if torch.cuda.is_available() else "cpu"
+    written = predict_files(model.to(device), images, output, payload["palette"],
+                            train_id_to_label_id() if cityscapes else None, scale_list, flip, window_size, device)
+    console.print(f"wrote {len(written)} files for {len(images)} images to {output}")
+
+
+@app.command()
+def synthetic(
+    root: Annotated[Path, typer.Argument(help="Where to write the dataset (Cityscapes layout).")],
+    train_images: Annotated[int, typer.Option("--train", help="Training images.")] = 48,
+    val_images: Annotated[int, typer.Option("--val", help="Validation images.")] = 16,
+    seed: Annotated[int, typer.Option(help="Random seed.")] = 0,
+) -> None:
+    """Write the synthetic multi-scale dataset (same texture, classes told apart only by size and shape)."""
+    from .data.synthetic import write_synthetic_cityscapes
+
+    write_synthetic_cityscapes(root, train_images, val_images, seed=seed)
+    console.print(f"wrote {train_images} train + {val_images} val images to {root} (Cityscapes layout)")
+
+
 def main() -> None:
     """Entry point: usage and input errors become one line on stderr and exit code 2; other failures one line and
     exit code 1. ``DENSECELL_DEBUG=1`` re-raises, for the traceback."""
@@ -231,6 +357,9 @@ def main() -> None:
     except typer.TyperException as exc:  # click's usage errors, as vendored by typer
         err.print(f"error: {' '.join(exc.format_message().split())}")
         sys.exit(2)
+    except KeyboardInterrupt as exc:
+        err.print(str(exc) or "interrupted")
+        sys.exit(130)
     except Exception as exc:
         if os.environ.get("DENSECELL_DEBUG"):
             raise

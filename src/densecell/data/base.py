@@ -1,0 +1,157 @@
+"""The common dataset: pairs of (image file, label file), a label decoder, checks that name the file at fault.
+
+Every dataset of :mod:`densecell.data` is a :class:`SegmentationDataset` built from a list of :class:`Sample` s.
+Items are addressed by ``index`` or by ``(index, seed)``: the seed drives that item's augmentation, so that the
+batches of an iteration are a pure function of (run seed, iteration), whichever DataLoader worker loads them. That
+is what makes training resume exactly.
+"""
+
+from __future__ import annotations
+
+import random
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from PIL import Image, UnidentifiedImageError
+from torch.utils.data import Dataset
+
+IGNORE_INDEX = 255
+"""The label value that the loss and the metrics ignore (DeepLab's convention)."""
+
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp")
+
+
+class DataError(ValueError):
+    """Bad data on disk; the message starts with the file or folder at fault."""
+
+
+@dataclass(frozen=True)
+class Sample:
+    """One image and its label file (``None`` for unlabelled images, e.g. the Cityscapes test split)."""
+
+    image: Path
+    label: Path | None
+
+
+Transform = Callable[[torch.Tensor, torch.Tensor, random.Random], tuple[torch.Tensor, torch.Tensor]]
+LabelReader = Callable[[Path], np.ndarray]
+
+
+def read_image(path: Path) -> np.ndarray:
+    """An RGB image as uint8 HxWx3; corrupt, truncated and non-image files raise :class:`DataError`."""
+    try:
+        with Image.open(path) as image:
+            image.load()
+            return np.array(image.convert("RGB"))
+    except FileNotFoundError:
+        raise DataError(f"{path}: image file not found") from None
+    except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as exc:
+        raise DataError(f"{path}: corrupt or unreadable image ({' '.join(str(exc).split())})") from None
+
+
+def read_png_label(path: Path) -> np.ndarray:
+    """A single-channel label PNG (grayscale or palette indices) as uint8 HxW."""
+    try:
+        with Image.open(path) as image:
+            image.load()
+            if image.mode not in ("L", "P"):
+                raise DataError(f"{path}: label must be a single-channel (L or P mode) PNG, got mode {image.mode}")
+            return np.array(image)
+    except FileNotFoundError:
+        raise DataError(f"{path}: label file not found") from None
+    except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as exc:
+        if isinstance(exc, DataError):
+            raise
+        raise DataError(f"{path}: corrupt or unreadable label ({' '.join(str(exc).split())})") from None
+
+
+def identity_lut(num_classes: int, ignore_index: int = IGNORE_INDEX) -> np.ndarray:
+    """A label lookup table that keeps 0..num_classes-1, maps ``ignore_index`` to 255 and marks the rest invalid."""
+    lut = np.full(256, -1, dtype=np.int16)
+    lut[:num_classes] = np.arange(num_classes)
+    lut[ignore_index] = IGNORE_INDEX
+    return lut
+
+
+class SegmentationDataset(Dataset):
+    """Images and labels read from files; ``lut`` maps stored label values to train ids (-1 = not allowed)."""
+
+    def __init__(
+        self,
+        samples: Sequence[Sample],
+        classes: Sequence[str],
+        palette: Sequence[tuple[int, int, int]],
+        transform: Transform | None = None,
+        lut: np.ndarray | None = None,
+        read_label: LabelReader = read_png_label,
+        name: str = "dataset",
+    ) -> None:
+        if not samples:
+            raise DataError(f"{name}: the split is empty (no images found)")
+        self.samples = list(samples)
+        self.classes = tuple(classes)
+        self.palette = tuple(palette)
+        self.transform = transform
+        self.lut = identity_lut(len(self.classes)) if lut is None else lut
+        self.read_label = read_label
+        self.name = name
+
+    @property
+    def num_classes(self) -> int:
+        return len(self.classes)
+
+    def __len__(self) -> int:
+        return len(self.samples)
+
+    def load(self, index: int) -> tuple[np.ndarray, np.ndarray]:
+        """The raw image (HxWx3 uint8) and its train-id label (HxW uint8, 255 = ignore), checked."""
+        sample = self.samples[index]
+        image = read_image(sample.image)
+        if sample.label is None:
+            return image, np.full(image.shape[:2], IGNORE_INDEX, dtype=np.uint8)
+        stored = self.read_label(sample.label)
+        if stored.shape != image.shape[:2]:
+            raise DataError(
+                f"{sample.label}: label is {stored.shape[1]}x{stored.shape[0]} but its image {sample.image.name} is "
+                f"{image.shape[1]}x{image.shape[0]}"
+            )
+        label = self.lut[stored]
+        if (label < 0).any():
+            bad = sorted(set(np.unique(stored[label < 0]).tolist()))
+            raise DataError(
+                f"{sample.label}: label values {bad[:8]} are neither classes of {self.name} nor ignore "
+                f"({IGNORE_INDEX})"
+            )
+        return image, label.astype(np.uint8)
+
+    def __getitem__(self, key: int | tuple[int, int]) -> tuple[torch.Tensor, torch.Tensor]:
+        index, seed = key if isinstance(key, tuple) else (key, key)
+        image, label = self.load(index)
+        image_t = torch.from_numpy(np.ascontiguousarray(image)).permute(2, 0, 1)
+        label_t = torch.from_numpy(np.ascontiguousarray(label)).long()
+        if self.transform is not None:
+            image_t, label_t = self.transform(image_t, label_t, random.Random(seed))
+        return image_t, label_t
+
+
+def list_images(folder: Path, pattern: str = "*") -> list[Path]:
+    """Image files under ``folder`` matching ``pattern`` (sorted); a missing folder is a :class:`DataError`."""
+    if not folder.is_dir():
+        raise DataError(f"{folder}: folder not found")
+    return sorted(p for p in folder.rglob(pattern) if p.suffix.lower() in IMAGE_SUFFIXES)
+
+
+def read_id_list(path: Path) -> list[str]:
+    """Image ids of a split file, one per line (the first token of each non-empty line)."""
+    if not path.is_file():
+        raise DataError(f"{path}: split file not found")
+    return [line.split()[0] for line in path.read_text().splitlines() if line.strip()]
+
+
+def require_file(path: Path, what: str, owner: Path) -> Path:
+    if not path.is_file():
+        raise DataError(f"{owner}: no {what} (expected {path})")
+    return path

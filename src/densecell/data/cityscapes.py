@@ -1,0 +1,76 @@
+"""Cityscapes in its official layout, with the 19 train ids taken from ``cityscapesscripts``' label table.
+
+::
+
+    ROOT/leftImg8bit/{train,val,test,train_extra}/<city>/<city>_<seq>_<frame>_leftImg8bit.png
+    ROOT/gtFine/{train,val,test}/<city>/<city>_<seq>_<frame>_gtFine_labelIds.png
+    ROOT/gtCoarse/{train,val,train_extra}/<city>/<city>_<seq>_<frame>_gtCoarse_labelIds.png   (optional)
+"""
+
+from __future__ import annotations
+
+from functools import cache
+from pathlib import Path
+
+import numpy as np
+from cityscapesscripts.helpers.labels import labels as CITYSCAPES_LABELS
+
+from .base import IGNORE_INDEX, DataError, Sample, SegmentationDataset, Transform, list_images
+
+SPLITS = ("train", "val", "test", "train_extra")
+
+
+@cache
+def train_classes() -> tuple[tuple[str, ...], tuple[tuple[int, int, int], ...]]:
+    """Names and colours of the 19 evaluated classes, in train-id order."""
+    evaluated = sorted((l for l in CITYSCAPES_LABELS if 0 <= l.trainId < IGNORE_INDEX), key=lambda l: l.trainId)
+    return tuple(l.name for l in evaluated), tuple(tuple(l.color) for l in evaluated)
+
+
+@cache
+def label_id_to_train_id() -> np.ndarray:
+    """labelId -> trainId lookup (255 = ignore, -1 = not a Cityscapes labelId)."""
+    lut = np.full(256, -1, dtype=np.int16)
+    for label in CITYSCAPES_LABELS:
+        if 0 <= label.id < 256:
+            lut[label.id] = label.trainId if 0 <= label.trainId < IGNORE_INDEX else IGNORE_INDEX
+    return lut
+
+
+@cache
+def train_id_to_label_id() -> np.ndarray:
+    """trainId -> labelId, for writing predictions the benchmark server accepts (ignore -> 0, 'unlabeled')."""
+    lut = np.zeros(256, dtype=np.uint8)
+    for label in CITYSCAPES_LABELS:
+        if 0 <= label.trainId < IGNORE_INDEX and label.id >= 0:
+            lut[label.trainId] = label.id
+    return lut
+
+
+def cityscapes_samples(root: Path, split: str, annotation: str = "gtFine") -> list[Sample]:
+    """Pairs of ``*_leftImg8bit.png`` and ``*_{annotation}_labelIds.png``; test images need no label."""
+    if split not in SPLITS:
+        raise DataError(f"{root}: unknown Cityscapes split {split!r} (one of {', '.join(SPLITS)})")
+    images = list_images(root / "leftImg8bit" / split, "*_leftImg8bit.png")
+    samples = []
+    for image in images:
+        city = image.parent.name
+        stem = image.name.removesuffix("_leftImg8bit.png")
+        label = root / annotation / split / city / f"{stem}_{annotation}_labelIds.png"
+        if not label.is_file():
+            if split == "test":
+                label = None
+            else:
+                raise DataError(f"{image}: no label (expected {label})")
+        samples.append(Sample(image, label))
+    return samples
+
+
+class Cityscapes(SegmentationDataset):
+    """Cityscapes fine (or coarse, with ``annotation="gtCoarse"``) annotations mapped to the 19 train ids."""
+
+    def __init__(self, root: str | Path, split: str = "train", transform: Transform | None = None,
+                 annotation: str = "gtFine") -> None:
+        classes, palette = train_classes()
+        super().__init__(cityscapes_samples(Path(root), split, annotation), classes, palette, transform,
+                         lut=label_id_to_train_id(), name=f"Cityscapes {split}")

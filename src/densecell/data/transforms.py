@@ -1,0 +1,64 @@
+"""DeepLab's training augmentation and evaluation preprocessing, driven by a per-item ``random.Random``.
+
+Training: ImageNet normalisation, random scale in [0.5, 2.0] (step 0.25, as DeepLab's ``scale_factor_step_size``),
+padding up to the crop (image with the mean pixel, i.e. 0 after normalisation; label with ignore), random crop,
+horizontal flip. Evaluation: normalisation only.
+"""
+
+from __future__ import annotations
+
+import random
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+
+from .base import IGNORE_INDEX
+
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+
+
+def normalize(image: torch.Tensor) -> torch.Tensor:
+    """uint8 CxHxW -> float, ImageNet mean/std."""
+    mean = torch.tensor(IMAGENET_MEAN).view(3, 1, 1)
+    std = torch.tensor(IMAGENET_STD).view(3, 1, 1)
+    return (image.float() / 255.0 - mean) / std
+
+
+@dataclass(frozen=True)
+class EvalTransform:
+    def __call__(self, image: torch.Tensor, label: torch.Tensor, rng: random.Random) -> tuple[torch.Tensor,
+                                                                                             torch.Tensor]:
+        return normalize(image), label
+
+
+@dataclass(frozen=True)
+class TrainTransform:
+    crop_size: tuple[int, int] = (513, 513)
+    min_scale: float = 0.5
+    max_scale: float = 2.0
+    scale_step: float = 0.25
+    flip: bool = True
+
+    def __call__(self, image: torch.Tensor, label: torch.Tensor, rng: random.Random) -> tuple[torch.Tensor,
+                                                                                             torch.Tensor]:
+        image = normalize(image)
+        steps = int(round((self.max_scale - self.min_scale) / self.scale_step)) if self.scale_step else 0
+        scale = self.min_scale + self.scale_step * rng.randint(0, steps) if steps else \
+            rng.uniform(self.min_scale, self.max_scale)
+        height, width = label.shape
+        size = (max(1, int(height * scale + 0.5)), max(1, int(width * scale + 0.5)))
+        image = F.interpolate(image[None], size=size, mode="bilinear", align_corners=True)[0]
+        label = F.interpolate(label[None, None].float(), size=size, mode="nearest")[0, 0].long()
+        pad_h, pad_w = max(self.crop_size[0] - size[0], 0), max(self.crop_size[1] - size[1], 0)
+        if pad_h or pad_w:
+            image = F.pad(image, (0, pad_w, 0, pad_h), value=0.0)
+            label = F.pad(label, (0, pad_w, 0, pad_h), value=IGNORE_INDEX)
+        top = rng.randint(0, label.shape[0] - self.crop_size[0])
+        left = rng.randint(0, label.shape[1] - self.crop_size[1])
+        image = image[:, top : top + self.crop_size[0], left : left + self.crop_size[1]]
+        label = label[top : top + self.crop_size[0], left : left + self.crop_size[1]]
+        if self.flip and rng.random() < 0.5:
+            image, label = image.flip(-1), label.flip(-1)
+        return image.contiguous(), label.contiguous()
