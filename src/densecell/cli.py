@@ -25,6 +25,7 @@ cell_app = typer.Typer(help="Inspect cells (presets, JSON files).", no_args_is_h
 app.add_typer(cell_app, name="cell")
 
 console = Console()
+errors = Console(stderr=True, markup=False, highlight=False, soft_wrap=True)
 
 
 class Format(str, Enum):
@@ -235,7 +236,11 @@ def train(
     from .train import train as run_training
 
     settings = load_config(config, with_data_root(overrides, data_root))
-    result = run_training(settings, resume=resume)
+    try:
+        result = run_training(settings, resume=resume)
+    except KeyboardInterrupt as exc:  # typer would turn it into a silent exit 130
+        errors.print(str(exc) or "interrupted")
+        raise typer.Exit(130) from None
     if result.val_miou is not None:
         console.print(f"val mIoU {result.val_miou * 100:.2f}% after {result.iteration} iterations; "
                       f"run in {result.run_dir}")
@@ -348,7 +353,7 @@ def synthetic(
 def main() -> None:
     """Entry point: usage and input errors become one line on stderr and exit code 2; other failures one line and
     exit code 1. ``DENSECELL_DEBUG=1`` re-raises, for the traceback."""
-    err = Console(stderr=True, markup=False, highlight=False, soft_wrap=True)
+    err = errors
     try:
         code = app(standalone_mode=False)
     except typer.Abort:
@@ -357,9 +362,6 @@ def main() -> None:
     except typer.TyperException as exc:  # click's usage errors, as vendored by typer
         err.print(f"error: {' '.join(exc.format_message().split())}")
         sys.exit(2)
-    except KeyboardInterrupt as exc:
-        err.print(str(exc) or "interrupted")
-        sys.exit(130)
     except Exception as exc:
         if os.environ.get("DENSECELL_DEBUG"):
             raise

@@ -4,8 +4,9 @@ Exactness: the batch of iteration ``i`` is a pure function of (seed, i) (see :cl
 checkpoint holds the model, optimiser, scheduler and RNG states, and so a run that is killed and resumed ends with
 the same weights (on the CPU, bit for bit) as one that never stopped.
 
-Started by ``torchrun`` (``WORLD_SIZE`` > 1) the loop runs DistributedDataParallel with SyncBatchNorm, on NCCL
-with GPUs or gloo on CPUs; each process takes ``batch_size / world`` images of every global batch.
+Started by ``torchrun`` (``WORLD_SIZE`` > 1) the loop runs DistributedDataParallel, on NCCL with GPUs (with
+SyncBatchNorm) or gloo on CPUs (per-process BatchNorm: torch's SyncBatchNorm has no CPU kernel); each process takes
+``batch_size / world`` images of every global batch.
 """
 
 from __future__ import annotations
@@ -252,8 +253,8 @@ def train(config: TrainConfig, resume: bool = False, progress: bool = True) -> T
         start = int(state["iteration"])
     core = model
     if env.world > 1:
-        model = nn.SyncBatchNorm.convert_sync_batchnorm(model)
-        core = model
+        if env.device.type == "cuda":  # torch's SyncBatchNorm has no CPU kernel: gloo runs keep per-process BN
+            model = core = nn.SyncBatchNorm.convert_sync_batchnorm(model)
         model = nn.parallel.DistributedDataParallel(model, device_ids=[env.device.index] if env.device.index
                                                     is not None else None)
     if config.data.batch_size % env.world:

@@ -49,7 +49,7 @@ def read_sbd_label(path: Path) -> np.ndarray:
         return np.asarray(mat["GTcls"]["Segmentation"][0, 0], dtype=np.uint8)
     except FileNotFoundError:
         raise DataError(f"{path}: label file not found") from None
-    except (ValueError, KeyError, IndexError, TypeError, OSError) as exc:
+    except (ValueError, KeyError, IndexError, TypeError, OSError, scipy.io.matlab.MatReadError) as exc:
         raise DataError(f"{path}: not an SBD cls .mat file with GTcls.Segmentation ({exc})") from None
 
 

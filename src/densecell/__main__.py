@@ -1,0 +1,5 @@
+"""``python -m densecell`` is the ``densecell`` command."""
+
+from .cli import main
+
+main()

@@ -1,0 +1,25 @@
+import sys
+from pathlib import Path
+
+import pytest
+
+sys.path.insert(0, str(Path(__file__).parent))  # tests/layouts.py
+
+from densecell.data.synthetic import write_synthetic_cityscapes  # noqa: E402
+
+
+@pytest.fixture(scope="session")
+def synthetic_root(tmp_path_factory):
+    """A small synthetic dataset in the Cityscapes layout (16 train, 4 val images of 64x128)."""
+    return write_synthetic_cityscapes(tmp_path_factory.mktemp("synthetic"), train=16, val=4, size=(64, 128),
+                                      objects=4)
+
+
+def tiny_overrides(root, output_dir, name, iterations=4, **extra):
+    """Overrides for a fast CPU run on the synthetic data."""
+    values = {
+        "data.root": root, "data.crop_size": "[64,64]", "data.batch_size": 2, "data.workers": 0,
+        "data.min_scale": 1.0, "data.max_scale": 1.0, "model.filters": 32, "optim.iterations": iterations,
+        "optim.lr": 0.02, "checkpoint_every": 2, "log_every": 1, "output_dir": output_dir, "name": name,
+    } | extra
+    return [f"{key}={value}" for key, value in values.items()]

@@ -1,0 +1,99 @@
+"""Writers of tiny fixtures in the exact on-disk layouts of the real datasets."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import scipy.io
+from PIL import Image
+
+from densecell.data.voc import voc_palette
+
+
+def random_image(rng: np.random.Generator, height: int, width: int) -> np.ndarray:
+    return rng.integers(0, 256, (height, width, 3), dtype=np.uint8)
+
+
+def save_palette_png(array: np.ndarray, path: Path) -> None:
+    """A palette ('P' mode) PNG with the VOC colour map, as VOC's SegmentationClass files are."""
+    image = Image.frombytes("P", (array.shape[1], array.shape[0]), array.astype(np.uint8).tobytes())
+    image.putpalette([c for colour in voc_palette() for c in colour])
+    path.parent.mkdir(parents=True, exist_ok=True)
+    image.save(path)
+
+
+def write_cityscapes(root: Path, label_ids: dict[str, list[np.ndarray]], size=(16, 32), seed=0) -> Path:
+    """``label_ids[split]`` are labelId maps; images are random. Cities alternate between two names."""
+    rng = np.random.default_rng(seed)
+    for split, maps in label_ids.items():
+        for i, label in enumerate(maps):
+            city = ("aachen", "bochum")[i % 2]
+            stem = f"{city}_{i:06d}_000019"
+            image_dir = root / "leftImg8bit" / split / city
+            image_dir.mkdir(parents=True, exist_ok=True)
+            Image.fromarray(random_image(rng, *size)).save(image_dir / f"{stem}_leftImg8bit.png")
+            if label is not None:
+                label_dir = root / "gtFine" / split / city
+                label_dir.mkdir(parents=True, exist_ok=True)
+                Image.fromarray(label.astype(np.uint8)).save(label_dir / f"{stem}_gtFine_labelIds.png")
+    return root
+
+
+def write_voc(root: Path, labels: dict[str, np.ndarray], splits: dict[str, list[str]], seed=0) -> Path:
+    """VOC2012: JPEGImages/<id>.jpg, SegmentationClass/<id>.png (palette), ImageSets/Segmentation/<split>.txt."""
+    rng = np.random.default_rng(seed)
+    (root / "JPEGImages").mkdir(parents=True, exist_ok=True)
+    for image_id, label in labels.items():
+        Image.fromarray(random_image(rng, *label.shape)).save(root / "JPEGImages" / f"{image_id}.jpg", quality=95)
+        save_palette_png(label, root / "SegmentationClass" / f"{image_id}.png")
+    sets = root / "ImageSets" / "Segmentation"
+    sets.mkdir(parents=True, exist_ok=True)
+    for split, ids in splits.items():
+        (sets / f"{split}.txt").write_text("".join(f"{i}\n" for i in ids))
+    return root
+
+
+def write_sbd(root: Path, voc_root: Path, labels: dict[str, np.ndarray], splits: dict[str, list[str]],
+              seed=1) -> Path:
+    """SBD: cls/<id>.mat with the struct GTcls (Segmentation, Boundaries, CategoriesPresent), train.txt, val.txt.
+    The images of SBD-only ids go into the VOC JPEGImages folder (SBD's images are VOC2011 images)."""
+    rng = np.random.default_rng(seed)
+    (root / "cls").mkdir(parents=True, exist_ok=True)
+    for image_id, label in labels.items():
+        boundaries = np.empty((20, 1), dtype=object)
+        for k in range(20):
+            boundaries[k, 0] = np.zeros((0, 0), dtype=np.uint8)
+        gt = {"Segmentation": label.astype(np.uint8), "Boundaries": boundaries,
+              "CategoriesPresent": np.unique(label[label > 0]).astype(np.uint8)}
+        scipy.io.savemat(root / "cls" / f"{image_id}.mat", {"GTcls": gt})
+        image_path = voc_root / "JPEGImages" / f"{image_id}.jpg"
+        if not image_path.exists():
+            Image.fromarray(random_image(rng, *label.shape)).save(image_path)
+    for split, ids in splits.items():
+        (root / f"{split}.txt").write_text("".join(f"{i}\n" for i in ids))
+    return root
+
+
+def write_person_part(root: Path, labels: dict[str, np.ndarray], splits: dict[str, list[str]], seed=0) -> Path:
+    rng = np.random.default_rng(seed)
+    (root / "JPEGImages").mkdir(parents=True, exist_ok=True)
+    (root / "SegmentationPart").mkdir(parents=True, exist_ok=True)
+    (root / "list").mkdir(parents=True, exist_ok=True)
+    for image_id, label in labels.items():
+        Image.fromarray(random_image(rng, *label.shape)).save(root / "JPEGImages" / f"{image_id}.jpg")
+        Image.fromarray(label.astype(np.uint8)).save(root / "SegmentationPart" / f"{image_id}.png")
+    for split, ids in splits.items():
+        (root / "list" / f"{split}_id.txt").write_text("".join(f"{i}\n" for i in ids))
+    return root
+
+
+def write_folder(root: Path, masks: dict[str, np.ndarray], classes_yaml: str, split="train", seed=0) -> Path:
+    rng = np.random.default_rng(seed)
+    (root / split / "images").mkdir(parents=True, exist_ok=True)
+    (root / split / "masks").mkdir(parents=True, exist_ok=True)
+    (root / "classes.yaml").write_text(classes_yaml)
+    for name, mask in masks.items():
+        Image.fromarray(random_image(rng, *mask.shape)).save(root / split / "images" / f"{name}.jpg")
+        Image.fromarray(mask.astype(np.uint8)).save(root / split / "masks" / f"{name}.png")
+    return root
