@@ -24,6 +24,9 @@ demo: $(STAMP)
 	$(BIN)/densecell cost --paper-table
 	$(BIN)/densecell cost --backbone xception71 --head dpc --image-size 1025x2049
 	$(BIN)/densecell export runs/demo/mobilenetv2-dpc-cityscapes-top1.onnx --backbone mobilenetv2_100 --head dpc --cell cityscapes-top1 --image-size 513x513
+	$(BIN)/densecell synthetic runs/synthetic-data
+	$(BIN)/densecell train --config configs/synthetic-mobilenetv2-dpc.yaml --data-root runs/synthetic-data --resume
+	$(BIN)/densecell predict runs/synthetic-data/leftImg8bit/val/synthcity/synthcity_00000[0-3]_000019_leftImg8bit.png --checkpoint runs/synthetic-mobilenetv2-dpc/checkpoint.pt --output runs/demo/predictions
 
 clean:
 	rm -rf $(VENV) runs .pytest_cache

@@ -1,0 +1,146 @@
+import json
+import math
+
+import numpy as np
+import pytest
+import torch
+from conftest import tiny_overrides
+from PIL import Image
+from torch import nn
+from torchmetrics.classification import MulticlassJaccardIndex
+
+from densecell.config import load_config
+from densecell.data import Cityscapes, EvalTransform
+from densecell.evaluate import ConfusionMatrix, evaluate, predict_probabilities, sliding_window_logits
+from densecell.train import train
+
+
+def test_miou_matches_torchmetrics_on_random_data():
+    generator = torch.Generator().manual_seed(0)
+    matrix = ConfusionMatrix(6)
+    metric = MulticlassJaccardIndex(num_classes=6, average=None, ignore_index=255)
+    for _ in range(5):
+        target = torch.randint(0, 6, (2, 17, 23), generator=generator)
+        target[torch.rand(target.shape, generator=generator) < 0.1] = 255
+        prediction = torch.where(torch.rand(target.shape, generator=generator) < 0.6, target.clamp(max=5),
+                                 torch.randint(0, 6, target.shape, generator=generator))
+        matrix.update(prediction, target)
+        metric.update(prediction, target)
+    expected = metric.compute().double()
+    assert torch.allclose(matrix.iou(), expected, atol=1e-6)
+    assert matrix.miou() == pytest.approx(float(expected.mean()), abs=1e-6)
+
+
+def test_absent_classes_are_left_out_of_the_mean():
+    matrix = ConfusionMatrix(4)
+    matrix.update(torch.tensor([0, 0, 1, 1]), torch.tensor([0, 1, 1, 255]))
+    iou = matrix.iou()
+    assert iou[0] == pytest.approx(0.5) and iou[1] == pytest.approx(0.5)
+    assert math.isnan(iou[2]) and math.isnan(iou[3])
+    assert matrix.miou() == pytest.approx(0.5)
+    assert matrix.pixel_accuracy() == pytest.approx(2 / 3)
+
+
+class Pointwise(nn.Module):
+    """A per-pixel model: flip-equivariant and unaffected by where a window starts."""
+
+    def __init__(self):
+        super().__init__()
+        self.conv = nn.Conv2d(3, 4, 1)
+
+    def forward(self, x):
+        return self.conv(x)
+
+
+def test_flip_and_sliding_window_are_exact_for_a_pointwise_model():
+    torch.manual_seed(0)
+    model = Pointwise().eval()
+    image = torch.randn(1, 3, 37, 53)
+    plain = predict_probabilities(model, image)
+    assert torch.allclose(plain.sum(1), torch.ones(1, 37, 53))
+    assert torch.allclose(predict_probabilities(model, image, flip=True), plain, atol=1e-6)
+    assert torch.allclose(predict_probabilities(model, image, window=(16, 20)), plain, atol=1e-6)
+    with torch.no_grad():
+        assert torch.allclose(sliding_window_logits(model, image, (16, 20)), model(image), atol=1e-6)
+
+
+def test_multi_scale_output_is_at_image_size():
+    model = Pointwise().eval()
+    probabilities = predict_probabilities(model, torch.randn(1, 3, 21, 30), scales=(0.75, 1.0, 1.25), flip=True)
+    assert probabilities.shape == (1, 4, 21, 30)
+    assert torch.allclose(probabilities.sum(1), torch.ones(1, 21, 30), atol=1e-5)
+
+
+def test_evaluate_counts_a_constant_model(synthetic_root):
+    class Constant(nn.Module):
+        def forward(self, x):
+            logits = torch.zeros(x.shape[0], 19, *x.shape[-2:])
+            logits[:, 0] = 1
+            return logits
+
+    data = Cityscapes(synthetic_root, "val", EvalTransform())
+    result = evaluate(Constant(), data, progress=False)
+    labels = np.concatenate([data.load(i)[1].ravel() for i in range(len(data))])
+    labels = labels[labels != 255]
+    road = (labels == 0).mean()
+    present = len(np.unique(labels))
+    assert result.iou[0] == pytest.approx(road)
+    assert result.miou == pytest.approx(road / present)
+    assert result.to_dict()["per_class_iou"]["road"] == pytest.approx(road)
+
+
+@pytest.fixture(scope="module")
+def checkpoint(synthetic_root, tmp_path_factory):
+    out = tmp_path_factory.mktemp("runs")
+    train(load_config(None, tiny_overrides(synthetic_root, out, "tiny", iterations=2, **{"data.val_split": "null"})),
+          progress=False)
+    return out / "tiny" / "checkpoint.pt"
+
+
+def cli(capsys, monkeypatch, *args):
+    import sys
+
+    from densecell import cli as module
+
+    monkeypatch.setattr(sys, "argv", ["densecell", *map(str, args)])
+    with pytest.raises(SystemExit) as info:
+        module.main()
+    out, err = capsys.readouterr()
+    return info.value.code, out, err
+
+
+def test_eval_command_writes_per_class_json(capsys, monkeypatch, checkpoint, synthetic_root, tmp_path):
+    target = tmp_path / "eval.json"
+    code, out, _ = cli(capsys, monkeypatch, "eval", "--checkpoint", checkpoint, "--data-root", synthetic_root,
+                       "--scales", "0.75,1", "--flip", "--output-stride", "8", "--output", target)
+    assert code == 0 and "mIoU" in out
+    result = json.loads(target.read_text())
+    assert set(result["per_class_iou"]) >= {"road", "sidewalk", "bicycle"}
+    assert result["settings"] == {"scales": [0.75, 1.0], "flip": True, "window": None}
+    assert 0 <= result["miou"] <= 1
+
+
+def test_predict_command_writes_train_ids_label_ids_and_overlays(capsys, monkeypatch, checkpoint, synthetic_root,
+                                                                 tmp_path):
+    images = sorted((synthetic_root / "leftImg8bit" / "val").rglob("*.png"))[:2]
+    code, out, _ = cli(capsys, monkeypatch, "predict", *images, "--checkpoint", checkpoint, "--output", tmp_path)
+    assert code == 0
+    stem = images[0].name.removesuffix("_leftImg8bit.png")
+    train_ids = np.array(Image.open(tmp_path / f"{stem}_trainIds.png"))
+    label_ids = np.array(Image.open(tmp_path / f"{stem}_labelIds.png"))
+    overlay = Image.open(tmp_path / f"{stem}_overlay.png")
+    assert train_ids.shape == label_ids.shape == (64, 128) and overlay.mode == "RGB"
+    assert train_ids.max() < 19
+    from densecell.data.cityscapes import train_id_to_label_id
+    assert np.array_equal(label_ids, train_id_to_label_id()[train_ids])
+
+
+@pytest.mark.parametrize("args,message", [
+    (["eval", "--checkpoint", "missing.pt"], "missing.pt: checkpoint not found"),
+    (["eval", "--checkpoint", "CKPT", "--scales", "1,a"], "comma-separated list of scales"),
+    (["predict", "nope.png", "--checkpoint", "CKPT"], "nope.png: image file not found"),
+])
+def test_eval_and_predict_errors(capsys, monkeypatch, checkpoint, args, message):
+    args = [str(checkpoint) if a == "CKPT" else a for a in args]
+    code, _, err = cli(capsys, monkeypatch, *args)
+    assert code == 2 and message in err and err.count("\n") == 1
