@@ -350,6 +350,171 @@ def synthetic(
     console.print(f"wrote {train_images} train + {val_images} val images to {root} (Cityscapes layout)")
 
 
+search_app = typer.Typer(help="The cell search: one command, or its workers and views.")
+app.add_typer(search_app, name="search")
+SearchConfigPath = Annotated[Path | None, typer.Option("--config", help="Search recipe, e.g. configs/search-synthetic.yaml.")]
+StorageOption = Annotated[str | None, typer.Option("--storage", envvar="DENSECELL_STORAGE",
+                                                   help="Study storage URL (or env DENSECELL_STORAGE).")]
+StudyOption = Annotated[str | None, typer.Option("--study", help="Study name.")]
+
+
+def search_config(config: Path | None, data_root: Path | None = None, overrides: list[str] | None = None) -> Any:
+    from .config import load_search_config
+
+    return load_search_config(config, with_data_root(overrides, data_root))
+
+
+def open_study(config: Path | None, storage: str | None, study: str | None) -> Any:
+    """The study named by a recipe, or by --storage and --study."""
+    from .search import load_study
+
+    if config is not None:
+        settings = search_config(config)
+        storage, study = storage or settings.storage_url, study or settings.name
+    if not storage or not study:
+        raise typer.BadParameter("name the study with --config, or with --storage and --study")
+    return load_study(study, storage)[0]
+
+
+@app.command()
+def cache(
+    config: SearchConfigPath = None,
+    data_root: DataRoot = None,
+    overrides: Overrides = None,
+) -> None:
+    """Cache the proxy backbone's features (warming the backbone up first if the recipe asks); resumable."""
+    from .pipeline import build_feature_cache
+
+    path = build_feature_cache(search_config(config, data_root, overrides))
+    console.print(f"feature cache complete in {path}")
+
+
+@search_app.callback(invoke_without_command=True)
+def search(
+    ctx: typer.Context,
+    config: SearchConfigPath = None,
+    data_root: DataRoot = None,
+    overrides: Overrides = None,
+) -> None:
+    """Cache, search, re-rank and report in one command, resuming wherever it stopped."""
+    if ctx.invoked_subcommand is not None:
+        return
+    from .pipeline import run_pipeline
+
+    outputs = run_pipeline(search_config(config, data_root, overrides), console=console)
+    console.print(f"report: {outputs['report']} (and {outputs['html'].name}); best cell: {outputs['best_cell']}")
+
+
+@search_app.command("worker")
+def search_worker(
+    storage: StorageOption = None,
+    study: Annotated[str, typer.Option("--study", help="Study name.")] = "search",
+    seed: Annotated[int | None, typer.Option(help="Sampler seed of this worker (default: its pid).")] = None,
+    device: Annotated[str | None, typer.Option(help="cpu, cuda, cuda:1 ... (default: cuda if any).")] = None,
+) -> None:
+    """Join a study and take trials until it has its N completed trials; any number of workers, any machines."""
+    from .search import run_worker
+
+    if not storage:
+        raise typer.BadParameter("--storage (or DENSECELL_STORAGE) is required")
+    done = run_worker(study, storage, seed, device)
+    console.print(f"worker {os.getpid()} completed {done} trials")
+
+
+@search_app.command("status")
+def search_status(config: SearchConfigPath = None, storage: StorageOption = None, study: StudyOption = None) -> None:
+    """Progress, failures and the best cells of a study."""
+    from optuna.trial import TrialState
+
+    from .search import completed_trials, full_scores
+
+    opened = open_study(config, storage, study)
+    trials = opened.get_trials(deepcopy=False)
+    states = {state: sum(t.state == state for t in trials) for state in TrialState}
+    console.print(f"study {opened.study_name}: " + ", ".join(f"{state.name.lower()} {n}" for state, n in
+                                                           states.items() if n))
+    surplus = sum(bool(t.user_attrs.get("surplus")) for t in trials)
+    if surplus:
+        console.print(f"({surplus} pruned trials stepped aside because the budget was full)")
+    for t in trials:
+        if t.state == TrialState.FAIL:
+            console.print(f"trial {t.number} failed: {t.user_attrs.get('error', 'its worker died (no heartbeat)')}")
+    full = full_scores(opened)
+    table = Table(title="best cells by proxy mIoU")
+    for column in ("trial", "proxy mIoU %", "full mIoU %", "MAdds (B)", "s", "host", "cell"):
+        table.add_column(column)
+    for t in completed_trials(opened)[:10]:
+        table.add_row(str(t.number), f"{t.values[0] * 100:.2f}", f"{full[t.number] * 100:.2f}" if t.number in full
+                      else "", f"{t.user_attrs['madds'] / 1e9:.3f}", f"{t.user_attrs['seconds']:.1f}",
+                      str(t.user_attrs["host"]), t.user_attrs["cell"])
+    console.print(table)
+
+
+@search_app.command("top")
+def search_top(
+    k: Annotated[int, typer.Option("--k", help="How many cells.")] = 50,
+    output: Annotated[Path, typer.Option("--output", help="Folder for the JSON files.")] = Path("top-cells"),
+    config: SearchConfigPath = None, storage: StorageOption = None, study: StudyOption = None,
+) -> None:
+    """Write the k best cells (by proxy mIoU) as TF DeepLab JSON files, rank-01-trial-N.json, ..."""
+    from .search import top_cells
+
+    output.mkdir(parents=True, exist_ok=True)
+    best = top_cells(open_study(config, storage, study), k)
+    for rank, (trial, cell) in enumerate(best, 1):
+        (output / f"rank-{rank:02d}-trial-{trial.number}.json").write_text(cell.to_json())
+    console.print(f"wrote {len(best)} cells to {output}")
+
+
+@app.command("rerank")
+def rerank_command(
+    config: SearchConfigPath = None,
+    data_root: DataRoot = None,
+    top: Annotated[int | None, typer.Option("--top", help="How many of the best proxy cells (default: recipe).")] = None,
+    overrides: Overrides = None,
+) -> None:
+    """Re-train the top K proxy cells end to end and record their val mIoU in the study (resumable)."""
+    from .pipeline import rerank
+    from .search import load_study
+
+    settings = search_config(config, data_root, overrides)
+    scores = rerank(settings, load_study(settings.name, settings.storage_url)[0], top)
+    for number, miou in scores.items():
+        console.print(f"trial {number}: end-to-end val mIoU {miou * 100:.2f}%")
+
+
+@app.command()
+def correlate(
+    config: SearchConfigPath = None, storage: StorageOption = None, study: StudyOption = None,
+    output: Annotated[Path | None, typer.Option("--output", help="Folder for the report and plot.")] = None,
+) -> None:
+    """Spearman rho between proxy and end-to-end mIoU of the re-ranked cells, with a scatter plot."""
+    from .report import write_report
+    from .search import completed_trials, full_scores, spearman
+
+    opened = open_study(config, storage, study)
+    full = full_scores(opened)
+    pairs = [(t.values[0], full[t.number]) for t in completed_trials(opened) if t.number in full]
+    if len(pairs) < 3:
+        raise ValueError(f"need at least 3 re-ranked cells for a rank correlation, the study has {len(pairs)}")
+    target = output or (search_config(config).run_dir if config else Path("."))
+    figures = write_report(opened, target)
+    console.print(f"Spearman rho = {spearman(pairs):.3f} over {len(pairs)} cells; plot {figures['correlation']}")
+
+
+@app.command()
+def report(
+    config: SearchConfigPath = None, storage: StorageOption = None, study: StudyOption = None,
+    output: Annotated[Path | None, typer.Option("--output", help="Folder for the report.")] = None,
+) -> None:
+    """Markdown + HTML report: histogram, Pareto front, correlation, best cells drawn, cost table."""
+    from .report import write_report
+
+    target = output or (search_config(config).run_dir if config else Path("."))
+    outputs = write_report(open_study(config, storage, study), target)
+    console.print(f"report: {outputs['report']} and {outputs['html']}; best cell: {outputs['best_cell']}")
+
+
 def main() -> None:
     """Entry point: usage and input errors become one line on stderr and exit code 2; other failures one line and
     exit code 1. ``DENSECELL_DEBUG=1`` re-raises, for the traceback."""

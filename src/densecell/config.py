@@ -124,6 +124,10 @@ def one_line(error: ValidationError, origin: str) -> str:
 
 def load_config(path: str | Path | None = None, overrides: list[str] | tuple[str, ...] = ()) -> TrainConfig:
     """Read a YAML recipe (or start from the defaults) and apply ``section.field=value`` overrides."""
+    return _load(TrainConfig, path, overrides)  # type: ignore[return-value]
+
+
+def _load(kind: type[BaseModel], path: str | Path | None, overrides: list[str] | tuple[str, ...]) -> BaseModel:
     tree: dict[str, Any] = {}
     origin = "config"
     if path is not None:
@@ -140,6 +144,64 @@ def load_config(path: str | Path | None = None, overrides: list[str] | tuple[str
     for assignment in overrides:
         apply_override(tree, assignment)
     try:
-        return TrainConfig.model_validate(tree)
+        return kind.model_validate(tree)
     except ValidationError as exc:
         raise ConfigError(one_line(exc, origin)) from None
+
+
+class ProxyConfig(Strict):
+    """The proxy task: the feature cache and head-only training (paper: 30K iterations, batch 8, LR 0.01)."""
+
+    views: int = Field(1, ge=1, description="Augmented crops cached per training image.")
+    val_size: tuple[int, int] | None = Field(None, description="Pad val images to this size; default: the first's.")
+    iterations: int = Field(30_000, ge=1)
+    batch_size: int = Field(8, ge=1)
+    lr: float = Field(0.01, gt=0)
+    filters: int = Field(256, ge=1)
+    eval_every: int = Field(0, ge=0)
+    prune: bool = Field(False, description="Stop hopeless candidates early (Optuna's median rule).")
+
+
+class SearchSection(Strict):
+    sampler: Literal["random", "local", "tpe", "nsga2"] = "random"
+    objectives: Literal["miou", "miou+madds", "miou+latency"] = "miou"
+    trials: int = Field(100, ge=1)
+    workers: int = Field(1, ge=1, description="Worker processes this command starts on this machine.")
+    threads: int = Field(1, ge=1, description="torch threads per worker.")
+    storage: str | None = Field(None, description="SQLAlchemy URL; default sqlite:///<run dir>/study.db.")
+    num_branches: int = Field(5, ge=1)
+    rates: tuple[int, ...] = (1, 3, 6, 9, 12, 15, 18, 21)
+    grids: tuple[int, ...] = (1, 2, 4, 8)
+
+
+class RerankSection(Strict):
+    top: int = Field(50, ge=0, description="Re-train this many of the best proxy cells end to end (paper: 50).")
+    optim: OptimConfig = OptimConfig()
+
+
+class SearchConfig(Strict):
+    """The one command: warm up (or load) a backbone, cache its features, search, re-rank, report."""
+
+    name: str = Field("search", pattern=r"^[A-Za-z0-9_.-]+$")
+    seed: int = 0
+    output_dir: Path = Path("runs")
+    data: DataConfig = DataConfig(batch_size=8)
+    backbone: ModelConfig = ModelConfig(head="aspp")
+    warmup: OptimConfig | None = Field(None, description="Train the backbone (with an ASPP head) on the data first; "
+                                       "None: use model.pretrained as it is.")
+    proxy: ProxyConfig = ProxyConfig()
+    search: SearchSection = SearchSection()
+    rerank: RerankSection = RerankSection()
+
+    @property
+    def run_dir(self) -> Path:
+        return self.output_dir / self.name
+
+    @property
+    def storage_url(self) -> str:
+        return self.search.storage or f"sqlite:///{(self.run_dir / 'study.db').resolve()}"
+
+
+def load_search_config(path: str | Path | None = None, overrides: list[str] | tuple[str, ...] = ()) -> SearchConfig:
+    """Like :func:`load_config`, for a search recipe."""
+    return _load(SearchConfig, path, overrides)  # type: ignore[return-value]
