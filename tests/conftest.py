@@ -23,3 +23,21 @@ def tiny_overrides(root, output_dir, name, iterations=4, **extra):
         "optim.lr": 0.02, "checkpoint_every": 2, "log_every": 1, "output_dir": output_dir, "name": name,
     } | extra
     return [f"{key}={value}" for key, value in values.items()]
+
+
+@pytest.fixture(scope="session")
+def feature_cache(synthetic_root, tmp_path_factory):
+    """The proxy cache of a (random, seeded) MobileNet-v2 over the synthetic data: 2 views of 64x64 crops."""
+    import torch
+
+    from densecell.data import Cityscapes, EvalTransform, TrainTransform
+    from densecell.model import build_model
+    from densecell.proxy import build_cache
+
+    torch.manual_seed(0)
+    backbone = build_model(num_classes=19).backbone
+    folder = tmp_path_factory.mktemp("cache") / "cache"
+    build_cache(backbone, Cityscapes(synthetic_root, "train", TrainTransform((64, 64), 1.0, 1.0)),
+                Cityscapes(synthetic_root, "val", EvalTransform()), folder, output_stride=16, crop_size=(64, 64),
+                views=2, shard_size=12, progress=False)
+    return folder, backbone

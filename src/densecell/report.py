@@ -84,10 +84,10 @@ def write_report(study: optuna.Study, out_dir: str | Path, top: int = 10, draw: 
     points = [(t.values[0], float(t.user_attrs["madds"])) for t in trials]
     front = pareto_front(points)
     fig, ax = plt.subplots(figsize=(5, 3.2))
-    ax.scatter([c / 1e9 for _, c in points], [m * 100 for m, _ in points], s=12, color="0.6", label="cells")
-    ax.plot([points[i][1] / 1e9 for i in front], [points[i][0] * 100 for i in front], "o-", color="#c0392b",
+    ax.scatter([c / 1e6 for _, c in points], [m * 100 for m, _ in points], s=12, color="0.6", label="cells")
+    ax.plot([points[i][1] / 1e6 for i in front], [points[i][0] * 100 for i in front], "o-", color="#c0392b",
             label="Pareto front")
-    ax.set_xlabel("context-module MAdds at the proxy size (B)")
+    ax.set_xlabel("context-module MAdds at the proxy size (M)")
     ax.set_ylabel("proxy val mIoU (%)")
     ax.legend(fontsize=8)
     fig.tight_layout()
@@ -117,10 +117,10 @@ def write_report(study: optuna.Study, out_dir: str | Path, top: int = 10, draw: 
                                                 f"proxy rank {rank + 1} (trial {trial.number}): "
                                                 f"{trial.values[0] * 100:.1f}%")
 
-    header = ["proxy rank", "trial", "proxy mIoU %", "full mIoU %", "params", "MAdds (B)", "cell"]
+    header = ["proxy rank", "trial", "proxy mIoU %", "full mIoU %", "params", "MAdds (M)", "cell"]
     rows = [[str(rank + 1), str(t.number), f"{t.values[0] * 100:.2f}",
              f"{full[t.number] * 100:.2f}" if t.number in full else "",
-             f"{t.user_attrs['params'] / 1e6:.3f}M", f"{t.user_attrs['madds'] / 1e9:.3f}",
+             f"{t.user_attrs['params'] / 1e6:.3f}M", f"{t.user_attrs['madds'] / 1e6:.1f}",
              str(Cell.from_json(t.user_attrs["cell"]))] for rank, t in enumerate(trials[:top])]
     states = {state.name.lower(): 0 for state in optuna.trial.TrialState}
     for t in study.get_trials(deepcopy=False):

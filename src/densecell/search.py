@@ -16,7 +16,7 @@ SQLAlchemy URL: ``sqlite:///runs/NAME/study.db`` on a laptop, ``postgresql://...
 Exactly N completed trials, whatever happens to workers:
 
 - each worker records a heartbeat while a trial runs; a trial whose worker died (SIGKILL, power loss) is failed by
-  the next worker that looks, and a copy of it is queued again (``RetryFailedTrialCallback``);
+  the next worker that looks, and a copy of it is queued again (``RetryHeartbeatStaleTrialCallback``);
 - a worker starts a trial only while ``complete + running < N``, and a started trial that finds N trials
   complete-or-running *ahead of it* (lower trial numbers) steps aside before doing any work (state PRUNED,
   user attr ``surplus``). Since trial numbers are assigned in order by the database, two racing workers can never
@@ -30,6 +30,7 @@ import os
 import random
 import socket
 import time
+import warnings
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -39,7 +40,7 @@ import optuna
 import torch
 from optuna.distributions import CategoricalDistribution
 from optuna.samplers import BaseSampler, NSGAIISampler, RandomSampler, TPESampler
-from optuna.storages import RDBStorage, RetryFailedTrialCallback
+from optuna.storages import RDBStorage, RetryHeartbeatStaleTrialCallback
 from optuna.trial import FrozenTrial, TrialState
 
 from .cell import DensePredictionCell
@@ -193,6 +194,7 @@ def redact(url: str) -> str:
 
 def open_storage(url: str, settings: SearchSettings | None = None) -> RDBStorage:
     """An RDB storage with heartbeats (dead workers' trials are failed and retried) and a patient SQLite lock."""
+    warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
     heartbeat = settings.heartbeat_s if settings else 5
     grace = settings.grace_s if settings else 20
     retries = settings.max_retry if settings else 3
@@ -203,7 +205,7 @@ def open_storage(url: str, settings: SearchSettings | None = None) -> RDBStorage
         engine_kwargs["pool_pre_ping"] = True
     try:
         return RDBStorage(url, engine_kwargs=engine_kwargs, heartbeat_interval=heartbeat, grace_period=grace,
-                          heartbeat_stale_trial_callback=RetryFailedTrialCallback(max_retry=retries))
+                          heartbeat_stale_trial_callback=RetryHeartbeatStaleTrialCallback(max_retry=retries))
     except Exception as exc:
         message = " ".join(str(exc).split()).replace(url, redact(url))
         raise SearchError(f"cannot open the study storage {redact(url)}: {message[:300]}") from None
@@ -323,6 +325,7 @@ def run_worker(name: str, storage_url: str, worker_seed: int | None = None, devi
                poll_s: float = 1.0, max_trials: int | None = None) -> int:
     """Take trials of the study until it has its N completed trials; returns how many this worker completed."""
     optuna.logging.set_verbosity(optuna.logging.WARNING)
+    warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
     worker_seed = os.getpid() if worker_seed is None else worker_seed
     study, settings = load_study(name, storage_url, worker_seed)
     torch.set_num_threads(settings.threads)

@@ -1,0 +1,199 @@
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import optuna
+import pytest
+from optuna.storages import RetryHeartbeatStaleTrialCallback
+from optuna.trial import TrialState
+
+from densecell.proxy import ProxySettings
+from densecell.search import (
+    LocalSampler,
+    SearchError,
+    SearchSettings,
+    cell_from_params,
+    cell_params,
+    create_study,
+    load_study,
+    redact,
+)
+from densecell.space import SearchSpace
+
+FAST = ProxySettings(iterations=8, batch_size=2, lr=0.05, filters=8)
+
+
+def settings_for(cache, trials, **extra):
+    return SearchSettings(cache_dir=str(cache), trials=trials, proxy=extra.pop("proxy", FAST), heartbeat_s=1,
+                          grace_s=3, **extra)
+
+
+def start_worker(storage, study, seed):
+    env = os.environ | {"DENSECELL_STORAGE": storage, "PYTHONUNBUFFERED": "1"}
+    return subprocess.Popen([sys.executable, "-m", "densecell", "search", "worker", "--study", study, "--seed",
+                             str(seed), "--device", "cpu"], env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            text=True)
+
+
+def finished(study_name, storage):
+    study = optuna.load_study(study_name=study_name, storage=storage)
+    return study, study.get_trials(deepcopy=False)
+
+
+def test_cell_parameters_round_trip():
+    space = SearchSpace()
+    for seed in range(50):
+        cell = space.sample(seed)
+        assert cell_from_params(cell_params(cell), space) == cell
+
+
+def test_local_sampler_mutates_the_best_cells(feature_cache, tmp_path):
+    space = SearchSpace()
+    study = optuna.create_study(direction="maximize", sampler=LocalSampler(space, explore=0.0, top=1, seed=0))
+    best = space.sample(1)
+    study.add_trial(optuna.trial.create_trial(params=cell_params(best), distributions=_dists(space), value=0.9))
+    study.add_trial(optuna.trial.create_trial(params=cell_params(space.sample(2)), distributions=_dists(space),
+                                              value=0.1))
+    from densecell.search import suggest_cell
+
+    for _ in range(5):
+        trial = study.ask()
+        child = suggest_cell(trial, space)
+        study.tell(trial, 0.0)
+        assert sum(a != b for a, b in zip(child, best)) == 1  # always one branch away from the best
+
+
+def _dists(space):
+    from densecell.search import distributions
+
+    return distributions(space)
+
+
+def test_settings_are_checked():
+    with pytest.raises(ValueError, match="sampler"):
+        SearchSettings(cache_dir="x", sampler="evolution")
+    with pytest.raises(ValueError, match="two objectives"):
+        SearchSettings(cache_dir="x", sampler="nsga2")
+
+
+def test_redact_hides_the_password():
+    assert redact("postgresql://user:s3cret@db.example:5432/optuna") == "postgresql://user:***@db.example:5432/optuna"
+
+
+def test_unreachable_database_is_a_clear_error_without_the_password():
+    with pytest.raises(SearchError) as info:
+        load_study("s", "postgresql://user:s3cret@127.0.0.1:1/optuna")
+    assert "s3cret" not in str(info.value) and "***" in str(info.value)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("sampler,objectives", [("random", "miou"), ("nsga2", "miou+madds")])
+def test_two_workers_finish_exactly_n_distinct_trials_on_sqlite(feature_cache, tmp_path, sampler, objectives):
+    storage = f"sqlite:///{tmp_path / 'study.db'}"
+    create_study("two", storage, settings_for(feature_cache[0], 6, sampler=sampler, objectives=objectives))
+    workers = [start_worker(storage, "two", seed) for seed in range(2)]
+    outputs = [w.communicate(timeout=300) for w in workers]
+    assert all(w.returncode == 0 for w in workers), outputs
+    study, trials = finished("two", storage)
+    complete = [t for t in trials if t.state == TrialState.COMPLETE]
+    assert len(complete) == 6
+    assert len({t.user_attrs["cell"] for t in complete}) == 6
+    assert {t.user_attrs["pid"] for t in complete} == {w.pid for w in workers}  # both did work
+    assert all(t.state in (TrialState.COMPLETE, TrialState.PRUNED) for t in trials)
+    assert all(t.user_attrs.get("surplus") for t in trials if t.state == TrialState.PRUNED)
+    for t in complete:
+        assert {"cell", "proxy_miou", "params", "madds", "seconds", "host"} <= t.user_attrs.keys()
+        assert len(t.values) == (2 if objectives == "miou+madds" else 1)
+
+
+@pytest.mark.slow
+def test_a_killed_worker_loses_nothing(feature_cache, tmp_path):
+    storage = f"sqlite:///{tmp_path / 'study.db'}"
+    slow = ProxySettings(iterations=600, batch_size=2, lr=0.05, filters=8)
+    create_study("kill", storage, settings_for(feature_cache[0], 3, proxy=slow))
+    victim = start_worker(storage, "kill", 0)
+    deadline = time.time() + 120
+    while time.time() < deadline:
+        _, trials = finished("kill", storage)
+        if any(t.state == TrialState.RUNNING and t.user_attrs.get("pid") == victim.pid for t in trials):
+            break
+        time.sleep(0.1)
+    else:
+        raise AssertionError(victim.communicate())
+    victim.send_signal(signal.SIGKILL)
+    victim.wait()
+    survivor = start_worker(storage, "kill", 1)
+    out = survivor.communicate(timeout=600)
+    assert survivor.returncode == 0, out
+    _, trials = finished("kill", storage)
+    complete = [t for t in trials if t.state == TrialState.COMPLETE]
+    failed = [t for t in trials if t.state == TrialState.FAIL]
+    assert len(complete) == 3
+    assert len(failed) == 1 and failed[0].user_attrs["pid"] == victim.pid
+    retried = [t for t in trials if RetryHeartbeatStaleTrialCallback.retried_trial_number(t) == failed[0].number]
+    assert len(retried) == 1 and retried[0].params == failed[0].params
+    assert retried[0].state == TrialState.COMPLETE
+
+
+def find_postgres_bin():
+    found = shutil.which("initdb")
+    if found:
+        return Path(found).resolve().parent  # the real bin folder, which also holds createdb
+    candidates = sorted(Path("/usr/lib/postgresql").glob("*/bin/initdb"))
+    if not candidates:
+        raise AssertionError("PostgreSQL server binaries not found: install them (apt-get install postgresql); "
+                             ".ci/run does")
+    return candidates[-1].parent
+
+
+@pytest.fixture
+def postgres():
+    """A throwaway PostgreSQL cluster in a temporary folder, on a free port of 127.0.0.1. As root (CI), the server
+    runs as the ``postgres`` user, so the folder is outside pytest's private temporary root."""
+    binaries = find_postgres_bin()
+    tmp_path = Path(tempfile.mkdtemp(prefix="densecell-pg-"))
+    data = tmp_path / "pgdata"
+    as_user = ["runuser", "-u", "postgres", "--"] if os.geteuid() == 0 else []
+    tmp_path.chmod(0o777)
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    subprocess.run(as_user + [str(binaries / "initdb"), "-D", str(data), "-U", "postgres", "--auth=trust", "-E",
+                              "UTF8"], check=True, capture_output=True)
+    subprocess.run(as_user + [str(binaries / "pg_ctl"), "-D", str(data), "-w", "-l", str(tmp_path / "pg.log"),
+                              "-o", f"-p {port} -k {tmp_path} -c listen_addresses=127.0.0.1", "start"],
+                   check=True, capture_output=True)
+    try:
+        subprocess.run(as_user + [str(binaries / "createdb"), "-h", "127.0.0.1", "-p", str(port), "-U", "postgres",
+                                  "densecell"], check=True, capture_output=True)
+        yield f"postgresql://postgres@127.0.0.1:{port}/densecell"
+    finally:
+        subprocess.run(as_user + [str(binaries / "pg_ctl"), "-D", str(data), "-m", "immediate", "stop"],
+                       capture_output=True)
+        shutil.rmtree(tmp_path, ignore_errors=True)
+
+
+@pytest.mark.slow
+def test_two_workers_on_postgresql(feature_cache, postgres):
+    create_study("pg", postgres, settings_for(feature_cache[0], 5, sampler="local"))
+    workers = [start_worker(postgres, "pg", seed) for seed in range(2)]
+    outputs = [w.communicate(timeout=300) for w in workers]
+    assert all(w.returncode == 0 for w in workers), outputs
+    _, trials = finished("pg", postgres)
+    complete = [t for t in trials if t.state == TrialState.COMPLETE]
+    assert len(complete) == 5 and len({t.user_attrs["cell"] for t in complete}) == 5
+
+
+def test_a_study_with_other_settings_is_refused(feature_cache, tmp_path):
+    storage = f"sqlite:///{tmp_path / 'study.db'}"
+    create_study("s", storage, settings_for(feature_cache[0], 3))
+    with pytest.raises(SearchError, match="other settings"):
+        create_study("s", storage, settings_for(feature_cache[0], 4))
+    with pytest.raises(SearchError, match="no study 'nope'"):
+        load_study("nope", storage)
