@@ -6,10 +6,12 @@ from densecell.config import ConfigError, load_config
 def test_every_shipped_recipe_validates():
     from pathlib import Path
 
+    from densecell.config import load_search_config
+
     recipes = sorted(Path("configs").glob("*.yaml"))
-    assert len(recipes) >= 7
+    assert len(recipes) >= 8
     for recipe in recipes:
-        config = load_config(recipe)
+        config = (load_search_config if recipe.stem.startswith("search-") else load_config)(recipe)
         assert config.name == recipe.stem
 
 
@@ -50,3 +52,13 @@ def test_bad_configs_give_one_line_naming_file_and_field(tmp_path, text, overrid
 def test_missing_file():
     with pytest.raises(ConfigError, match="nope.yaml: config file not found"):
         load_config("nope.yaml")
+
+
+def test_a_cell_can_be_written_inline_in_yaml(tmp_path):
+    recipe = tmp_path / "inline.yaml"
+    recipe.write_text("model:\n  cell:\n    - {kernel: 1, op: conv, input: -1}\n"
+                      "    - {grid_size: [2, 4], op: pyramid_pooling, input: 0}\n")
+    from densecell.space import Cell
+
+    cell = Cell.from_json(load_config(recipe).model.cell)
+    assert len(cell) == 2 and cell[1].op.grid == (2, 4)

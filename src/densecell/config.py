@@ -7,11 +7,12 @@ Overrides are ``section.field=value`` strings whose value is parsed as YAML (``o
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 
 class ConfigError(ValueError):
@@ -64,6 +65,12 @@ class ModelConfig(Strict):
     filters: int = Field(256, ge=1)
     dropout: float = Field(0.1, ge=0, lt=1)
     bn_momentum: float = Field(0.1, gt=0, le=1)
+
+    @field_validator("cell", mode="before")
+    @classmethod
+    def _cell_as_json(cls, value: Any) -> Any:
+        """A cell written inline in YAML (a list of branches) is kept as its TF JSON text."""
+        return json.dumps(value) if isinstance(value, list) else value
 
     def build_kwargs(self) -> dict[str, Any]:
         return self.model_dump()

@@ -90,6 +90,8 @@ def build_cache(
     spec_path = out_dir / "spec.json"
     if spec_path.exists() and json.loads(spec_path.read_text()) != spec:
         raise CacheError(f"{out_dir}: holds a cache built with other settings; remove it or choose another folder")
+    if (out_dir / "complete").exists():
+        return out_dir
     out_dir.mkdir(parents=True, exist_ok=True)
     spec_path.write_text(json.dumps(spec, indent=1))
     device = torch.device(device)

@@ -1,0 +1,57 @@
+"""The one command on the synthetic data: cache, search with 2 workers, re-rank, report; then again (resumes)."""
+
+import json
+
+import optuna
+import pytest
+import torch
+from optuna.trial import TrialState
+
+from densecell.config import load_search_config
+from densecell.data.synthetic import write_synthetic_cityscapes
+from densecell.pipeline import cache_dir, run_pipeline
+from densecell.proxy import FeatureCache, ProxySettings, train_candidate
+from densecell.search import completed_trials
+from densecell.space import Cell
+
+
+@pytest.mark.slow
+def test_search_pipeline_end_to_end_and_resumed(tmp_path):
+    root = write_synthetic_cityscapes(tmp_path / "data", train=24, val=8, seed=2)
+    config = load_search_config("configs/search-synthetic.yaml", [
+        f"data.root={root}", f"output_dir={tmp_path / 'runs'}", "warmup.iterations=80", "proxy.views=1",
+        "search.trials=8", "rerank.top=2", "rerank.optim.iterations=10"])
+    outputs = run_pipeline(config, progress=False)
+    for key in ("report", "html", "best_cell", "histogram", "pareto", "correlation", "cell 1"):
+        assert outputs[key].is_file(), key
+    best = Cell.from_json(outputs["best_cell"])
+    study = optuna.load_study(study_name=config.name, storage=config.storage_url)
+    complete = completed_trials(study)
+    assert len(complete) == 8
+    summary = json.loads((outputs["report"].parent / "summary.json").read_text())
+    assert summary["reranked"] == 2 and summary["best_by"].startswith("end-to-end")
+    assert best == Cell.from_json(next(t for t in complete if t.number == summary["best_trial"]).user_attrs["cell"])
+
+    # proxy scores are reproducible: the best trial's cell, re-trained with its own seed and, like the workers, one
+    # thread, gets its recorded score
+    threads = torch.get_num_threads()
+    torch.set_num_threads(config.search.threads)
+    try:
+        cache = FeatureCache.load(cache_dir(config))
+        settings = ProxySettings(iterations=config.proxy.iterations, batch_size=config.proxy.batch_size,
+                                 lr=config.proxy.lr, filters=config.proxy.filters)
+        again = train_candidate(Cell.from_json(complete[0].user_attrs["cell"]), cache, settings,
+                                seed=complete[0].number)
+    finally:
+        torch.set_num_threads(threads)
+    assert again.miou == pytest.approx(complete[0].values[0], abs=1e-6)
+
+    # again: every stage is found done
+    checkpoints = sorted((config.run_dir / "rerank").glob("*/checkpoint.pt"))
+    stamps = [p.stat().st_mtime_ns for p in checkpoints]
+    cache_stamp = (cache_dir(config) / "train.features.npy").stat().st_mtime_ns
+    run_pipeline(config, progress=False)
+    assert [p.stat().st_mtime_ns for p in checkpoints] == stamps
+    assert (cache_dir(config) / "train.features.npy").stat().st_mtime_ns == cache_stamp
+    trials = optuna.load_study(study_name=config.name, storage=config.storage_url).get_trials()
+    assert sum(t.state == TrialState.COMPLETE for t in trials) == 8
