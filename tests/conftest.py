@@ -8,6 +8,21 @@ sys.path.insert(0, str(Path(__file__).parent))  # tests/layouts.py
 from densecell.data.synthetic import write_synthetic_cityscapes  # noqa: E402
 
 
+@pytest.fixture
+def densecell(capsys, monkeypatch):
+    """Run the ``densecell`` entry point in-process: ``densecell(*args) -> (exit code, stdout, stderr)``."""
+    from densecell import cli
+
+    def run(*args):
+        monkeypatch.setattr(sys, "argv", ["densecell", *map(str, args)])
+        with pytest.raises(SystemExit) as exit_info:
+            cli.main()
+        out, err = capsys.readouterr()
+        return exit_info.value.code, out, err
+
+    return run
+
+
 @pytest.fixture(scope="session")
 def synthetic_root(tmp_path_factory):
     """A small synthetic dataset in the Cityscapes layout (16 train, 4 val images of 64x128)."""

@@ -1,42 +1,31 @@
 import json
-import sys
 
 import pytest
 
-from densecell import cli
 
-
-def run(capsys, monkeypatch, *args):
-    monkeypatch.setattr(sys, "argv", ["densecell", *map(str, args)])
-    with pytest.raises(SystemExit) as exit_info:
-        cli.main()
-    out, err = capsys.readouterr()
-    return exit_info.value.code, out, err
-
-
-def test_space_prints_the_papers_size(capsys, monkeypatch):
-    code, out, _ = run(capsys, monkeypatch, "space")
+def test_space_prints_the_papers_size(densecell):
+    code, out, _ = densecell("space")
     assert code == 0
     assert "418,414,128,120" in out and "|OP| = 81" in out
 
 
-def test_space_reduced(capsys, monkeypatch):
-    code, out, _ = run(capsys, monkeypatch, "space", "--branches", "2", "--rates", "1,3", "--grids", "1")
+def test_space_reduced(densecell):
+    code, out, _ = densecell("space", "--branches", "2", "--rates", "1,3", "--grids", "1")
     assert code == 0 and "cells = B! x |OP|^B = 72 " in out
 
 
-def test_cell_show_lists_branches_and_costs(capsys, monkeypatch):
-    code, out, _ = run(capsys, monkeypatch, "cell", "show", "cityscapes-top1", "--format", "json")
+def test_cell_show_lists_branches_and_costs(densecell):
+    code, out, _ = densecell("cell", "show", "cityscapes-top1", "--format", "json")
     assert code == 0
     shown = json.loads(out)
     assert [b["input"] for b in shown["branches"]] == [-1, 0, 1, 0, 0]
     assert sum(b["params"] for b in shown["branches"]) == 814_080
-    code, out, _ = run(capsys, monkeypatch, "cell", "show", "cityscapes-top1", "--backbone", "mobilenetv2_100")
+    code, out, _ = densecell("cell", "show", "cityscapes-top1", "--backbone", "mobilenetv2_100")
     assert code == 0 and "sep3x3 rate 18x15" in out and "0.356M" in out
 
 
-def test_cost_paper_table_json(capsys, monkeypatch):
-    code, out, _ = run(capsys, monkeypatch, "cost", "--paper-table", "--format", "json")
+def test_cost_paper_table_json(densecell):
+    code, out, _ = densecell("cost", "--paper-table", "--format", "json")
     assert code == 0
     rows = json.loads(out)
     assert [(r["backbone"], r["head"]) for r in rows] == [
@@ -46,17 +35,17 @@ def test_cost_paper_table_json(capsys, monkeypatch):
     assert rows[3]["paper_params"] == 810_000 and rows[3]["params"] == 814_080
 
 
-def test_cost_of_a_model(capsys, monkeypatch):
-    code, out, _ = run(capsys, monkeypatch, "cost", "--backbone", "mobilenetv2_100", "--head", "aspp",
+def test_cost_of_a_model(densecell):
+    code, out, _ = densecell("cost", "--backbone", "mobilenetv2_100", "--head", "aspp",
                        "--image-size", "513", "--format", "json")
     assert code == 0
     parts = {row["part"]: row for row in json.loads(out)}
     assert parts["whole model"]["madds"] > parts["head"]["madds"] > parts["context module (paper convention)"]["madds"]
 
 
-def test_export_writes_onnx_and_checks_it(capsys, monkeypatch, tmp_path):
+def test_export_writes_onnx_and_checks_it(densecell, tmp_path):
     target = tmp_path / "m.onnx"
-    code, out, _ = run(capsys, monkeypatch, "export", target, "--num-classes", "3", "--image-size", "65x97")
+    code, out, _ = densecell("export", target, "--num-classes", "3", "--image-size", "65x97")
     assert code == 0 and target.is_file()
     assert "max |difference|" in out
 
@@ -72,8 +61,8 @@ def test_export_writes_onnx_and_checks_it(capsys, monkeypatch, tmp_path):
     (["space", "--rates", "1,x"], "comma-separated"),
     (["space", "--bogus"], "--bogus"),
 ])
-def test_bad_input_is_one_line_and_exit_2(capsys, monkeypatch, args, message):
-    code, out, err = run(capsys, monkeypatch, *args)
+def test_bad_input_is_one_line_and_exit_2(densecell, args, message):
+    code, out, err = densecell(*args)
     assert code == 2
     assert err.startswith("error: ") and message in err
     assert err.count("\n") == 1 and "Traceback" not in err

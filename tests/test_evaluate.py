@@ -97,21 +97,9 @@ def checkpoint(synthetic_root, tmp_path_factory):
     return out / "tiny" / "checkpoint.pt"
 
 
-def cli(capsys, monkeypatch, *args):
-    import sys
-
-    from densecell import cli as module
-
-    monkeypatch.setattr(sys, "argv", ["densecell", *map(str, args)])
-    with pytest.raises(SystemExit) as info:
-        module.main()
-    out, err = capsys.readouterr()
-    return info.value.code, out, err
-
-
-def test_eval_command_writes_per_class_json(capsys, monkeypatch, checkpoint, synthetic_root, tmp_path):
+def test_eval_command_writes_per_class_json(densecell, checkpoint, synthetic_root, tmp_path):
     target = tmp_path / "eval.json"
-    code, out, _ = cli(capsys, monkeypatch, "eval", "--checkpoint", checkpoint, "--data-root", synthetic_root,
+    code, out, _ = densecell("eval", "--checkpoint", checkpoint, "--data-root", synthetic_root,
                        "--scales", "0.75,1", "--flip", "--output-stride", "8", "--output", target)
     assert code == 0 and "mIoU" in out
     result = json.loads(target.read_text())
@@ -120,10 +108,10 @@ def test_eval_command_writes_per_class_json(capsys, monkeypatch, checkpoint, syn
     assert 0 <= result["miou"] <= 1
 
 
-def test_predict_command_writes_train_ids_label_ids_and_overlays(capsys, monkeypatch, checkpoint, synthetic_root,
+def test_predict_command_writes_train_ids_label_ids_and_overlays(densecell, checkpoint, synthetic_root,
                                                                  tmp_path):
     images = sorted((synthetic_root / "leftImg8bit" / "val").rglob("*.png"))[:2]
-    code, out, _ = cli(capsys, monkeypatch, "predict", *images, "--checkpoint", checkpoint, "--output", tmp_path)
+    code, out, _ = densecell("predict", *images, "--checkpoint", checkpoint, "--output", tmp_path)
     assert code == 0
     stem = images[0].name.removesuffix("_leftImg8bit.png")
     train_ids = np.array(Image.open(tmp_path / f"{stem}_trainIds.png"))
@@ -140,7 +128,7 @@ def test_predict_command_writes_train_ids_label_ids_and_overlays(capsys, monkeyp
     (["eval", "--checkpoint", "CKPT", "--scales", "1,a"], "comma-separated list of scales"),
     (["predict", "nope.png", "--checkpoint", "CKPT"], "nope.png: image file not found"),
 ])
-def test_eval_and_predict_errors(capsys, monkeypatch, checkpoint, args, message):
+def test_eval_and_predict_errors(densecell, checkpoint, args, message):
     args = [str(checkpoint) if a == "CKPT" else a for a in args]
-    code, _, err = cli(capsys, monkeypatch, *args)
+    code, _, err = densecell(*args)
     assert code == 2 and message in err and err.count("\n") == 1

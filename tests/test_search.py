@@ -16,7 +16,7 @@ from optuna.trial import TrialState
 from densecell.proxy import ProxySettings
 from densecell.search import (
     LocalSampler,
-    SearchError,
+    StudyError,
     SearchSettings,
     cell_from_params,
     cell_params,
@@ -87,7 +87,7 @@ def test_redact_hides_the_password():
 
 
 def test_unreachable_database_is_a_clear_error_without_the_password():
-    with pytest.raises(SearchError) as info:
+    with pytest.raises(StudyError) as info:
         load_study("s", "postgresql://user:s3cret@127.0.0.1:1/optuna")
     assert "s3cret" not in str(info.value) and "***" in str(info.value)
 
@@ -193,7 +193,7 @@ def test_two_workers_on_postgresql(feature_cache, postgres):
 def test_a_study_with_other_settings_is_refused(feature_cache, tmp_path):
     storage = f"sqlite:///{tmp_path / 'study.db'}"
     create_study("s", storage, settings_for(feature_cache[0], 3))
-    with pytest.raises(SearchError, match="other settings"):
+    with pytest.raises(StudyError, match="other settings"):
         create_study("s", storage, settings_for(feature_cache[0], 4))
-    with pytest.raises(SearchError, match="no study 'nope'"):
+    with pytest.raises(StudyError, match="no study 'nope'"):
         load_study("nope", storage)

@@ -483,6 +483,11 @@ def rerank_command(
         console.print(f"trial {number}: end-to-end val mIoU {miou * 100:.2f}%")
 
 
+def report_parent(config: Path | None, output: Path | None) -> Path:
+    """Where report/ goes: --output, else the recipe's run folder, else here."""
+    return output or (search_config(config).run_dir if config else Path("."))
+
+
 @app.command()
 def correlate(
     config: SearchConfigPath = None, storage: StorageOption = None, study: StudyOption = None,
@@ -490,15 +495,13 @@ def correlate(
 ) -> None:
     """Spearman rho between proxy and end-to-end mIoU of the re-ranked cells, with a scatter plot."""
     from .report import write_report
-    from .search import completed_trials, full_scores, spearman
+    from .search import proxy_full_pairs, spearman
 
     opened = open_study(config, storage, study)
-    full = full_scores(opened)
-    pairs = [(t.values[0], full[t.number]) for t in completed_trials(opened) if t.number in full]
+    pairs = proxy_full_pairs(opened)
     if len(pairs) < 3:
         raise ValueError(f"need at least 3 re-ranked cells for a rank correlation, the study has {len(pairs)}")
-    target = output or (search_config(config).run_dir if config else Path("."))
-    figures = write_report(opened, target)
+    figures = write_report(opened, report_parent(config, output))
     console.print(f"Spearman rho = {spearman(pairs):.3f} over {len(pairs)} cells; plot {figures['correlation']}")
 
 
@@ -510,8 +513,7 @@ def report(
     """Markdown + HTML report: histogram, Pareto front, correlation, best cells drawn, cost table."""
     from .report import write_report
 
-    target = output or (search_config(config).run_dir if config else Path("."))
-    outputs = write_report(open_study(config, storage, study), target)
+    outputs = write_report(open_study(config, storage, study), report_parent(config, output))
     console.print(f"report: {outputs['report']} and {outputs['html']}; best cell: {outputs['best_cell']}")
 
 

@@ -14,7 +14,7 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import optuna  # noqa: E402
 
-from .search import completed_trials, full_scores, spearman  # noqa: E402
+from .search import completed_trials, full_scores, proxy_full_pairs, spearman  # noqa: E402
 from .space import BACKBONE, Cell  # noqa: E402
 
 
@@ -95,7 +95,7 @@ def write_report(study: optuna.Study, out_dir: str | Path, top: int = 10, draw: 
     fig.savefig(figures["pareto"], dpi=110)
     plt.close(fig)
 
-    pairs = [(t.values[0], full[t.number]) for t in trials if t.number in full]
+    pairs = proxy_full_pairs(study)
     rho = spearman(pairs)
     if pairs:
         fig, ax = plt.subplots(figsize=(4, 3.2))

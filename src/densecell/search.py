@@ -54,7 +54,11 @@ OBJECTIVES = ("miou", "miou+madds", "miou+latency")
 
 
 class SearchError(RuntimeError):
-    """The search cannot go on (too many failed trials, a study without densecell settings)."""
+    """The search cannot go on (too many failed trials)."""
+
+
+class StudyError(ValueError):
+    """A storage that cannot be opened, or a study that is missing or has other settings (an input error)."""
 
 
 @dataclass(frozen=True)
@@ -208,7 +212,7 @@ def open_storage(url: str, settings: SearchSettings | None = None) -> RDBStorage
                           heartbeat_stale_trial_callback=RetryHeartbeatStaleTrialCallback(max_retry=retries))
     except Exception as exc:
         message = " ".join(str(exc).split()).replace(url, redact(url))
-        raise SearchError(f"cannot open the study storage {redact(url)}: {message[:300]}") from None
+        raise StudyError(f"cannot open the study storage {redact(url)}: {message[:300]}") from None
 
 
 def create_study(name: str, storage_url: str, settings: SearchSettings) -> optuna.Study:
@@ -220,7 +224,7 @@ def create_study(name: str, storage_url: str, settings: SearchSettings) -> optun
     if stored is None:
         study.set_user_attr("densecell", settings.to_json())
     elif SearchSettings.from_json(stored) != settings:
-        raise SearchError(f"study {name!r} in {redact(storage_url)} was created with other settings; use another "
+        raise StudyError(f"study {name!r} in {redact(storage_url)} was created with other settings; use another "
                           f"study name")
     return study
 
@@ -230,12 +234,12 @@ def load_study(name: str, storage_url: str, worker_seed: int = 0) -> tuple[optun
     try:
         summary = {s.study_name for s in optuna.get_all_study_summaries(probe)}
     except Exception as exc:
-        raise SearchError(f"cannot read {redact(storage_url)}: {' '.join(str(exc).split())[:200]}") from None
+        raise StudyError(f"cannot read {redact(storage_url)}: {' '.join(str(exc).split())[:200]}") from None
     if name not in summary:
-        raise SearchError(f"no study {name!r} in {redact(storage_url)} (studies: {', '.join(sorted(summary)) or 'none'})")
+        raise StudyError(f"no study {name!r} in {redact(storage_url)} (studies: {', '.join(sorted(summary)) or 'none'})")
     stored = optuna.load_study(study_name=name, storage=probe).user_attrs.get("densecell")
     if stored is None:
-        raise SearchError(f"study {name!r} was not created by densecell (no settings stored)")
+        raise StudyError(f"study {name!r} was not created by densecell (no settings stored)")
     settings = SearchSettings.from_json(stored)
     study = optuna.load_study(study_name=name, storage=open_storage(storage_url, settings),
                               sampler=make_sampler(settings, worker_seed))
@@ -361,6 +365,12 @@ def top_cells(study: optuna.Study, k: int) -> list[tuple[FrozenTrial, Cell]]:
 def full_scores(study: optuna.Study) -> dict[int, float]:
     """Re-ranking results: trial number -> end-to-end val mIoU."""
     return {int(key.split(":")[1]): value for key, value in study.user_attrs.items() if key.startswith("full_miou:")}
+
+
+def proxy_full_pairs(study: optuna.Study) -> list[tuple[float, float]]:
+    """(proxy mIoU, end-to-end mIoU) of every re-ranked cell, best proxy first."""
+    full = full_scores(study)
+    return [(t.values[0], full[t.number]) for t in completed_trials(study) if t.number in full]
 
 
 def record_full_score(study: optuna.Study, trial_number: int, miou: float) -> None:
