@@ -426,7 +426,8 @@ def search_status(config: SearchConfigPath = None, storage: StorageOption = None
     """Progress, failures and the best cells of a study."""
     from optuna.trial import TrialState
 
-    from .search import completed_trials, full_scores
+    from .search import completed_trials, full_scores, op_name
+    from .space import Cell
 
     opened = open_study(config, storage, study)
     trials = opened.get_trials(deepcopy=False)
@@ -441,12 +442,14 @@ def search_status(config: SearchConfigPath = None, storage: StorageOption = None
             console.print(f"trial {t.number} failed: {t.user_attrs.get('error', 'its worker died (no heartbeat)')}")
     full = full_scores(opened)
     table = Table(title="best cells by proxy mIoU")
-    for column in ("trial", "proxy mIoU %", "full mIoU %", "MAdds (B)", "s", "host", "cell"):
+    for column in ("trial", "proxy mIoU %", "full mIoU %", "MAdds (M)", "s", "host", "cell (input:operation)"):
         table.add_column(column)
     for t in completed_trials(opened)[:10]:
+        cell = Cell.from_json(t.user_attrs["cell"])
+        wiring = " ".join(f"{'F' if b.input < 0 else f'Y{b.input + 1}'}:{op_name(b.op)}" for b in cell)
         table.add_row(str(t.number), f"{t.values[0] * 100:.2f}", f"{full[t.number] * 100:.2f}" if t.number in full
-                      else "", f"{t.user_attrs['madds'] / 1e9:.3f}", f"{t.user_attrs['seconds']:.1f}",
-                      str(t.user_attrs["host"]), t.user_attrs["cell"])
+                      else "", f"{t.user_attrs['madds'] / 1e6:.1f}", f"{t.user_attrs['seconds']:.1f}",
+                      str(t.user_attrs["host"]), wiring)
     console.print(table)
 
 

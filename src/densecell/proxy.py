@@ -17,7 +17,7 @@ import math
 import time
 import warnings
 from collections.abc import Callable
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -29,7 +29,6 @@ from torch import nn
 
 from .cell import DensePredictionCell
 from .data import IGNORE_INDEX, SegmentationDataset
-from .data.transforms import normalize
 from .evaluate import ConfusionMatrix
 from .space import Cell
 from .train import TrainingError, autocast_for
@@ -248,9 +247,6 @@ class ProxyResult:
     iterations: int
     seconds: float
     stopped_early: bool = False
-
-    def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
 
 
 def build_proxy_head(cell: Cell | str, channels: int, num_classes: int, output_stride: int, filters: int) -> nn.Module:

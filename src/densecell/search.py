@@ -33,7 +33,6 @@ import time
 import warnings
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
-from pathlib import Path
 from typing import Any
 
 import optuna
@@ -217,6 +216,7 @@ def open_storage(url: str, settings: SearchSettings | None = None) -> RDBStorage
 
 def create_study(name: str, storage_url: str, settings: SearchSettings) -> optuna.Study:
     """Create the study (or open it, checking that its settings are these)."""
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
     storage = open_storage(storage_url, settings)
     study = optuna.create_study(study_name=name, storage=storage, directions=settings.directions,
                                 load_if_exists=True)

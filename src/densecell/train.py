@@ -36,7 +36,7 @@ from .checkpoint import load_checkpoint, load_state, save_checkpoint
 from .config import TrainConfig
 from .data import IGNORE_INDEX, EvalTransform, SegmentationDataset, TrainTransform, build_dataset
 from .evaluate import evaluate
-from .model import SegmentationModel, build_model
+from .model import build_model
 
 CSV_FIELDS = ("iteration", "loss", "lr", "seconds", "val_miou")
 
