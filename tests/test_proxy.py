@@ -1,5 +1,4 @@
 import json
-import time
 
 import numpy as np
 import pytest
@@ -100,19 +99,14 @@ def test_non_finite_proxy_loss(feature_cache):
         train_candidate("cityscapes-top1", cache, ProxySettings(iterations=30, batch_size=4, filters=16, lr=1e12))
 
 
-def test_cached_proxy_matches_frozen_backbone_training_and_is_faster(feature_cache, synthetic_root):
+def test_cached_proxy_matches_frozen_backbone_training(feature_cache, synthetic_root):
     """Same items, same seeds: the only difference is fp16 storage of the features, so the scores agree within
-    noise; the cache skips the backbone at every step."""
+    noise. (How much faster the cache is lives in benchmarks/proxy_speed.py, not in a timed test.)"""
     folder, backbone = feature_cache
     cache = FeatureCache.load(folder)
     fresh = FrozenBackboneFeatures(cache, backbone, Cityscapes(synthetic_root, "train",
                                                                 TrainTransform((64, 64), 1.0, 1.0)))
     settings = ProxySettings(iterations=40, batch_size=4, lr=0.05, filters=16)
-    start = time.perf_counter()
     cached = train_candidate("cityscapes-top1", cache, settings, seed=3)
-    cached_s = time.perf_counter() - start
-    start = time.perf_counter()
     computed = train_candidate("cityscapes-top1", fresh, settings, seed=3)
-    computed_s = time.perf_counter() - start
     assert abs(cached.miou - computed.miou) < 0.02, (cached.miou, computed.miou)
-    assert computed_s > 1.5 * cached_s, (computed_s, cached_s)

@@ -96,7 +96,9 @@ def test_unreachable_database_is_a_clear_error_without_the_password():
 @pytest.mark.parametrize("sampler,objectives", [("random", "miou"), ("nsga2", "miou+madds")])
 def test_two_workers_finish_exactly_n_distinct_trials_on_sqlite(feature_cache, tmp_path, sampler, objectives):
     storage = f"sqlite:///{tmp_path / 'study.db'}"
-    create_study("two", storage, settings_for(feature_cache[0], 6, sampler=sampler, objectives=objectives))
+    longer = ProxySettings(iterations=60, batch_size=2, lr=0.05, filters=8)  # long enough for both to take trials
+    create_study("two", storage, settings_for(feature_cache[0], 6, sampler=sampler, objectives=objectives,
+                                              proxy=longer))
     workers = [start_worker(storage, "two", seed) for seed in range(2)]
     outputs = [w.communicate(timeout=300) for w in workers]
     assert all(w.returncode == 0 for w in workers), outputs
