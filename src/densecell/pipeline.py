@@ -19,13 +19,13 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from torch import nn
 
-from .checkpoint import load_model
+from .checkpoint import load_checkpoint, load_model
 from .config import SearchConfig, TrainConfig
-from .data import EvalTransform, TrainTransform, build_dataset
+from .data import build_dataset
 from .model import build_model
 from .proxy import ProxySettings, build_cache
 from .search import SearchSettings, counts, create_study, record_full_score, redact, top_cells
-from .train import train
+from .train import build_datasets, train
 
 STORAGE_ENV = "DENSECELL_STORAGE"
 """Workers started by this command get the storage URL from the environment, so that no password shows in ``ps``."""
@@ -44,7 +44,7 @@ def proxy_backbone(config: SearchConfig, progress: bool = True) -> tuple[nn.Modu
         return build_model(**config.backbone.build_kwargs(), num_classes=classes).backbone, None
     run = warmup_config(config)
     checkpoint = run.run_dir / "checkpoint.pt"
-    if not (checkpoint.exists() and torch.load(checkpoint, weights_only=True)["iteration"] >= run.optim.iterations):
+    if not (checkpoint.exists() and load_checkpoint(checkpoint)["iteration"] >= run.optim.iterations):
         train(run, resume=True, progress=progress)
     model, _ = load_model(checkpoint)
     weights = config.run_dir / "backbone.pth"
@@ -59,10 +59,7 @@ def cache_dir(config: SearchConfig) -> Path:
 def build_feature_cache(config: SearchConfig, progress: bool = True) -> Path:
     backbone, weights = proxy_backbone(config, progress)
     data = config.data
-    augment = TrainTransform(data.crop_size, data.min_scale, data.max_scale, data.scale_step)
-    train_set = build_dataset(data.dataset, data.root, data.train_split, augment, **data.dataset_options())
-    val_set = build_dataset(data.dataset, data.root, data.val_split or "val", EvalTransform(),
-                            **data.dataset_options())
+    train_set, val_set = build_datasets(data.model_copy(update={"val_split": data.val_split or "val"}))
     source = {"backbone": config.backbone.backbone, "weights": str(weights or config.backbone.pretrained)}
     return build_cache(backbone, train_set, val_set, cache_dir(config), output_stride=config.backbone.output_stride,
                        crop_size=data.crop_size, val_size=config.proxy.val_size, views=config.proxy.views,

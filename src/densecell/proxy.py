@@ -31,7 +31,7 @@ from .cell import DensePredictionCell
 from .data import IGNORE_INDEX, SegmentationDataset
 from .evaluate import ConfusionMatrix
 from .space import Cell
-from .train import TrainingError, autocast_for
+from .train import TrainingError, autocast_for, param_groups, poly_lambda
 
 CACHE_VERSION = 1
 
@@ -296,10 +296,8 @@ def train_candidate(
     torch.manual_seed(seed)
     head = build_proxy_head(cell, cache.channels, len(cache.classes), cache.output_stride, settings.filters)
     head = head.to(device, memory_format=torch.channels_last if settings.channels_last else torch.contiguous_format)
-    decay = [p for p in head.parameters() if p.ndim > 1]
-    rest = [p for p in head.parameters() if p.ndim <= 1]
-    optimizer = torch.optim.SGD([{"params": decay, "weight_decay": settings.weight_decay},
-                                 {"params": rest, "weight_decay": 0.0}], lr=settings.lr, momentum=settings.momentum)
+    optimizer = torch.optim.SGD(param_groups(head, settings.weight_decay), lr=settings.lr, momentum=settings.momentum)
+    schedule = poly_lambda(settings.iterations, settings.power)
     generator = torch.Generator().manual_seed(seed)
     count = len(cache.train_features)
     label_size = cache.train_labels.shape[-2:]
@@ -318,10 +316,11 @@ def train_candidate(
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         for group in optimizer.param_groups:
-            group["lr"] = settings.lr * (1 - iteration / settings.iterations) ** settings.power
+            group["lr"] = settings.lr * schedule(iteration)
         optimizer.step()
         if report and settings.eval_every and iteration % settings.eval_every == 0 and iteration < settings.iterations:
-            if report(iteration, proxy_miou(head, cache, settings, device)):
-                return ProxyResult(proxy_miou(head, cache, settings, device), iteration,
+            miou = proxy_miou(head, cache, settings, device)
+            if report(iteration, miou):
+                return ProxyResult(miou, iteration,
                                    time.perf_counter() - start, stopped_early=True)
     return ProxyResult(proxy_miou(head, cache, settings, device), settings.iterations, time.perf_counter() - start)

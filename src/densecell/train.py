@@ -33,7 +33,7 @@ from torch import nn
 from torch.utils.data import DataLoader, Sampler
 
 from .checkpoint import load_checkpoint, load_state, save_checkpoint
-from .config import TrainConfig
+from .config import DataConfig, TrainConfig
 from .data import IGNORE_INDEX, EvalTransform, SegmentationDataset, TrainTransform, build_dataset
 from .evaluate import evaluate
 from .model import build_model
@@ -167,8 +167,8 @@ def train_step(model: nn.Module, optimizer: torch.optim.Optimizer, images: torch
     return value
 
 
-def build_datasets(config: TrainConfig) -> tuple[SegmentationDataset, SegmentationDataset | None]:
-    data = config.data
+def build_datasets(data: DataConfig) -> tuple[SegmentationDataset, SegmentationDataset | None]:
+    """The training split with DeepLab's augmentation and the val split (if any) without."""
     if data.root is None:
         raise ValueError("no data root: pass --data-root or set data.root in the config")
     train_set = build_dataset(
@@ -235,7 +235,7 @@ def train(config: TrainConfig, resume: bool = False, progress: bool = True) -> T
                          f"name")
     torch.manual_seed(config.seed)
     random.seed(config.seed)
-    train_set, val_set = build_datasets(config)
+    train_set, val_set = build_datasets(config.data)
     model: nn.Module = build_model(**config.model.build_kwargs(), num_classes=train_set.num_classes,
                                    crop_size=None).to(env.device)
     if config.optim.freeze_bn:
