@@ -35,6 +35,16 @@ def test_decoder_reads_stride_4_features():
     assert model.decoder.reduce[0].out_channels == 48
 
 
+def test_feature_stages_cut_the_backbone():
+    model = build_model(num_classes=3, feature_stages=2, decoder=False)
+    assert model.backbone.feature_info.reduction() == [2, 4]
+    assert model.head.in_channels == 24  # MobileNet-v2's stride-4 stage
+    assert model(torch.randn(1, 3, 64, 64)).shape == (1, 3, 64, 64)
+    assert build_model(**model.config).backbone.feature_info.reduction() == [2, 4]
+    with pytest.raises(ValueError, match="feature_stages"):
+        build_model(feature_stages=0)
+
+
 def test_whole_model_trains_end_to_end():
     model = build_model(num_classes=3).train()
     images = torch.randn(2, 3, 65, 65)

@@ -9,8 +9,8 @@ from optuna.trial import TrialState
 
 from densecell.config import load_search_config
 from densecell.data.synthetic import write_synthetic_cityscapes
-from densecell.pipeline import cache_dir, run_pipeline
-from densecell.proxy import FeatureCache, ProxySettings, train_candidate
+from densecell.pipeline import cache_dir, run_pipeline, search_settings
+from densecell.proxy import FeatureCache, train_candidate
 from densecell.search import completed_trials
 from densecell.space import Cell
 
@@ -31,6 +31,9 @@ def test_search_pipeline_end_to_end_and_resumed(tmp_path):
     summary = json.loads((outputs["report"].parent / "summary.json").read_text())
     assert summary["reranked"] == 2 and summary["best_by"].startswith("end-to-end")
     assert best == Cell.from_json(next(t for t in complete if t.number == summary["best_trial"]).user_attrs["cell"])
+    # the synthetic classes need context: the search's best cell beats its worst and a lone 1x1 convolution
+    scores = summary["proxy_miou"]
+    assert scores["best"] > scores["worst"] + 0.02 and scores["best"] > scores["baseline_1x1"] + 0.02, scores
 
     # proxy scores are reproducible: the best trial's cell, re-trained with its own seed and, like the workers, one
     # thread, gets its recorded score
@@ -38,9 +41,7 @@ def test_search_pipeline_end_to_end_and_resumed(tmp_path):
     torch.set_num_threads(config.search.threads)
     try:
         cache = FeatureCache.load(cache_dir(config))
-        settings = ProxySettings(iterations=config.proxy.iterations, batch_size=config.proxy.batch_size,
-                                 lr=config.proxy.lr, filters=config.proxy.filters)
-        again = train_candidate(Cell.from_json(complete[0].user_attrs["cell"]), cache, settings,
+        again = train_candidate(Cell.from_json(complete[0].user_attrs["cell"]), cache, search_settings(config).proxy,
                                 seed=complete[0].number)
     finally:
         torch.set_num_threads(threads)

@@ -10,6 +10,7 @@ from densecell.proxy import (
     FeatureCache,
     FrozenBackboneFeatures,
     ProxySettings,
+    _loss_pair,
     build_cache,
     train_candidate,
 )
@@ -83,6 +84,18 @@ def test_train_candidate_is_seeded_and_scores_in_range(feature_cache):
     a = train_candidate("cityscapes-top1", cache, FAST, seed=1)
     b = train_candidate("cityscapes-top1", cache, FAST, seed=1)
     assert a.miou == b.miou and 0 <= a.miou <= 1 and a.iterations == 30
+
+
+def test_adam_and_loss_on_subsampled_labels(feature_cache):
+    cache = FeatureCache.load(feature_cache[0])
+    settings = ProxySettings(iterations=20, batch_size=4, lr=0.01, filters=16, optimizer="adam", upsample_logits=False)
+    a = train_candidate("cityscapes-top1", cache, settings, seed=1)
+    assert a.miou == train_candidate("cityscapes-top1", cache, settings, seed=1).miou and 0 <= a.miou <= 1
+    rows = torch.arange(64).view(1, 64, 1).expand(2, 64, 64)  # each label is its row number
+    _, labels = _loss_pair(torch.zeros(2, 5, 4, 4), rows, upsample_logits=False)
+    assert labels.shape == (2, 4, 4) and labels[0, :, 0].tolist() == [0, 16, 32, 48]  # nearest: each block's first
+    with pytest.raises(ValueError, match="optimizer"):
+        train_candidate("cityscapes-top1", cache, ProxySettings(iterations=1, filters=8, optimizer="lamb"))
 
 
 def test_early_stop_callback(feature_cache):

@@ -65,6 +65,7 @@ class ModelConfig(Strict):
     filters: int = Field(256, ge=1)
     dropout: float = Field(0.1, ge=0, lt=1)
     bn_momentum: float = Field(0.1, gt=0, le=1)
+    feature_stages: int | None = Field(None, ge=1, description="Keep only the backbone's first stages.")
 
     @field_validator("cell", mode="before")
     @classmethod
@@ -165,6 +166,8 @@ class ProxyConfig(Strict):
     batch_size: int = Field(8, ge=1)
     lr: float = Field(0.01, gt=0)
     filters: int = Field(256, ge=1)
+    optimizer: Literal["sgd", "adam"] = Field("sgd", description="sgd: the paper's; adam: for short budgets.")
+    upsample_logits: bool = Field(True, description="Loss on upsampled logits (paper); False: on subsampled labels.")
     eval_every: int = Field(0, ge=0)
     prune: bool = Field(False, description="Stop hopeless candidates early (Optuna's median rule).")
 

@@ -66,14 +66,22 @@ class SegmentationModel(nn.Module):
         return F.interpolate(logits, size=images.shape[-2:], mode="bilinear", align_corners=True)
 
 
-def create_backbone(name: str, output_stride: int = 16, pretrained: str | Path | None = None) -> nn.Module:
-    """A timm feature extractor; ``pretrained`` is a local checkpoint file (nothing can be downloaded)."""
+def create_backbone(name: str, output_stride: int = 16, pretrained: str | Path | None = None,
+                    feature_stages: int | None = None) -> nn.Module:
+    """A timm feature extractor; ``pretrained`` is a local checkpoint file (nothing can be downloaded).
+
+    ``feature_stages`` keeps only the first stages (timm's ``out_indices``): a shallower backbone whose last feature
+    map is finer and sees a smaller window, so that the context has to come from the head."""
     if pretrained is True:
         raise ValueError(
             "pretrained=True would download weights, which densecell never does; save the timm checkpoint "
             "locally and pass its path"
         )
     kwargs: dict[str, Any] = {"features_only": True, "output_stride": output_stride}
+    if feature_stages is not None:
+        if feature_stages < 1:
+            raise ValueError(f"feature_stages must be positive, got {feature_stages}")
+        kwargs["out_indices"] = tuple(range(feature_stages))
     if pretrained:
         path = Path(pretrained)
         if not path.is_file():
@@ -104,6 +112,7 @@ def build_model(
     filters: int = 256,
     dropout: float = 0.1,
     bn_momentum: float = 0.1,
+    feature_stages: int | None = None,
 ) -> SegmentationModel:
     """Build a DeepLab-style model; defaults are the paper's (256 filters, OS 16, dropout keep 0.9).
 
@@ -119,8 +128,9 @@ def build_model(
         "backbone": backbone, "head": head, "cell": cell.to_json() if isinstance(cell, Cell) else str(cell),
         "num_classes": num_classes, "output_stride": output_stride, "decoder": decoder, "pooling": pooling,
         "crop_size": crop_size, "filters": filters, "dropout": dropout, "bn_momentum": bn_momentum,
+        "feature_stages": feature_stages,
     }
-    features = create_backbone(backbone, output_stride, pretrained)
+    features = create_backbone(backbone, output_stride, pretrained, feature_stages)
     channels = features.feature_info.channels()
     reductions = features.feature_info.reduction()
     if head == "dpc":

@@ -23,8 +23,10 @@ from .checkpoint import load_checkpoint, load_model
 from .config import SearchConfig, TrainConfig
 from .data import build_dataset
 from .model import build_model
-from .proxy import ProxySettings, build_cache
-from .search import SearchSettings, counts, create_study, record_full_score, redact, top_cells
+from .proxy import FeatureCache, ProxySettings, build_cache, train_candidate
+from .search import (BASELINE_KEY, SearchSettings, completed_trials, counts, create_study, record_baseline,
+                     record_full_score, redact, top_cells)
+from .space import conv1x1_cell
 from .train import build_datasets, train
 
 STORAGE_ENV = "DENSECELL_STORAGE"
@@ -74,7 +76,8 @@ def search_settings(config: SearchConfig) -> SearchSettings:
         cache_dir=str(cache_dir(config).resolve()), trials=section.trials, sampler=section.sampler,
         objectives=section.objectives, seed=config.seed, prune=proxy.prune, threads=section.threads,
         proxy=ProxySettings(iterations=proxy.iterations, batch_size=proxy.batch_size, lr=proxy.lr,
-                            filters=proxy.filters, eval_every=proxy.eval_every),
+                            filters=proxy.filters, eval_every=proxy.eval_every,
+                            upsample_logits=proxy.upsample_logits, optimizer=proxy.optimizer),
         num_branches=section.num_branches, rates=section.rates, grids=section.grids,
     )
 
@@ -103,6 +106,16 @@ def run_search(config: SearchConfig, progress: bool = True) -> optuna.Study:
         raise RuntimeError(f"search workers exited with codes {failed} before the study had its "
                            f"{config.search.trials} trials; see `densecell search status --config ...`")
     return study
+
+
+def proxy_baseline(config: SearchConfig, study: optuna.Study) -> float:
+    """The proxy score of a head without context (a lone 1x1 convolution), trained like every trial: it tells whether
+    context helps on this data at all, and how much the search found."""
+    if BASELINE_KEY not in study.user_attrs:
+        result = train_candidate(conv1x1_cell(), FeatureCache.load(cache_dir(config)), search_settings(config).proxy,
+                                 device="cuda" if torch.cuda.is_available() else "cpu")
+        record_baseline(study, result.miou)
+    return study.user_attrs[BASELINE_KEY]
 
 
 def rerank_config(config: SearchConfig, trial_number: int, cell_json: str, weights: Path | None) -> TrainConfig:
@@ -141,6 +154,9 @@ def run_pipeline(config: SearchConfig, progress: bool = True, console: Console |
     console.print(f"[bold]2/4[/] search: {config.search.trials} trials, {config.search.workers} workers, "
                   f"storage {redact(config.storage_url)}")
     study = run_search(config, progress)
+    scores = sorted(trial.values[0] for trial in completed_trials(study))
+    console.print(f"proxy mIoU: best {scores[-1]:.3f}, median {scores[len(scores) // 2]:.3f}, worst {scores[0]:.3f}; "
+                  f"a lone 1x1 convolution (no context) {proxy_baseline(config, study):.3f}")
     console.print(f"[bold]3/4[/] re-ranking the top {config.rerank.top} end to end")
     rerank(config, study, progress=progress)
     console.print("[bold]4/4[/] report")

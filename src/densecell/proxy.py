@@ -227,7 +227,12 @@ class FrozenBackboneFeatures(FeatureCache):
 @dataclass(frozen=True)
 class ProxySettings:
     """Head-only training on cached features. Defaults are the paper's proxy: 30K iterations, batch 8, poly LR
-    from 0.01; 256 filters."""
+    from 0.01; 256 filters.
+
+    ``upsample_logits`` is TF DeepLab's flag of that name: True computes the loss on logits upsampled to the label
+    size (the paper's default); False on labels subsampled (nearest) to the logits' size, which is cheaper and close
+    enough when the features are fine (stride 4 or 8). ``optimizer="adam"`` is for short budgets (the CPU demo's
+    hundred steps), in which SGD leaves the deeper cells under-trained and so favours shallow ones."""
 
     iterations: int = 30_000
     batch_size: int = 8
@@ -239,6 +244,8 @@ class ProxySettings:
     eval_every: int = 0
     amp: str = "auto"
     channels_last: bool = True
+    upsample_logits: bool = True
+    optimizer: str = "sgd"
 
 
 @dataclass
@@ -260,6 +267,13 @@ def build_proxy_head(cell: Cell | str, channels: int, num_classes: int, output_s
 def _as_input(features: torch.Tensor, device: torch.device, channels_last: bool) -> torch.Tensor:
     x = features.to(device, non_blocking=True).float()
     return x.contiguous(memory_format=torch.channels_last) if channels_last else x
+
+
+def _loss_pair(logits: torch.Tensor, labels: torch.Tensor, upsample_logits: bool) -> tuple[torch.Tensor, torch.Tensor]:
+    """Logits and labels at one resolution: the labels' (bilinear logits) or the logits' (nearest labels)."""
+    if upsample_logits:
+        return F.interpolate(logits, size=labels.shape[-2:], mode="bilinear", align_corners=True), labels
+    return logits, F.interpolate(labels[:, None].float(), size=logits.shape[-2:], mode="nearest")[:, 0].long()
 
 
 @torch.inference_mode()
@@ -296,11 +310,16 @@ def train_candidate(
     torch.manual_seed(seed)
     head = build_proxy_head(cell, cache.channels, len(cache.classes), cache.output_stride, settings.filters)
     head = head.to(device, memory_format=torch.channels_last if settings.channels_last else torch.contiguous_format)
-    optimizer = torch.optim.SGD(param_groups(head, settings.weight_decay), lr=settings.lr, momentum=settings.momentum)
+    groups = param_groups(head, settings.weight_decay)
+    if settings.optimizer == "adam":
+        optimizer: torch.optim.Optimizer = torch.optim.Adam(groups, lr=settings.lr)
+    elif settings.optimizer == "sgd":
+        optimizer = torch.optim.SGD(groups, lr=settings.lr, momentum=settings.momentum)
+    else:
+        raise ValueError(f"proxy optimizer must be 'sgd' or 'adam', got {settings.optimizer!r}")
     schedule = poly_lambda(settings.iterations, settings.power)
     generator = torch.Generator().manual_seed(seed)
     count = len(cache.train_features)
-    label_size = cache.train_labels.shape[-2:]
     for iteration in range(1, settings.iterations + 1):
         head.train()
         index = torch.randint(count, (settings.batch_size,), generator=generator)
@@ -309,8 +328,7 @@ def train_candidate(
         labels = labels.to(device, non_blocking=True).long()
         with autocast_for(settings.amp, device):
             logits = head(x)
-        logits = F.interpolate(logits.float(), size=label_size, mode="bilinear", align_corners=True)
-        loss = F.cross_entropy(logits, labels, ignore_index=IGNORE_INDEX)
+        loss = F.cross_entropy(*_loss_pair(logits.float(), labels, settings.upsample_logits), ignore_index=IGNORE_INDEX)
         if not math.isfinite(loss.item()):
             raise TrainingError(f"proxy loss is {loss.item()} at iteration {iteration}")
         optimizer.zero_grad(set_to_none=True)

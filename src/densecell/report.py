@@ -14,7 +14,7 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import optuna  # noqa: E402
 
-from .search import completed_trials, full_scores, proxy_full_pairs, spearman  # noqa: E402
+from .search import BASELINE_KEY, completed_trials, full_scores, proxy_full_pairs, spearman  # noqa: E402
 from .space import BACKBONE, Cell  # noqa: E402
 
 
@@ -73,6 +73,10 @@ def write_report(study: optuna.Study, out_dir: str | Path, top: int = 10, draw: 
 
     fig, ax = plt.subplots(figsize=(5, 3.2))
     ax.hist([s * 100 for s in scores], bins=min(30, max(5, len(scores) // 3)), color="#4a6fa5")
+    baseline = study.user_attrs.get(BASELINE_KEY)
+    if baseline is not None:
+        ax.axvline(baseline * 100, color="#c0392b", linestyle="--", label="lone 1x1 conv (no context)")
+        ax.legend(fontsize=8)
     ax.set_xlabel("proxy val mIoU (%)")
     ax.set_ylabel("cells")
     ax.set_title(f"{len(scores)} cells on the proxy task (cf. paper Fig. 4a)")
@@ -130,16 +134,21 @@ def write_report(study: optuna.Study, out_dir: str | Path, top: int = 10, draw: 
         "best_by": "end-to-end mIoU (re-ranking)" if full else "proxy mIoU",
         "best_cell": json.loads(best_cell.to_json()), "spearman_rho": None if math.isnan(rho) else rho,
         "reranked": len(pairs), "pareto_front_trials": [trials[i].number for i in front],
+        "proxy_miou": {"best": max(scores), "median": sorted(scores)[len(scores) // 2], "worst": min(scores),
+                       "baseline_1x1": baseline},
     }
     (out / "summary.json").write_text(json.dumps(summary, indent=1))
 
     md = [f"# Search report: {study.study_name}", "",
           f"Trials: {', '.join(f'{k} {v}' for k, v in states.items() if v)}. Best cell (by {summary['best_by']}): "
           f"trial {best.number}, saved as `best_cell.json`.", ""]
+    md += [f"Proxy mIoU: best {max(scores) * 100:.2f}%, worst {min(scores) * 100:.2f}%"
+           + (f"; a lone 1x1 convolution, no context: {baseline * 100:.2f}%." if baseline is not None else "."), ""]
     if pairs:
         md += [f"Proxy fidelity: Spearman rho = {rho:.3f} between proxy and end-to-end mIoU over {len(pairs)} "
                f"re-ranked cells (paper: rho >= 0.4).", ""]
-    md += ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    rows_start = "| " + " | ".join(header) + " |"
+    md += [rows_start, "|" + "---|" * len(header)]
     md += ["| " + " | ".join(row) + " |" for row in rows]
     md += [""] + [f"![{name}]({path.name})" for name, path in figures.items()]
     (out / "report.md").write_text("\n".join(md) + "\n")
@@ -150,8 +159,8 @@ def write_report(study: optuna.Study, out_dir: str | Path, top: int = 10, draw: 
     page = (f"<!doctype html><meta charset=utf-8><title>{html.escape(study.study_name)}</title>"
             "<style>body{font-family:sans-serif;max-width:1100px;margin:2em auto}td,th{padding:2px 8px;"
             "border-bottom:1px solid #ddd;font-size:13px}figure{display:inline-block;margin:8px}</style>"
-            f"<h1>Search report: {html.escape(study.study_name)}</h1><p>{html.escape(md[2])}</p>"
-            + (f"<p>{html.escape(md[4])}</p>" if pairs else "")
+            f"<h1>Search report: {html.escape(study.study_name)}</h1>"
+            + "".join(f"<p>{html.escape(line)}</p>" for line in md[2:md.index(rows_start)] if line)
             + "<table><tr>" + "".join(f"<th>{h}</th>" for h in header) + f"</tr>{cells}</table>{images}")
     (out / "report.html").write_text(page)
     return {"report": out / "report.md", "html": out / "report.html", "best_cell": out / "best_cell.json",

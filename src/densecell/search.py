@@ -377,6 +377,14 @@ def record_full_score(study: optuna.Study, trial_number: int, miou: float) -> No
     study.set_user_attr(f"full_miou:{trial_number}", miou)
 
 
+BASELINE_KEY = "baseline_miou"
+"""Study attribute: the proxy score of :func:`~densecell.space.conv1x1_cell`, trained like every trial."""
+
+
+def record_baseline(study: optuna.Study, miou: float) -> None:
+    study.set_user_attr(BASELINE_KEY, miou)
+
+
 def spearman(pairs: Sequence[tuple[float, float]]) -> float:
     from scipy.stats import spearmanr
 

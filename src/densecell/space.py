@@ -338,6 +338,11 @@ def aspp_cell(rates: Sequence[int] = (6, 12, 18)) -> Cell:
     return Cell(tuple(Branch(BACKBONE, op) for op in ops))
 
 
+def conv1x1_cell() -> Cell:
+    """The head without context, one 1x1 convolution on ``F``: the baseline a searched cell has to beat."""
+    return Cell((Branch(BACKBONE, Operation.conv1x1()),))
+
+
 def load_cell(spec: Cell | str | Path, space: SearchSpace | None = SearchSpace()) -> Cell:
     """Resolve a preset name, a JSON file path or JSON text to a :class:`Cell` (checked against ``space``)."""
     if isinstance(spec, Cell):
