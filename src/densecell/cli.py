@@ -5,6 +5,8 @@ from __future__ import annotations
 import json
 import os
 import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
 from enum import Enum
 from pathlib import Path
 from typing import Annotated, Any
@@ -224,6 +226,16 @@ Overrides = Annotated[list[str] | None, typer.Option("--set", help="Override a c
 DataRoot = Annotated[Path | None, typer.Option("--data-root", help="Dataset root folder (overrides data.root).")]
 
 
+@contextmanager
+def resumable() -> Iterator[None]:
+    """Ctrl-C in a long command: one line that says how to go on, and exit code 130 (typer would exit silently)."""
+    try:
+        yield
+    except KeyboardInterrupt as exc:
+        errors.print(str(exc) or "interrupted: what was finished is saved; run the same command again to resume")
+        raise typer.Exit(130) from None
+
+
 @app.command()
 def train(
     config: Annotated[Path | None, typer.Option("--config", help="YAML recipe, e.g. configs/cityscapes-xception71-dpc.yaml.")] = None,
@@ -236,11 +248,8 @@ def train(
     from .train import train as run_training
 
     settings = load_config(config, with_data_root(overrides, data_root))
-    try:
+    with resumable():  # the training loop saves its state and raises with a message that says how to resume
         result = run_training(settings, resume=resume)
-    except KeyboardInterrupt as exc:  # typer would turn it into a silent exit 130
-        errors.print(str(exc) or "interrupted")
-        raise typer.Exit(130) from None
     if result.val_miou is not None:
         console.print(f"val mIoU {result.val_miou * 100:.2f}% after {result.iteration} iterations; "
                       f"run in {result.run_dir}")
@@ -385,7 +394,8 @@ def cache(
     """Cache the proxy backbone's features (warming the backbone up first if the recipe asks); resumable."""
     from .pipeline import build_feature_cache
 
-    path = build_feature_cache(search_config(config, data_root, overrides))
+    with resumable():
+        path = build_feature_cache(search_config(config, data_root, overrides))
     console.print(f"feature cache complete in {path}")
 
 
@@ -401,7 +411,8 @@ def search(
         return
     from .pipeline import run_pipeline
 
-    outputs = run_pipeline(search_config(config, data_root, overrides), console=console)
+    with resumable():
+        outputs = run_pipeline(search_config(config, data_root, overrides), console=console)
     console.print(f"report: {outputs['report']} (and {outputs['html'].name}); best cell: {outputs['best_cell']}")
 
 
@@ -417,7 +428,8 @@ def search_worker(
 
     if not storage:
         raise typer.BadParameter("--storage (or DENSECELL_STORAGE) is required")
-    done = run_worker(study, storage, seed, device)
+    with resumable():
+        done = run_worker(study, storage, seed, device)
     console.print(f"worker {os.getpid()} completed {done} trials")
 
 
@@ -481,7 +493,8 @@ def rerank_command(
     from .search import load_study
 
     settings = search_config(config, data_root, overrides)
-    scores = rerank(settings, load_study(settings.name, settings.storage_url)[0], top)
+    with resumable():
+        scores = rerank(settings, load_study(settings.name, settings.storage_url)[0], top)
     for number, miou in scores.items():
         console.print(f"trial {number}: end-to-end val mIoU {miou * 100:.2f}%")
 

@@ -161,6 +161,7 @@ class ProxyConfig(Strict):
     """The proxy task: the feature cache and head-only training (paper: 30K iterations, batch 8, LR 0.01)."""
 
     views: int = Field(1, ge=1, description="Augmented crops cached per training image.")
+    shard_size: int = Field(64, ge=1, description="Crops per cache shard (the unit a crashed cache resumes at).")
     val_size: tuple[int, int] | None = Field(None, description="Pad val images to this size; default: the first's.")
     iterations: int = Field(30_000, ge=1)
     batch_size: int = Field(8, ge=1)

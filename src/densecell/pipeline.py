@@ -8,6 +8,7 @@ Optuna study that any number of workers can join.
 from __future__ import annotations
 
 import os
+import signal
 import subprocess
 import sys
 import time
@@ -41,6 +42,7 @@ def warmup_config(config: SearchConfig) -> TrainConfig:
 def proxy_backbone(config: SearchConfig, progress: bool = True) -> tuple[nn.Module, Path | None]:
     """The backbone whose features the proxy caches: warmed up on the data first when the recipe asks."""
     if config.warmup is None:
+        torch.manual_seed(config.seed)  # without weights the backbone is random: the same one on every rerun
         classes = build_dataset(config.data.dataset, config.data.root, config.data.train_split,
                                 **config.data.dataset_options()).num_classes
         return build_model(**config.backbone.build_kwargs(), num_classes=classes).backbone, None
@@ -65,6 +67,7 @@ def build_feature_cache(config: SearchConfig, progress: bool = True) -> Path:
     source = {"backbone": config.backbone.backbone, "weights": str(weights or config.backbone.pretrained)}
     return build_cache(backbone, train_set, val_set, cache_dir(config), output_stride=config.backbone.output_stride,
                        crop_size=data.crop_size, val_size=config.proxy.val_size, views=config.proxy.views,
+                       shard_size=config.proxy.shard_size,
                        seed=config.seed, device="cuda" if torch.cuda.is_available() else "cpu", progress=progress,
                        source=source)
 
@@ -95,10 +98,17 @@ def run_search(config: SearchConfig, progress: bool = True) -> optuna.Study:
                    TimeElapsedColumn(), disable=not progress)
     task = bar.add_task("search", total=config.search.trials, info="")
     with bar:
-        while any(worker.poll() is None for worker in workers):
-            now = counts(study)
-            bar.update(task, completed=now.complete, info=f"{now.running} running, {now.failed} failed")
-            time.sleep(1)
+        try:
+            while any(worker.poll() is None for worker in workers):
+                now = counts(study)
+                bar.update(task, completed=now.complete, info=f"{now.running} running, {now.failed} failed")
+                time.sleep(1)
+        except KeyboardInterrupt:  # the workers stop too; their finished trials are in the study
+            for worker in workers:
+                worker.send_signal(signal.SIGINT)
+            for worker in workers:
+                worker.wait()
+            raise
         now = counts(study)
         bar.update(task, completed=now.complete)
     failed = [w.returncode for w in workers if w.returncode]

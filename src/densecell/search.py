@@ -29,6 +29,7 @@ import json
 import os
 import random
 import socket
+import sys
 import time
 import warnings
 from collections.abc import Sequence
@@ -328,7 +329,7 @@ class Objective:
 def run_worker(name: str, storage_url: str, worker_seed: int | None = None, device: str | None = None,
                poll_s: float = 1.0, max_trials: int | None = None) -> int:
     """Take trials of the study until it has its N completed trials; returns how many this worker completed."""
-    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    optuna.logging.set_verbosity(optuna.logging.ERROR)  # its failed-trial warnings carry tracebacks; see report()
     warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
     worker_seed = os.getpid() if worker_seed is None else worker_seed
     study, settings = load_study(name, storage_url, worker_seed)
@@ -346,8 +347,14 @@ def run_worker(name: str, storage_url: str, worker_seed: int | None = None, devi
             time.sleep(poll_s)  # the rest is running; wait in case a worker dies and its trial must be retried
             continue
         finished: list[FrozenTrial] = []
-        study.optimize(objective, n_trials=1, catch=(TrainingError,), gc_after_trial=False,
-                       callbacks=[lambda _, trial: finished.append(trial)])
+
+        def report(_: optuna.Study, trial: FrozenTrial) -> None:
+            finished.append(trial)
+            if trial.state == TrialState.FAIL:
+                print(f"trial {trial.number} failed: {trial.user_attrs.get('error', 'see the study')}",
+                      file=sys.stderr)
+
+        study.optimize(objective, n_trials=1, catch=(TrainingError,), gc_after_trial=False, callbacks=[report])
         done += sum(t.state == TrialState.COMPLETE for t in finished)
     return done
 

@@ -234,12 +234,13 @@ def _read_source(source: str | Path) -> tuple[str, str]:
     if isinstance(source, str) and source.lstrip()[:1] in ("[", "{"):
         return source, "cell JSON"
     path = Path(source)
+    name = str(path) if str(path).isprintable() else repr(str(path))  # messages stay on one line
     try:
-        return path.read_text(encoding="utf-8"), str(path)
+        return path.read_text(encoding="utf-8"), name
     except FileNotFoundError:
-        raise CellError(f"{path}: no such cell file or preset (presets: {', '.join(PRESETS)})") from None
-    except (OSError, UnicodeDecodeError) as exc:
-        raise CellError(f"{path}: cannot read ({exc.__class__.__name__}: {exc})") from None
+        raise CellError(f"{name}: no such cell file or preset (presets: {', '.join(PRESETS)})") from None
+    except (OSError, UnicodeDecodeError, ValueError) as exc:  # ValueError: a NUL byte in the name
+        raise CellError(f"{name}: cannot read ({exc.__class__.__name__}: {' '.join(str(exc).split())})") from None
 
 
 @dataclass(frozen=True)
