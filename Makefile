@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-stamp
 
-.PHONY: demo test install clean
+.PHONY: demo test bench install clean
 
 $(STAMP): pyproject.toml
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -29,6 +29,15 @@ demo: $(STAMP)
 	$(BIN)/densecell predict runs/synthetic-data/leftImg8bit/val/synthcity/synthcity_00000[0-3]_000019_leftImg8bit.png --checkpoint runs/synthetic-mobilenetv2-dpc/checkpoint.pt --output runs/demo/predictions
 	$(BIN)/densecell search --config configs/search-synthetic.yaml --data-root runs/synthetic-data
 	$(BIN)/densecell search status --config configs/search-synthetic.yaml
+
+bench: $(STAMP)
+	$(BIN)/python -m pip install --quiet -e '.[bench]'
+	$(BIN)/python benchmarks/proxy_throughput.py
+	$(BIN)/python benchmarks/search_scaling.py
+	$(BIN)/python benchmarks/peer_models.py
+	$(BIN)/python benchmarks/dpc_vs_aspp.py
+	$(BIN)/python benchmarks/memory.py
+	$(BIN)/python benchmarks/report.py
 
 clean:
 	rm -rf $(VENV) runs .pytest_cache

@@ -211,8 +211,8 @@ class FrozenBackboneFeatures(FeatureCache):
         self.train_set = train_set
         self.device = torch.device(device)
 
-    @torch.inference_mode()
-    def train_batch(self, index: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    def images(self, index: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """The training items' crops, read and augmented from the dataset as the cache saw them, with labels."""
         views, seed = self.spec["views"], self.spec["seed"]
         images, labels = [], []
         for item in index.tolist():
@@ -220,8 +220,13 @@ class FrozenBackboneFeatures(FeatureCache):
             image, label = self.train_set[(image_index, (seed << 32) + image_index * views + view)]
             images.append(image)
             labels.append(label.to(torch.uint8))
-        features = self.backbone(torch.stack(images).to(self.device))[-1]
-        return features.clone(), torch.stack(labels)
+        return torch.stack(images), torch.stack(labels)
+
+    @torch.inference_mode()
+    def train_batch(self, index: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        images, labels = self.images(index)
+        features = self.backbone(images.to(self.device))[-1]
+        return features.clone(), labels
 
 
 @dataclass(frozen=True)
@@ -292,6 +297,33 @@ def proxy_miou(head: nn.Module, cache: FeatureCache, settings: ProxySettings, de
     return matrix.miou()
 
 
+def proxy_optimizer(module: nn.Module, settings: ProxySettings) -> torch.optim.Optimizer:
+    groups = param_groups(module, settings.weight_decay)
+    if settings.optimizer == "adam":
+        return torch.optim.Adam(groups, lr=settings.lr)
+    if settings.optimizer == "sgd":
+        return torch.optim.SGD(groups, lr=settings.lr, momentum=settings.momentum)
+    raise ValueError(f"proxy optimizer must be 'sgd' or 'adam', got {settings.optimizer!r}")
+
+
+def proxy_step(module: nn.Module, optimizer: torch.optim.Optimizer, inputs: torch.Tensor, labels: torch.Tensor,
+               settings: ProxySettings, lr: float, device: torch.device) -> float:
+    """One training step of ``module`` (a candidate head on features, or anything that maps inputs to logits) with
+    the proxy's precision, memory format and loss; returns the loss. The benchmarks time exactly this."""
+    module.train()
+    x = _as_input(inputs, device, settings.channels_last)
+    labels = labels.to(device, non_blocking=True).long()
+    with autocast_for(settings.amp, device):
+        logits = module(x)
+    loss = F.cross_entropy(*_loss_pair(logits.float(), labels, settings.upsample_logits), ignore_index=IGNORE_INDEX)
+    optimizer.zero_grad(set_to_none=True)
+    loss.backward()
+    for group in optimizer.param_groups:
+        group["lr"] = lr
+    optimizer.step()
+    return loss.item()
+
+
 def train_candidate(
     cell: Cell | str,
     cache: FeatureCache,
@@ -310,32 +342,16 @@ def train_candidate(
     torch.manual_seed(seed)
     head = build_proxy_head(cell, cache.channels, len(cache.classes), cache.output_stride, settings.filters)
     head = head.to(device, memory_format=torch.channels_last if settings.channels_last else torch.contiguous_format)
-    groups = param_groups(head, settings.weight_decay)
-    if settings.optimizer == "adam":
-        optimizer: torch.optim.Optimizer = torch.optim.Adam(groups, lr=settings.lr)
-    elif settings.optimizer == "sgd":
-        optimizer = torch.optim.SGD(groups, lr=settings.lr, momentum=settings.momentum)
-    else:
-        raise ValueError(f"proxy optimizer must be 'sgd' or 'adam', got {settings.optimizer!r}")
+    optimizer = proxy_optimizer(head, settings)
     schedule = poly_lambda(settings.iterations, settings.power)
     generator = torch.Generator().manual_seed(seed)
     count = len(cache.train_features)
     for iteration in range(1, settings.iterations + 1):
-        head.train()
         index = torch.randint(count, (settings.batch_size,), generator=generator)
-        features, labels = cache.train_batch(index)
-        x = _as_input(features, device, settings.channels_last)
-        labels = labels.to(device, non_blocking=True).long()
-        with autocast_for(settings.amp, device):
-            logits = head(x)
-        loss = F.cross_entropy(*_loss_pair(logits.float(), labels, settings.upsample_logits), ignore_index=IGNORE_INDEX)
-        if not math.isfinite(loss.item()):
-            raise TrainingError(f"proxy loss is {loss.item()} at iteration {iteration}")
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        for group in optimizer.param_groups:
-            group["lr"] = settings.lr * schedule(iteration)
-        optimizer.step()
+        loss = proxy_step(head, optimizer, *cache.train_batch(index), settings, settings.lr * schedule(iteration),
+                          device)
+        if not math.isfinite(loss):
+            raise TrainingError(f"proxy loss is {loss} at iteration {iteration}")
         if report and settings.eval_every and iteration % settings.eval_every == 0 and iteration < settings.iterations:
             miou = proxy_miou(head, cache, settings, device)
             if report(iteration, miou):
