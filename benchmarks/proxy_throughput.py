@@ -8,6 +8,8 @@ Steps of one candidate (the published cell + a 1x1 classifier, 256 filters), eac
   (a') the backbone frozen but still run every step, images read every step;
   (b)  ours: cached fp16 features, channels-last, bf16 where the device has it, loss on subsampled labels;
   (b, exact loss) the same with the loss on logits upsampled to the crop, as the paper's proxy;
+  (b, contiguous) the same without channels-last;
+  (b, bf16 autocast) on a CPU only: (b) in bf16, to show whether the CPU gains from it (fp32 is the CPU default);
   (b0) a plain eager fp32 step, contiguous tensors, upsampled logits, on the same cached features.
 (a), (a') and (b) share precision, memory format and loss. (c): K candidates share the device, as K worker
 processes reading one memory-mapped cache (on a CPU, cores/K threads each), each timing --steps steps of (b) after a
@@ -147,6 +149,13 @@ def main() -> None:
         exact = dataclasses.replace(ours, upsample_logits=True)
         rows["(b) cached, ours, exact loss"] = time_steps(candidate(cache, exact, device), cached, exact, device,
                                                           args.steps)
+        contiguous = dataclasses.replace(ours, channels_last=False)
+        rows["(b) cached, ours, contiguous"] = time_steps(candidate(cache, contiguous, device), cached, contiguous,
+                                                          device, args.steps)
+        if device.type == "cpu":  # on a GPU (b) already runs in bf16; on a CPU show what bf16 would give
+            bf16 = dataclasses.replace(ours, amp="bf16")
+            rows["(b) cached, ours, bf16 autocast"] = time_steps(candidate(cache, bf16, device), cached, bf16, device,
+                                                                 args.steps)
         rows["(b0) cached, plain eager fp32"] = time_steps(candidate(cache, plain, device), cached, plain, device,
                                                            args.steps)
         profiles = {"(b) cached, ours": profile(candidate(cache, ours, device), cached, ours, device),
