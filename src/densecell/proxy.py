@@ -235,8 +235,8 @@ class ProxySettings:
     from 0.01; 256 filters.
 
     ``upsample_logits`` is TF DeepLab's flag of that name: True computes the loss on logits upsampled to the label
-    size (the paper's default); False on labels subsampled (nearest) to the logits' size, which is cheaper and close
-    enough when the features are fine (stride 4 or 8). ``optimizer="adam"`` is for short budgets (the CPU demo's
+    size (the paper's default); False on labels subsampled (nearest) to the logits' size, about twice as fast on a CPU
+    (benchmarks/proxy_throughput.py) but a different loss, whose effect on the ranking is not measured. ``optimizer="adam"`` is for short budgets (the CPU demo's
     hundred steps), in which SGD leaves the deeper cells under-trained and so favours shallow ones."""
 
     iterations: int = 30_000
