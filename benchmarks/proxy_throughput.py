@@ -9,6 +9,7 @@ Steps of one candidate (the published cell + a 1x1 classifier, 256 filters), eac
   (b)  ours: cached fp16 features, channels-last, bf16 where the device has it, loss on subsampled labels;
   (b, exact loss) the same with the loss on logits upsampled to the crop, as the paper's proxy;
   (b, contiguous) the same without channels-last;
+  (b, torch.compile) the head compiled with torch.compile (its one-off compile time is reported apart);
   (b, bf16 autocast) on a CPU only: (b) in bf16, to show whether the CPU gains from it (fp32 is the CPU default);
   (b0) a plain eager fp32 step, contiguous tensors, upsampled logits, on the same cached features.
 (a), (a') and (b) share precision, memory format and loss. (c): K candidates share the device, as K worker
@@ -85,6 +86,20 @@ def random_batches(count: int, batch: int, read):
     return lambda: read(torch.randint(count, (batch,), generator=generator))
 
 
+def compiled_step(module: nn.Module, batches, settings: ProxySettings, device: torch.device,
+                  steps: int) -> tuple[float, float]:
+    """Seconds per step of the torch.compile'd head, and the one-off compile time (its first step minus a step)."""
+    compiled = torch.compile(module)
+    optimizer = proxy_optimizer(compiled, settings)
+
+    def step() -> float:
+        return proxy_step(compiled, optimizer, *batches(), settings, settings.lr, device)
+
+    first = seconds_per_call(step, 1, device, warmup=0)
+    seconds = seconds_per_call(step, steps, device, warmup=0)
+    return seconds, first - seconds
+
+
 def share_worker(folder: str, device: str, threads: int, steps: int, settings: ProxySettings, barrier, queue) -> None:
     """One of K processes in (c): its own head, the shared memory-mapped cache."""
     torch.set_num_threads(threads)
@@ -156,6 +171,8 @@ def main() -> None:
             bf16 = dataclasses.replace(ours, amp="bf16")
             rows["(b) cached, ours, bf16 autocast"] = time_steps(candidate(cache, bf16, device), cached, bf16, device,
                                                                  args.steps)
+        rows["(b) cached, ours, torch.compile"], compile_s = compiled_step(candidate(cache, ours, device), cached,
+                                                                           ours, device, args.steps)
         rows["(b0) cached, plain eager fp32"] = time_steps(candidate(cache, plain, device), cached, plain, device,
                                                            args.steps)
         profiles = {"(b) cached, ours": profile(candidate(cache, ours, device), cached, ours, device),
@@ -172,13 +189,14 @@ def main() -> None:
     print(f"proxy step at {args.crop}x{args.crop}, batch {args.batch}, features {feature} on {device}")
     print(table(["step", "s/step", "h per candidate at 30K steps"], step_rows))
     print(table(["ratio", "value"], [[k, v] for k, v in ratios.items()]))
+    print(f"torch.compile: {compile_s:.0f} s to compile, paid once per candidate")
     print(table(["K candidates sharing the device", "candidate steps/s", "x one at a time"], shared_rows))
     for name, ops in profiles.items():
         print(table([f"{name}: operator", "share of self time"], ops))
     write_result(f"proxy_throughput_{device.type}", {
         "crop": args.crop, "batch": args.batch, "feature": feature, "device": str(device), "steps_timed": args.steps,
         "s_per_step": rows, "hours_per_candidate_at_30k": {k: v * PAPER_ITERATIONS / 3600 for k, v in rows.items()},
-        "ratios": ratios, "shared_steps_per_s": shared,
+        "ratios": ratios, "compile_s": compile_s, "shared_steps_per_s": shared,
         "shared_speedup": {k: v / one for k, v in shared.items()}, "profiles": profiles,
     })
 

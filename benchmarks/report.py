@@ -41,6 +41,8 @@ def proxy_section(result: dict) -> list[str]:
                  ["(b0)/(b)", ratios["(b0)/(b)"], ">= 1.3", verdict(ratios["(b0)/(b)"] >= 1.3)],
                  ["(b0)/(b, exact loss)", ratios["(b0)/(b, exact loss)"], "(what remains without the loss change)",
                   ""]]), "",
+             f"torch.compile takes {result['compile_s']:.0f} s once per candidate (its first step) on top of the "
+             "steady step time in the table.", "",
              table(["K candidates sharing the device", "candidate steps/s", "x one at a time"],
                    [[k, v, result["shared_speedup"][k]] for k, v in result["shared_steps_per_s"].items()]), ""]
     for name, ops in result["profiles"].items():
