@@ -13,7 +13,8 @@ from typing import Any
 
 import torch
 
-RESULTS = Path(__file__).parent / "results"
+RESULTS = Path(os.environ.get("DENSECELL_BENCH_RESULTS", Path(__file__).parent / "results"))
+"""Where results go; the smoke test points it (and BENCHMARKS.md, via DENSECELL_BENCH_REPORT) at a temporary folder."""
 
 
 def machine() -> dict[str, Any]:

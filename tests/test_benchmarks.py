@@ -1,0 +1,42 @@
+"""The benchmark scripts run end to end at toy sizes and the report reads what they write (no timing is checked
+here: the figures live in BENCHMARKS.md). The smp peer is a benchmark extra, not installed for the tests, so
+peer_models.py is left to `make bench`."""
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+BENCHMARKS = Path(__file__).parent.parent / "benchmarks"
+RUNS = {
+    "proxy_throughput": ["--crop", "65", "--images", "2", "--steps", "1", "--ks", "1,2"],
+    "search_scaling": ["--trials", "2", "--iterations", "2"],
+    "dpc_vs_aspp": ["--sizes", "65x65", "--backbone", "mobilenetv2_100", "--repeats", "1"],
+    "memory": ["--images", "1"],
+}
+
+
+@pytest.mark.slow
+def test_benchmarks_run_and_the_report_reads_them(tmp_path):
+    env = os.environ | {"DENSECELL_BENCH_RESULTS": str(tmp_path / "results"),
+                        "DENSECELL_BENCH_REPORT": str(tmp_path / "BENCHMARKS.md")}
+    for script, args in RUNS.items():
+        done = subprocess.run([sys.executable, str(BENCHMARKS / f"{script}.py"), *args], env=env,
+                              capture_output=True, text=True, timeout=600)
+        assert done.returncode == 0, (script, done.stderr[-2000:])
+    results = {path.stem: json.loads(path.read_text()) for path in (tmp_path / "results").glob("*.json")}
+    assert set(results) == {"proxy_throughput_cpu", "search_scaling", "dpc_vs_aspp", "memory"}
+    proxy = results["proxy_throughput_cpu"]
+    assert proxy["feature"] == [320, 5, 5] and set(proxy["shared_steps_per_s"]) == {"1", "2"}
+    assert all(seconds > 0 for seconds in proxy["s_per_step"].values())
+    assert results["search_scaling"]["workers"]["2"]["trials"] == 2
+    assert results["memory"]["bytes_per_train_crop"] == pytest.approx(320 * 49 * 49 * 2 + 769 * 769, rel=0.01)
+    done = subprocess.run([sys.executable, str(BENCHMARKS / "report.py")], env=env, capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
+    report = (tmp_path / "BENCHMARKS.md").read_text()
+    for heading in ("## 1. Proxy throughput (cpu)", "## 2. Search scaling", "## 4. DPC against ASPP", "## 5. Memory"):
+        assert heading in report
+    assert "python benchmarks/proxy_throughput.py --crop 65" in report
