@@ -57,10 +57,14 @@ def candidate(cache: FeatureCache, settings: ProxySettings, device: torch.device
     return head.to(device, memory_format=torch.channels_last if settings.channels_last else torch.contiguous_format)
 
 
-def time_steps(module: nn.Module, batches, settings: ProxySettings, device: torch.device, steps: int) -> float:
+def stepper(module: nn.Module, batches, settings: ProxySettings, device: torch.device):
+    """One proxy training step of ``module`` on a fresh batch per call, with its own optimizer."""
     optimizer = proxy_optimizer(module, settings)
-    return seconds_per_call(lambda: proxy_step(module, optimizer, *batches(), settings, settings.lr, device), steps,
-                            device)
+    return lambda: proxy_step(module, optimizer, *batches(), settings, settings.lr, device)
+
+
+def time_steps(module: nn.Module, batches, settings: ProxySettings, device: torch.device, steps: int) -> float:
+    return seconds_per_call(stepper(module, batches, settings, device), steps, device)
 
 
 def profile(module: nn.Module, batches, settings: ProxySettings, device: torch.device, top: int = 6) -> list:
@@ -68,17 +72,19 @@ def profile(module: nn.Module, batches, settings: ProxySettings, device: torch.d
     from torch.profiler import ProfilerActivity
     from torch.profiler import profile as profiler
 
-    optimizer = proxy_optimizer(module, settings)
-    proxy_step(module, optimizer, *batches(), settings, settings.lr, device)
+    step = stepper(module, batches, settings, device)
+    step()
     activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if device.type == "cuda" else [])
     with profiler(activities=activities) as trace:
         for _ in range(2):
-            proxy_step(module, optimizer, *batches(), settings, settings.lr, device)
-    events = sorted(trace.key_averages(), key=lambda e: e.self_device_time_total if device.type == "cuda"
-                    else e.self_cpu_time_total, reverse=True)
-    total = sum(e.self_device_time_total if device.type == "cuda" else e.self_cpu_time_total for e in events)
-    return [[e.key, (e.self_device_time_total if device.type == "cuda" else e.self_cpu_time_total) / total]
-            for e in events[:top]]
+            step()
+
+    def self_time(event) -> float:
+        return event.self_device_time_total if device.type == "cuda" else event.self_cpu_time_total
+
+    events = sorted(trace.key_averages(), key=self_time, reverse=True)
+    total = sum(self_time(e) for e in events)
+    return [[e.key, self_time(e) / total] for e in events[:top]]
 
 
 def random_batches(count: int, batch: int, read):
@@ -89,12 +95,7 @@ def random_batches(count: int, batch: int, read):
 def compiled_step(module: nn.Module, batches, settings: ProxySettings, device: torch.device,
                   steps: int) -> tuple[float, float]:
     """Seconds per step of the torch.compile'd head, and the one-off compile time (its first step minus a step)."""
-    compiled = torch.compile(module)
-    optimizer = proxy_optimizer(compiled, settings)
-
-    def step() -> float:
-        return proxy_step(compiled, optimizer, *batches(), settings, settings.lr, device)
-
+    step = stepper(torch.compile(module), batches, settings, device)
     first = seconds_per_call(step, 1, device, warmup=0)
     seconds = seconds_per_call(step, steps, device, warmup=0)
     return seconds, first - seconds
@@ -105,13 +106,11 @@ def share_worker(folder: str, device: str, threads: int, steps: int, settings: P
     torch.set_num_threads(threads)
     device_ = torch.device(device)
     cache = FeatureCache.load(folder, device_)
-    module = candidate(cache, settings, device_)
-    optimizer = proxy_optimizer(module, settings)
     batches = random_batches(len(cache.train_features), settings.batch_size, cache.train_batch)
-    proxy_step(module, optimizer, *batches(), settings, settings.lr, device_)  # warm-up
+    step = stepper(candidate(cache, settings, device_), batches, settings, device_)
+    step()  # warm-up
     barrier.wait()
-    queue.put(seconds_per_call(lambda: proxy_step(module, optimizer, *batches(), settings, settings.lr, device_),
-                               steps, device_, warmup=0) * steps)
+    queue.put(seconds_per_call(step, steps, device_, warmup=0) * steps)
 
 
 def shared_throughput(folder: Path, device: torch.device, k: int, steps: int, settings: ProxySettings) -> float:

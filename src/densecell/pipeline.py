@@ -72,15 +72,17 @@ def build_feature_cache(config: SearchConfig, progress: bool = True) -> Path:
                        source=source)
 
 
+CACHE_ONLY = {"views", "shard_size", "val_size"}
+"""Proxy config fields that shape the feature cache; every other one (but ``prune``) is a ProxySettings field."""
+
+
 def search_settings(config: SearchConfig) -> SearchSettings:
     proxy = config.proxy
     section = config.search
     return SearchSettings(
         cache_dir=str(cache_dir(config).resolve()), trials=section.trials, sampler=section.sampler,
         objectives=section.objectives, seed=config.seed, prune=proxy.prune, threads=section.threads,
-        proxy=ProxySettings(iterations=proxy.iterations, batch_size=proxy.batch_size, lr=proxy.lr,
-                            filters=proxy.filters, eval_every=proxy.eval_every,
-                            upsample_logits=proxy.upsample_logits, optimizer=proxy.optimizer),
+        proxy=ProxySettings(**proxy.model_dump(exclude=CACHE_ONLY | {"prune"})),
         num_branches=section.num_branches, rates=section.rates, grids=section.grids,
     )
 
