@@ -47,12 +47,12 @@ def feature_cache(synthetic_root, tmp_path_factory):
 
     from densecell.data import Cityscapes, EvalTransform, TrainTransform
     from densecell.model import build_model
-    from densecell.proxy import build_cache
+    from densecell.cache import build_cache
 
     torch.manual_seed(0)
     backbone = build_model(num_classes=19).backbone
     folder = tmp_path_factory.mktemp("cache") / "cache"
     build_cache(backbone, Cityscapes(synthetic_root, "train", TrainTransform((64, 64), 1.0, 1.0)),
                 Cityscapes(synthetic_root, "val", EvalTransform()), folder, output_stride=16, crop_size=(64, 64),
-                views=2, shard_size=12, progress=False)
+                views=2, shard_size=12)
     return folder, backbone

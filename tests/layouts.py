@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import hashlib
+import os
 from pathlib import Path
 
 import numpy as np
@@ -97,3 +99,22 @@ def write_folder(root: Path, masks: dict[str, np.ndarray], classes_yaml: str, sp
         Image.fromarray(random_image(rng, *mask.shape)).save(root / split / "images" / f"{name}.jpg")
         Image.fromarray(mask.astype(np.uint8)).save(root / split / "masks" / f"{name}.png")
     return root
+
+
+def write_hf_cache(home: Path, repo_id: str, state_dict: dict, commit: str = "0" * 39 + "1") -> Path:
+    """A Hugging Face hub cache as ``huggingface_hub`` leaves it after a download of ``model.safetensors``:
+    ``HOME/hub/models--ORG--NAME/{refs/main, blobs/<sha256>, snapshots/<commit>/model.safetensors -> blob}``."""
+    from safetensors.torch import save_file
+
+    repo = home / "hub" / f"models--{repo_id.replace('/', '--')}"
+    (repo / "refs").mkdir(parents=True, exist_ok=True)
+    (repo / "refs" / "main").write_text(commit)
+    (repo / "blobs").mkdir(exist_ok=True)
+    staged = repo / "blobs" / "staged"
+    save_file({k: v.contiguous() for k, v in state_dict.items()}, str(staged))
+    blob = repo / "blobs" / hashlib.sha256(staged.read_bytes()).hexdigest()
+    staged.rename(blob)
+    snapshot = repo / "snapshots" / commit
+    snapshot.mkdir(parents=True, exist_ok=True)
+    os.symlink(os.path.relpath(blob, snapshot), snapshot / "model.safetensors")
+    return home

@@ -2,6 +2,7 @@ import pytest
 import torch
 from torch import nn
 
+from densecell.errors import ModelError
 from densecell.cell import ASPP, DensePredictionCell, PyramidPooling, SeparableConv, tf_pool_window
 from densecell.space import BACKBONE, Branch, Cell, Operation, load_cell
 
@@ -40,17 +41,30 @@ def test_separable_rates_follow_the_cell_and_output_stride(output_stride, scale)
     head = DensePredictionCell("cityscapes-top1", in_channels=4, filters=4, output_stride=output_stride)
     depthwise = [m.rate for m in head.branches]
     assert depthwise == [(r[0] * scale, r[1] * scale) for r in [(1, 6), (18, 15), (6, 3), (1, 1), (6, 21)]]
-    first = head.branches[0][0][0]
+    first = head.branches[0].conv_dw
     assert first.groups == 4 and first.dilation == (1 * scale, 6 * scale) and first.padding == (scale, 6 * scale)
 
 
 def test_every_op_is_conv_bn_relu_and_separable_is_depthwise_then_pointwise():
-    sep = SeparableConv(6, 8, (3, 9))
-    (dw, dw_bn, dw_relu), (pw, pw_bn, pw_relu) = sep
+    sep = SeparableConv(6, 8, (3, 9)).eval()
+    dw, dw_bn, pw, pw_bn = sep.conv_dw, sep.bn_dw, sep.conv_pw, sep.bn_pw
     assert dw.groups == 6 and dw.kernel_size == (3, 3) and dw.dilation == (3, 9) and dw.bias is None
     assert pw.kernel_size == (1, 1) and pw.out_channels == 8 and pw.bias is None
     assert isinstance(dw_bn, nn.BatchNorm2d) and isinstance(pw_bn, nn.BatchNorm2d)
-    assert isinstance(dw_relu, nn.ReLU) and isinstance(pw_relu, nn.ReLU)
+    x = torch.randn(2, 6, 11, 13)
+    expected = torch.relu(pw_bn(pw(torch.relu(dw_bn(dw(x))))))
+    assert torch.equal(sep(x), expected)
+    # the same weights at another rate (what the one-shot supernet does) equal a module built at that rate
+    other = SeparableConv(6, 8, (6, 1)).eval()
+    other.load_state_dict(sep.state_dict())
+    assert torch.allclose(sep(x, rate=(6, 1)), other(x))
+
+
+def test_state_dict_keys_say_what_they_hold():
+    keys = set(DensePredictionCell(MIXED, in_channels=6, filters=4).state_dict())
+    assert {"branches.0.conv_dw.weight", "branches.0.bn_dw.running_mean", "branches.0.conv_pw.weight",
+            "branches.0.bn_pw.weight", "branches.1.conv.weight", "branches.2.bn.bias",
+            "project.conv.weight", "project.bn.running_var"} <= keys
 
 
 def test_gradients_reach_every_branch():
@@ -79,10 +93,10 @@ def test_each_branch_reads_exactly_the_tensor_the_cell_names(spec):
 
 def test_concatenation_holds_every_branch_output():
     head = DensePredictionCell("cityscapes-top1", in_channels=6, filters=4, concat_channels=3, dropout=0.0).eval()
-    assert head.projection[0].in_channels == 5 * 4
+    assert head.project.conv.in_channels == 5 * 4
     features = torch.randn(1, 6, 5, 5)
     merged = torch.cat(head.branch_outputs(features), 1)
-    assert torch.allclose(head(features), head.projection(merged))
+    assert torch.allclose(head(features), head.project(merged))
 
 
 def test_tf_pooling_window_matches_released_code():
@@ -117,7 +131,7 @@ def test_both_pooling_modes_agree_on_global_pooling():
 
 def test_tf_pooling_with_a_crop_larger_than_the_input_says_so():
     pool = PyramidPooling(3, 2, grid=(1, 1), pooling="tf", crop_size=(769, 769)).eval()
-    with pytest.raises(ValueError, match="crop_size"):
+    with pytest.raises(ModelError, match="crop_size"):
         pool(torch.randn(1, 3, 17, 17))
 
 

@@ -79,7 +79,7 @@ def test_evaluate_counts_a_constant_model(synthetic_root):
             return logits
 
     data = Cityscapes(synthetic_root, "val", EvalTransform())
-    result = evaluate(Constant(), data, progress=False)
+    result = evaluate(Constant(), data)
     labels = np.concatenate([data.load(i)[1].ravel() for i in range(len(data))])
     labels = labels[labels != 255]
     road = (labels == 0).mean()
@@ -92,8 +92,7 @@ def test_evaluate_counts_a_constant_model(synthetic_root):
 @pytest.fixture(scope="module")
 def checkpoint(synthetic_root, tmp_path_factory):
     out = tmp_path_factory.mktemp("runs")
-    train(load_config(None, tiny_overrides(synthetic_root, out, "tiny", iterations=2, **{"data.val_split": "null"})),
-          progress=False)
+    train(load_config(None, tiny_overrides(synthetic_root, out, "tiny", iterations=2, **{"data.val_split": "null"})))
     return out / "tiny" / "checkpoint.pt"
 
 
@@ -104,7 +103,7 @@ def test_eval_command_writes_per_class_json(densecell, checkpoint, synthetic_roo
     assert code == 0 and "mIoU" in out
     result = json.loads(target.read_text())
     assert set(result["per_class_iou"]) >= {"road", "sidewalk", "bicycle"}
-    assert result["settings"] == {"scales": [0.75, 1.0], "flip": True, "window": None}
+    assert result["settings"] == {"scales": [0.75, 1.0], "flip": True, "window": None, "pad_to": None}
     assert 0 <= result["miou"] <= 1
 
 

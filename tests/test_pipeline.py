@@ -9,8 +9,9 @@ from optuna.trial import TrialState
 
 from densecell.config import load_search_config
 from densecell.data.synthetic import write_synthetic_cityscapes
-from densecell.pipeline import cache_dir, run_pipeline, search_settings
-from densecell.proxy import FeatureCache, train_candidate
+from densecell.cache import FeatureCache
+from densecell.pipeline import run_pipeline
+from densecell.proxy import train_candidate
 from densecell.search import completed_trials
 from densecell.space import Cell
 
@@ -19,9 +20,9 @@ from densecell.space import Cell
 def test_search_pipeline_end_to_end_and_resumed(tmp_path):
     root = write_synthetic_cityscapes(tmp_path / "data", train=24, val=8, seed=2)
     config = load_search_config("configs/search-synthetic.yaml", [
-        f"data.root={root}", f"output_dir={tmp_path / 'runs'}", "warmup.iterations=80", "proxy.views=1",
+        f"data.root={root}", f"output_dir={tmp_path / 'runs'}", "warmup.iterations=80", "cache.views=1",
         "search.trials=8", "rerank.top=2", "rerank.optim.iterations=10"])
-    outputs = run_pipeline(config, progress=False)
+    outputs = run_pipeline(config)
     for key in ("report", "html", "best_cell", "histogram", "pareto", "correlation", "cell 1"):
         assert outputs[key].is_file(), key
     best = Cell.from_json(outputs["best_cell"])
@@ -30,7 +31,7 @@ def test_search_pipeline_end_to_end_and_resumed(tmp_path):
     assert len(complete) == 8
     summary = json.loads((outputs["report"].parent / "summary.json").read_text())
     assert summary["reranked"] == 2 and summary["best_by"].startswith("end-to-end")
-    assert best == Cell.from_json(next(t for t in complete if t.number == summary["best_trial"]).user_attrs["cell"])
+    assert best == next(t for t in complete if t.number == summary["best_trial"]).cell
     # the synthetic classes need context: the search's best cell beats its worst and a lone 1x1 convolution
     scores = summary["proxy_miou"]
     assert scores["best"] > scores["worst"] + 0.02 and scores["best"] > scores["baseline_1x1"] + 0.02, scores
@@ -40,9 +41,8 @@ def test_search_pipeline_end_to_end_and_resumed(tmp_path):
     threads = torch.get_num_threads()
     torch.set_num_threads(config.search.threads)
     try:
-        cache = FeatureCache.load(cache_dir(config))
-        again = train_candidate(Cell.from_json(complete[0].user_attrs["cell"]), cache, search_settings(config).proxy,
-                                seed=complete[0].number)
+        cache = FeatureCache.load(config.cache_dir)
+        again = train_candidate(complete[0].cell, cache, config.proxy, seed=complete[0].number)
     finally:
         torch.set_num_threads(threads)
     assert again.miou == pytest.approx(complete[0].values[0], abs=1e-6)
@@ -50,9 +50,9 @@ def test_search_pipeline_end_to_end_and_resumed(tmp_path):
     # again: every stage is found done
     checkpoints = sorted((config.run_dir / "rerank").glob("*/checkpoint.pt"))
     stamps = [p.stat().st_mtime_ns for p in checkpoints]
-    cache_stamp = (cache_dir(config) / "train.features.npy").stat().st_mtime_ns
-    run_pipeline(config, progress=False)
+    cache_stamp = (config.cache_dir / "train.features.npy").stat().st_mtime_ns
+    run_pipeline(config)
     assert [p.stat().st_mtime_ns for p in checkpoints] == stamps
-    assert (cache_dir(config) / "train.features.npy").stat().st_mtime_ns == cache_stamp
+    assert (config.cache_dir / "train.features.npy").stat().st_mtime_ns == cache_stamp
     trials = optuna.load_study(study_name=config.name, storage=config.storage_url).get_trials()
     assert sum(t.state == TrialState.COMPLETE for t in trials) == 8

@@ -4,18 +4,13 @@ import numpy as np
 import pytest
 import torch
 
+from densecell.cache import FeatureCache, FrozenBackboneFeatures, build_cache
+from densecell.config import ProxySettings
 from densecell.data import Cityscapes, EvalTransform, TrainTransform
-from densecell.proxy import (
-    CacheError,
-    FeatureCache,
-    FrozenBackboneFeatures,
-    ProxySettings,
-    _loss_pair,
-    build_cache,
-    train_candidate,
-)
+from densecell.errors import CacheError, ConfigError, TrainingError
+from densecell.loss import subsample_labels
+from densecell.proxy import train_candidate
 from densecell.space import Branch, Cell, Operation
-from densecell.train import TrainingError
 
 ONLY_1X1 = Cell(tuple(Branch(i - 1, Operation.conv1x1()) for i in range(5)))
 FAST = ProxySettings(iterations=30, batch_size=4, lr=0.05, filters=16)
@@ -44,11 +39,11 @@ def test_cache_is_deterministic_and_refuses_other_settings(feature_cache, synthe
     train = Cityscapes(synthetic_root, "train", TrainTransform((64, 64), 1.0, 1.0))
     val = Cityscapes(synthetic_root, "val", EvalTransform())
     again = build_cache(backbone, train, val, tmp_path / "again", output_stride=16, crop_size=(64, 64), views=2,
-                        shard_size=5, progress=False)
+                        shard_size=5)
     for name in ("train.features.npy", "train.labels.npy", "val.features.npy", "val.labels.npy"):
         assert np.array_equal(np.load(folder / name), np.load(again / name)), name
     with pytest.raises(CacheError, match="other settings"):
-        build_cache(backbone, train, val, again, output_stride=16, crop_size=(64, 64), views=1, progress=False)
+        build_cache(backbone, train, val, again, output_stride=16, crop_size=(64, 64), views=1)
     with pytest.raises(CacheError, match="no complete feature cache"):
         FeatureCache.load(tmp_path / "nothing")
 
@@ -70,11 +65,11 @@ def test_cache_resumes_after_a_crash(feature_cache, synthetic_root, tmp_path):
     target = tmp_path / "resumed"
     with pytest.raises(RuntimeError, match="simulated crash"):
         build_cache(Crashing(), train, val, target, output_stride=16, crop_size=(64, 64), views=2, shard_size=12,
-                    batch_size=4, progress=False)
+                    batch_size=4)
     assert len(list((target / "train").glob("shard-*.features.npy"))) == 1
     calls["n"] = -1000
     build_cache(Crashing(), train, val, target, output_stride=16, crop_size=(64, 64), views=2, shard_size=12,
-                batch_size=4, progress=False)
+                batch_size=4)
     assert calls["n"] == -1000 + (32 - 12) // 4 + 1  # only the missing shards' batches (and the val batch) ran
     assert np.array_equal(np.load(folder / "train.features.npy"), np.load(target / "train.features.npy"))
 
@@ -91,11 +86,11 @@ def test_adam_and_loss_on_subsampled_labels(feature_cache):
     settings = ProxySettings(iterations=20, batch_size=4, lr=0.01, filters=16, optimizer="adam", upsample_logits=False)
     a = train_candidate("cityscapes-top1", cache, settings, seed=1)
     assert a.miou == train_candidate("cityscapes-top1", cache, settings, seed=1).miou and 0 <= a.miou <= 1
-    rows = torch.arange(64).view(1, 64, 1).expand(2, 64, 64)  # each label is its row number
-    _, labels = _loss_pair(torch.zeros(2, 5, 4, 4), rows, upsample_logits=False)
-    assert labels.shape == (2, 4, 4) and labels[0, :, 0].tolist() == [0, 16, 32, 48]  # nearest: each block's first
-    with pytest.raises(ValueError, match="optimizer"):
-        train_candidate("cityscapes-top1", cache, ProxySettings(iterations=1, filters=8, optimizer="lamb"))
+    rows = torch.arange(65).view(1, 65, 1).expand(2, 65, 65)  # each label is its row number
+    labels = subsample_labels(rows, (5, 5))
+    assert labels.shape == (2, 5, 5) and labels[0, :, 0].tolist() == [0, 16, 32, 48, 64]  # TF: the centres
+    with pytest.raises(ConfigError, match="optimizer"):
+        ProxySettings(iterations=1, filters=8, optimizer="lamb")
 
 
 def test_early_stop_callback(feature_cache):

@@ -23,10 +23,10 @@ from test_space import BAD_CELLS
 
 from densecell import search as search_module
 from densecell.data.synthetic import write_synthetic_cityscapes
-from densecell.proxy import ProxySettings
-from densecell.search import SearchSettings, create_study, run_worker
+from densecell.config import ProxySettings, SearchSettings
+from densecell.errors import TrainingError
+from densecell.search import create_study, run_worker
 from densecell.space import Cell, CellError, SearchSpace
-from densecell.train import TrainingError
 
 
 def one_line_error(code, err, message, exit_code=2):
@@ -182,7 +182,7 @@ def trained(tmp_path_factory):
     tmp = tmp_path_factory.mktemp("trained")
     root = write_synthetic_cityscapes(tmp / "data", train=2, val=1, size=(64, 128), objects=2)
     overrides = tiny_overrides(root, tmp / "runs", "run", iterations=2, **{"data.val_split": "null"})
-    train(load_config(None, overrides), progress=False)
+    train(load_config(None, overrides))
     return root, tmp / "runs", overrides
 
 
@@ -241,7 +241,7 @@ def test_unreachable_database_through_the_cli_hides_the_password(densecell):
 # ---- crashes ------------------------------------------------------------------------------------------------------
 
 def cache_overrides(root, output_dir):
-    return ["warmup=null", "proxy.views=2", "proxy.shard_size=2", "data.crop_size=[64,64]",
+    return ["warmup=null", "allow_random_backbone=true", "cache.views=2", "cache.shard_size=2", "data.crop_size=[64,64]",
             "backbone.feature_stages=null", "backbone.decoder=true", f"data.root={root}", f"output_dir={output_dir}"]
 
 
@@ -251,7 +251,7 @@ def test_killed_cache_resumes_to_identical_files(synthetic_root, tmp_path):
     from densecell.pipeline import build_feature_cache
 
     straight = build_feature_cache(load_search_config("configs/search-synthetic.yaml",
-                                                      cache_overrides(synthetic_root, tmp_path / "a")), progress=False)
+                                                      cache_overrides(synthetic_root, tmp_path / "a")))
     args = ["cache", "--config", "configs/search-synthetic.yaml", *as_set(cache_overrides(synthetic_root,
                                                                                           tmp_path / "b"))]
     process = cli_process(*args)

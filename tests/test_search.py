@@ -13,11 +13,10 @@ import pytest
 from optuna.storages import RetryHeartbeatStaleTrialCallback
 from optuna.trial import TrialState
 
-from densecell.proxy import ProxySettings
+from densecell.config import ProxySettings, SearchSettings
+from densecell.errors import ConfigError, StudyError
 from densecell.search import (
     LocalSampler,
-    StudyError,
-    SearchSettings,
     cell_from_params,
     cell_params,
     create_study,
@@ -76,10 +75,12 @@ def _dists(space):
 
 
 def test_settings_are_checked():
-    with pytest.raises(ValueError, match="sampler"):
-        SearchSettings(cache_dir="x", sampler="evolution")
-    with pytest.raises(ValueError, match="two objectives"):
+    with pytest.raises(ConfigError, match="sampler"):
+        SearchSettings(cache_dir="x", sampler="annealing")
+    with pytest.raises(ConfigError, match="two objectives"):
         SearchSettings(cache_dir="x", sampler="nsga2")
+    with pytest.raises(ConfigError, match="proxy.eval_every"):
+        SearchSettings(cache_dir="x", pruner="median")
 
 
 def test_redact_hides_the_password():

@@ -9,10 +9,12 @@ import torch
 from conftest import tiny_overrides
 from torch.utils.data import DataLoader
 
-from densecell.checkpoint import load_checkpoint, load_model
+from densecell.checkpoint import load_checkpoint, load_run
 from densecell.config import load_config
 from densecell.data import Cityscapes, TrainTransform
-from densecell.train import IterationSampler, TrainingError, poly_lambda, train
+from densecell.errors import RunExistsError, TrainingError
+from densecell.optim import poly_lambda
+from densecell.train import IterationSampler, train
 
 
 def take(iterator, n):
@@ -55,23 +57,23 @@ def test_poly_learning_rate():
 
 def test_run_writes_checkpoint_metrics_and_refuses_to_overwrite(synthetic_root, tmp_path):
     config = load_config(None, tiny_overrides(synthetic_root, tmp_path, "run", iterations=4))
-    result = train(config, progress=False)
+    result = train(config)
     assert result.iteration == 4 and 0 <= result.val_miou <= 1
     state = load_checkpoint(tmp_path / "run" / "checkpoint.pt")
     assert state["iteration"] == 4 and len(state["classes"]) == 19
     rows = (tmp_path / "run" / "metrics.csv").read_text().splitlines()
     assert rows[0] == "iteration,loss,lr,seconds,val_miou" and len(rows) == 1 + 4 + 1
     assert any((tmp_path / "run" / "tensorboard").iterdir())
-    with pytest.raises(ValueError, match="pass --resume"):
-        train(config, progress=False)
-    model, _ = load_model(tmp_path / "run" / "checkpoint.pt", output_stride=8)
+    with pytest.raises(RunExistsError, match="a run with this name exists"):
+        train(config)
+    model = load_run(tmp_path / "run" / "checkpoint.pt", output_stride=8).model
     assert model(torch.zeros(1, 3, 32, 32)).shape == (1, 19, 32, 32)
 
 
 def test_non_finite_loss_stops_with_a_clear_message(synthetic_root, tmp_path):
     config = load_config(None, tiny_overrides(synthetic_root, tmp_path, "nan", iterations=10, **{"optim.lr": 1e12}))
     with pytest.raises(TrainingError, match=r"loss is nan at iteration \d+"):
-        train(config, progress=False)
+        train(config)
 
 
 def run_cli(args, **kwargs):
@@ -93,7 +95,7 @@ def wait_for_checkpoint(path, iteration, process, timeout=120):
 def test_killed_and_resumed_run_ends_with_the_same_weights(synthetic_root, tmp_path):
     overrides = lambda name: tiny_overrides(synthetic_root, tmp_path, name, iterations=60,  # noqa: E731
                                             **{"checkpoint_every": 5, "data.val_split": "null"})
-    reference = train(load_config(None, overrides("straight")), progress=False)
+    reference = train(load_config(None, overrides("straight")))
     process = run_cli(["train", *sum((["--set", o] for o in overrides("killed")), [])])
     wait_for_checkpoint(tmp_path / "killed" / "checkpoint.pt", 10, process)
     process.send_signal(signal.SIGKILL)
@@ -101,7 +103,7 @@ def test_killed_and_resumed_run_ends_with_the_same_weights(synthetic_root, tmp_p
     assert process.returncode == -signal.SIGKILL
     interrupted_at = load_checkpoint(tmp_path / "killed" / "checkpoint.pt")["iteration"]
     assert 10 <= interrupted_at < 60
-    train(load_config(None, overrides("killed")), resume=True, progress=False)
+    train(load_config(None, overrides("killed")), resume=True)
     a = load_checkpoint(reference.run_dir / "checkpoint.pt")
     b = load_checkpoint(tmp_path / "killed" / "checkpoint.pt")
     assert a["iteration"] == b["iteration"] == 60
@@ -135,8 +137,9 @@ def test_two_process_ddp_on_cpu(synthetic_root, tmp_path):
                "-m", "densecell", "train", *sum((["--set", o] for o in overrides), [])]
     result = subprocess.run(command, capture_output=True, text=True, timeout=300)
     assert result.returncode == 0, result.stderr[-3000:]
-    model, payload = load_model(tmp_path / "ddp" / "checkpoint.pt")
-    assert payload["iteration"] == 4
+    run = load_run(tmp_path / "ddp" / "checkpoint.pt")
+    model, payload = run.model, load_checkpoint(tmp_path / "ddp" / "checkpoint.pt")
+    assert run.iteration == 4
     assert not any("module." in key for key in payload["model"])  # saved from the unwrapped model
     assert not any(isinstance(m, torch.nn.SyncBatchNorm) for m in model.modules())
 
@@ -149,6 +152,6 @@ def test_synthetic_training_beats_chance_by_far(synthetic_root, tmp_path):
     root = write_synthetic_cityscapes(tmp_path / "data", train=32, val=8, seed=1)
     config = load_config("configs/synthetic-mobilenetv2-dpc.yaml", [
         f"data.root={root}", f"output_dir={tmp_path}", "optim.iterations=150", "eval_every=0", "data.workers=0"])
-    result = train(config, progress=False)
+    result = train(config)
     # chance: predicting background everywhere gives ~0.17 (IoU ~0.85 on 1 of 5 classes)
     assert result.val_miou > 0.4

@@ -2,7 +2,8 @@
 
 Every operation is convolution + BatchNorm + ReLU with ``filters`` outputs (TF's slim arg_scope). A 3x3 operation is a
 *split* separable convolution: depthwise atrous 3x3 + BN + ReLU, then pointwise 1x1 + BN + ReLU (TF's
-``split_separable_conv2d``). The branch outputs are concatenated, then dropout and a 1x1 projection (DPC), or a 1x1
+``split_separable_conv2d``). Submodules are named (``conv_dw``, ``bn_dw``, ``conv_pw``, ``bn_pw``, ``conv``, ``bn``,
+``project``) so that a state-dict key says what it holds: ``head.branches.1.conv_dw.weight``. The branch outputs are concatenated, then dropout and a 1x1 projection (DPC), or a 1x1
 projection and then dropout (ASPP, as in DeepLabv3+).
 
 Pyramid pooling comes in two flavours, because the paper's text and the released code differ:
@@ -27,6 +28,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from .errors import ModelError
+from .resize import resize_bilinear
 from .space import BACKBONE, Cell, Operation, OpKind, aspp_cell, load_cell
 
 PoolingMode = Literal["tf", "grid"]
@@ -35,34 +38,43 @@ PoolingMode = Literal["tf", "grid"]
 BN_EPS = 1e-5
 
 
-def conv_bn_relu(
-    in_channels: int,
-    out_channels: int,
-    kernel_size: int = 1,
-    dilation: tuple[int, int] = (1, 1),
-    groups: int = 1,
-    bn_momentum: float = 0.1,
-) -> nn.Sequential:
-    """Convolution (no bias, 'SAME' padding for stride 1) + BatchNorm + ReLU: slim's conv2d under DeepLab's scope."""
-    padding = tuple(d * (kernel_size - 1) // 2 for d in dilation)
-    return nn.Sequential(
-        nn.Conv2d(in_channels, out_channels, kernel_size, padding=padding, dilation=dilation, groups=groups,
-                  bias=False),
-        nn.BatchNorm2d(out_channels, eps=BN_EPS, momentum=bn_momentum),
-        nn.ReLU(inplace=True),
-    )
+def _same_padding(kernel_size: int, dilation: tuple[int, int]) -> tuple[int, int]:
+    return dilation[0] * (kernel_size - 1) // 2, dilation[1] * (kernel_size - 1) // 2
 
 
-class SeparableConv(nn.Sequential):
-    """TF's ``split_separable_conv2d``: depthwise atrous 3x3 + BN + ReLU, then pointwise 1x1 + BN + ReLU."""
+class ConvBNReLU(nn.Module):
+    """slim's conv2d under DeepLab's scope: convolution (no bias, 'SAME' padding, stride 1) + BatchNorm + ReLU."""
+
+    def __init__(self, in_channels: int, out_channels: int, kernel_size: int = 1, bn_momentum: float = 0.1) -> None:
+        super().__init__()
+        self.conv = nn.Conv2d(in_channels, out_channels, kernel_size, padding=kernel_size // 2, bias=False)
+        self.bn = nn.BatchNorm2d(out_channels, eps=BN_EPS, momentum=bn_momentum)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return F.relu(self.bn(self.conv(x)))
+
+
+class SeparableConv(nn.Module):
+    """TF's ``split_separable_conv2d``: depthwise atrous 3x3 + BN + ReLU, then pointwise 1x1 + BN + ReLU.
+
+    ``forward(x, rate)`` applies the same weights at another rate (the one-shot supernet shares them over rates)."""
 
     def __init__(self, in_channels: int, out_channels: int, rate: tuple[int, int] = (1, 1),
                  bn_momentum: float = 0.1) -> None:
-        super().__init__(
-            conv_bn_relu(in_channels, in_channels, 3, dilation=rate, groups=in_channels, bn_momentum=bn_momentum),
-            conv_bn_relu(in_channels, out_channels, 1, bn_momentum=bn_momentum),
-        )
-        self.rate = rate
+        super().__init__()
+        self.rate = tuple(rate)
+        self.conv_dw = nn.Conv2d(in_channels, in_channels, 3, padding=_same_padding(3, self.rate),
+                                 dilation=self.rate, groups=in_channels, bias=False)
+        self.bn_dw = nn.BatchNorm2d(in_channels, eps=BN_EPS, momentum=bn_momentum)
+        self.conv_pw = nn.Conv2d(in_channels, out_channels, 1, bias=False)
+        self.bn_pw = nn.BatchNorm2d(out_channels, eps=BN_EPS, momentum=bn_momentum)
+
+    def forward(self, x: torch.Tensor, rate: tuple[int, int] | None = None) -> torch.Tensor:
+        if rate is None or tuple(rate) == self.rate:
+            x = self.conv_dw(x)
+        else:
+            x = F.conv2d(x, self.conv_dw.weight, None, 1, _same_padding(3, rate), rate, self.conv_dw.groups)
+        return F.relu(self.bn_pw(self.conv_pw(F.relu(self.bn_dw(x)))))
 
 
 def tf_pool_window(size: int, output_stride: int, grid: int, crop: int | None = None) -> int:
@@ -73,8 +85,10 @@ def tf_pool_window(size: int, output_stride: int, grid: int, crop: int | None = 
     return int((size - 1) / grid + 1)
 
 
-class PyramidPooling(nn.Module):
-    """Average spatial pyramid pooling with grid ``g_h x g_w``, a 1x1 conv + BN + ReLU, and a bilinear resize back."""
+class PyramidPooling(ConvBNReLU):
+    """Average spatial pyramid pooling with grid ``g_h x g_w``, a 1x1 conv + BN + ReLU, and a bilinear resize back.
+
+    ``forward(x, grid)`` pools at another grid with the same 1x1 conv (as the one-shot supernet does)."""
 
     def __init__(
         self,
@@ -86,31 +100,29 @@ class PyramidPooling(nn.Module):
         crop_size: tuple[int, int] | None = None,
         bn_momentum: float = 0.1,
     ) -> None:
-        super().__init__()
+        super().__init__(in_channels, out_channels, 1, bn_momentum)
         if pooling not in ("tf", "grid"):
-            raise ValueError(f"pooling must be 'tf' or 'grid', got {pooling!r}")
-        self.grid = grid
+            raise ModelError(f"pooling must be 'tf' or 'grid', got {pooling!r}")
+        self.grid = tuple(grid)
         self.pooling = pooling
         self.output_stride = output_stride
         self.crop_size = crop_size
-        self.conv = conv_bn_relu(in_channels, out_channels, 1, bn_momentum=bn_momentum)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, grid: tuple[int, int] | None = None) -> torch.Tensor:
+        grid = self.grid if grid is None else grid
         size = x.shape[-2:]
         if self.pooling == "grid":
-            pooled = F.adaptive_avg_pool2d(x, self.grid)
+            pooled = F.adaptive_avg_pool2d(x, grid)
         else:
             crops = self.crop_size or (None, None)
-            kernel = [
-                tf_pool_window(int(size[axis]), self.output_stride, self.grid[axis], crops[axis]) for axis in (0, 1)
-            ]
+            kernel = [tf_pool_window(int(size[axis]), self.output_stride, grid[axis], crops[axis]) for axis in (0, 1)]
             if kernel[0] > size[0] or kernel[1] > size[1]:
-                raise ValueError(
+                raise ModelError(
                     f"pyramid pooling window {kernel} (from crop_size {self.crop_size}) exceeds the feature map "
                     f"{tuple(size)}; build the cell with crop_size=None to follow the input size"
                 )
             pooled = F.avg_pool2d(x, kernel, stride=1)
-        return F.interpolate(self.conv(pooled), size=size, mode="bilinear", align_corners=True)
+        return resize_bilinear(super().forward(pooled), size)
 
 
 def build_operation(
@@ -125,7 +137,7 @@ def build_operation(
 ) -> nn.Module:
     """The module of one operation; separable rates are given at output stride 16 and scaled by ``16 // OS``."""
     if op.kind is OpKind.CONV1X1:
-        return conv_bn_relu(in_channels, filters, 1, bn_momentum=bn_momentum)
+        return ConvBNReLU(in_channels, filters, 1, bn_momentum=bn_momentum)
     if op.kind is OpKind.SEPARABLE:
         multiplier = rate_multiplier(output_stride)
         rate = (op.rate[0] * multiplier, op.rate[1] * multiplier)
@@ -136,7 +148,7 @@ def build_operation(
 def rate_multiplier(output_stride: int) -> int:
     """TF's ``conv_rate_multiplier``: rates are searched at OS 16 and doubled at OS 8."""
     if output_stride not in (8, 16):
-        raise ValueError(f"output_stride must be 8 or 16, got {output_stride}")
+        raise ModelError(f"output_stride must be 8 or 16, got {output_stride}")
     return 16 // output_stride
 
 
@@ -180,7 +192,7 @@ class DensePredictionCell(nn.Module):
             for branch in self.cell
         )
         self.dropout = nn.Dropout(dropout)
-        self.projection = conv_bn_relu(filters * len(self.cell), concat_channels, 1, bn_momentum=bn_momentum)
+        self.project = ConvBNReLU(filters * len(self.cell), concat_channels, 1, bn_momentum=bn_momentum)
 
     def branch_outputs(self, features: torch.Tensor) -> list[torch.Tensor]:
         """Y_1 .. Y_B, each branch reading F or an earlier Y as the cell says."""
@@ -189,11 +201,16 @@ class DensePredictionCell(nn.Module):
             outputs.append(branch(features if source == BACKBONE else outputs[source]))
         return outputs
 
+    def branch_importance(self) -> list[float]:
+        """Paper Fig. 5b (after [39]): the L1 norm of the projection's weights that read each branch's channels."""
+        weight = self.project.conv.weight.detach().abs()
+        return [float(chunk.sum()) for chunk in weight.split(self.filters, dim=1)]
+
     def forward(self, features: torch.Tensor) -> torch.Tensor:
         merged = torch.cat(self.branch_outputs(features), dim=1)
         if self.dropout_before_projection:
-            return self.projection(self.dropout(merged))
-        return self.dropout(self.projection(merged))
+            return self.project(self.dropout(merged))
+        return self.dropout(self.project(merged))
 
 
 class ASPP(DensePredictionCell):

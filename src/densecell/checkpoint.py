@@ -1,36 +1,35 @@
 """Checkpoints: written atomically, read with ``weights_only=True``, rebuilt from the config they carry.
 
-A checkpoint is a plain dict: ``model_config`` (the keyword arguments of :func:`~densecell.model.build_model`),
-``model`` (the state dict), ``classes`` and, for a training checkpoint, ``optimizer``, ``scheduler``,
-``iteration``, ``rng`` and the run's ``config``. Nothing in it needs unpickling of arbitrary objects.
+A checkpoint is a plain dict: ``model_config`` (the keyword arguments of :func:`~densecell.model.build_model`, with the
+input normalisation), ``model`` (the state dict), ``classes``, ``palette`` and, for a training checkpoint,
+``optimizer``, ``scheduler``, ``iteration``, ``rng`` and the run's ``config``. Nothing in it needs unpickling of
+arbitrary objects. This module is the only one that knows the keys; everyone else gets a :class:`Run`.
 """
 
 from __future__ import annotations
 
-import os
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import torch
 
+from .config import TrainConfig
+from .errors import CheckpointError
+from .files import save_torch
 from .model import SegmentationModel, build_model
 
 
-class CheckpointError(ValueError):
-    """A checkpoint that cannot be read or does not fit the model; the message names the file."""
-
-
 def save_checkpoint(payload: dict[str, Any], path: str | Path) -> Path:
-    """Write to ``path.partial``, fsync, then rename: a crash never leaves a truncated file under ``path``."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    partial = path.with_name(path.name + ".partial")
-    with open(partial, "wb") as handle:
-        torch.save(payload, handle)
-        handle.flush()
-        os.fsync(handle.fileno())
-    partial.replace(path)
-    return path
+    """Write atomically (:func:`~densecell.files.atomic_path`): a crash never leaves a truncated file under ``path``."""
+    return save_torch(payload, path)
+
+
+def training_payload(model: SegmentationModel, config: TrainConfig, classes: tuple[str, ...], palette: Any,
+                     iteration: int, state: dict[str, Any]) -> dict[str, Any]:
+    """A training checkpoint: the model, what it was trained with, and ``state`` (optimizer, scheduler, rng)."""
+    return {"config": config.model_dump(mode="json"), "model_config": model.config, "classes": list(classes),
+            "palette": [list(c) for c in palette], "model": model.state_dict(), "iteration": iteration, **state}
 
 
 def load_checkpoint(path: str | Path) -> dict[str, Any]:
@@ -50,26 +49,44 @@ def load_checkpoint(path: str | Path) -> dict[str, Any]:
 def load_state(model: torch.nn.Module, state: dict[str, torch.Tensor], origin: str | Path) -> None:
     """``load_state_dict`` with a one-line error that names the mismatching tensors."""
     own = model.state_dict()
-    missing = [k for k in own if k not in state]
-    unexpected = [k for k in state if k not in own]
-    wrong = [f"{k} {tuple(state[k].shape)} vs {tuple(v.shape)}" for k, v in own.items()
-             if k in state and state[k].shape != v.shape]
-    if missing or unexpected or wrong:
-        parts = []
-        if wrong:
-            parts.append(f"shape mismatch: {', '.join(wrong[:3])}" + (" ..." if len(wrong) > 3 else ""))
-        if missing:
-            parts.append(f"missing: {', '.join(missing[:3])}" + (" ..." if len(missing) > 3 else ""))
-        if unexpected:
-            parts.append(f"unexpected: {', '.join(unexpected[:3])}" + (" ..." if len(unexpected) > 3 else ""))
+    problems = {
+        "shape mismatch": [f"{k} {tuple(state[k].shape)} vs {tuple(v.shape)}" for k, v in own.items()
+                           if k in state and state[k].shape != v.shape],
+        "missing": [k for k in own if k not in state],
+        "unexpected": [k for k in state if k not in own],
+    }
+    parts = [f"{kind}: {', '.join(names[:3])}" + (" ..." if len(names) > 3 else "")
+             for kind, names in problems.items() if names]
+    if parts:
         raise CheckpointError(f"{origin}: does not fit this model ({'; '.join(parts)})")
     model.load_state_dict(state)
 
 
-def load_model(path: str | Path, **overrides: Any) -> tuple[SegmentationModel, dict[str, Any]]:
-    """Rebuild the model a checkpoint was trained with (``overrides`` such as ``output_stride=8`` change the
-    architecture's evaluation settings, not its weights) and load its weights."""
+@dataclass
+class Run:
+    """A trained model and what it was trained with."""
+
+    path: Path
+    model: SegmentationModel
+    classes: tuple[str, ...]
+    palette: tuple[tuple[int, int, int], ...]
+    iteration: int | None
+    config: TrainConfig | None
+
+    @property
+    def dataset(self) -> str | None:
+        """The dataset the run was trained on (``cityscapes``, ``voc`` ...), if the checkpoint says."""
+        return self.config.data.dataset if self.config else None
+
+
+def load_run(path: str | Path, **overrides: Any) -> Run:
+    """Rebuild the model a checkpoint was trained with and load its weights. ``overrides`` such as
+    ``output_stride=8`` change the architecture's evaluation settings, not its weights."""
+    path = Path(path)
     payload = load_checkpoint(path)
     model = build_model(**(payload["model_config"] | overrides))
     load_state(model, payload["model"], path)
-    return model.eval(), payload
+    config = TrainConfig.model_validate(payload["config"]) if "config" in payload else None
+    palette = tuple(tuple(c) for c in payload.get("palette", ()))
+    return Run(path, model.eval(), tuple(payload.get("classes", ())), palette,  # type: ignore[arg-type]
+               payload.get("iteration"), config)

@@ -1,8 +1,11 @@
-"""The ``densecell`` command line: a thin typer skin over the library; every command is one library call."""
+"""The ``densecell`` command line: a thin typer skin over the library. Each command parses, makes one library call and
+renders the result with rich; the library reports progress through callbacks and messages through ``logging``, and
+its errors carry the facts, to which this module adds the command-line advice (which flag to pass, what to run)."""
 
 from __future__ import annotations
 
 import json
+import logging
 import os
 import sys
 from collections.abc import Iterator
@@ -11,20 +14,19 @@ from enum import Enum
 from pathlib import Path
 from typing import Annotated, Any
 
-import torch
 import typer
 from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TaskID, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from . import cost as costs
-from .cell import DensePredictionCell
-from .model import build_model, create_backbone
-from .space import PAPER_GRIDS, PAPER_NUM_BRANCHES, PAPER_RATES, PRESETS, SearchSpace, load_cell
+from .space import PAPER_GRIDS, PAPER_NUM_BRANCHES, PAPER_RATES, PRESETS, SearchSpace, branch_label, load_cell
 
-app = typer.Typer(help="Dense Prediction Cells: search space, heads, cost, export.", no_args_is_help=True,
+app = typer.Typer(help="Dense Prediction Cells: search space, heads, cost, training, search.", no_args_is_help=True,
                   add_completion=False, pretty_exceptions_enable=False)
-cell_app = typer.Typer(help="Inspect cells (presets, JSON files).", no_args_is_help=True)
+cell_app = typer.Typer(help="Inspect cells (presets, JSON files) and trained cells.", no_args_is_help=True)
 app.add_typer(cell_app, name="cell")
+search_app = typer.Typer(help="The cell search: one command, or its workers and views.")
+app.add_typer(search_app, name="search")
 
 console = Console()
 errors = Console(stderr=True, markup=False, highlight=False, soft_wrap=True)
@@ -40,6 +42,50 @@ class Head(str, Enum):
     aspp = "aspp"
 
 
+# --- rendering what the library reports ----------------------------------------------------------------------------
+
+class RichProgress:
+    """A progress callback (:mod:`densecell.progress`) drawn as rich bars, one per task."""
+
+    def __init__(self) -> None:
+        self.bars = Progress(TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
+                             TextColumn("{task.fields[info]}"), TimeElapsedColumn(), console=console)
+        self.tasks: dict[str, TaskID] = {}
+
+    def __call__(self, event: Any) -> None:
+        if event.task not in self.tasks:
+            self.tasks[event.task] = self.bars.add_task(event.task, total=event.total, info="")
+        self.bars.update(self.tasks[event.task], completed=event.completed, total=event.total, info=event.info)
+
+    def __enter__(self) -> RichProgress:
+        self.bars.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.bars.stop()
+
+
+class _LogLines(logging.Handler):
+    """The library's messages: information on stdout, warnings and errors on stderr, one line each."""
+
+    def emit(self, record: logging.LogRecord) -> None:
+        message = " ".join(record.getMessage().split())
+        if record.levelno >= logging.WARNING:
+            errors.print(message)
+        else:
+            console.print(message, markup=False, highlight=False)
+
+
+def _show_library_messages() -> None:
+    logger = logging.getLogger("densecell")
+    if not any(isinstance(h, _LogLines) for h in logger.handlers):
+        logger.addHandler(_LogLines())
+    logger.setLevel(logging.INFO)
+    logger.propagate = False
+
+
+# --- parsing -------------------------------------------------------------------------------------------------------
+
 def parse_size(text: str) -> tuple[int, int]:
     """'1025x2049' or '513' -> (H, W)."""
     try:
@@ -53,16 +99,31 @@ def parse_size(text: str) -> tuple[int, int]:
     return parts[0], parts[1]
 
 
-def parse_ints(text: str) -> tuple[int, ...]:
+def parse_numbers(text: str, kind: type = int, what: str = "integers") -> tuple:
     try:
-        return tuple(int(v) for v in text.split(","))
+        values = tuple(kind(v) for v in text.split(","))
     except ValueError:
-        raise typer.BadParameter(f"{text!r} is not a comma-separated list of integers") from None
+        raise typer.BadParameter(f"{text!r} is not a comma-separated list of {what}") from None
+    if kind is float and (not values or min(values) <= 0):
+        raise typer.BadParameter(f"scales must be positive, got {text!r}")
+    return values
 
 
 ImageSize = Annotated[str, typer.Option("--image-size", help="Input image size, HxW (or one number for square).")]
 OutputStride = Annotated[int, typer.Option("--output-stride", help="Backbone output stride: 16 or 8.")]
 CellSpec = Annotated[str, typer.Option("--cell", help=f"Preset ({', '.join(PRESETS)}), JSON file or JSON text.")]
+Overrides = Annotated[list[str] | None, typer.Option("--set", help="Override a config field: section.field=value.")]
+DataRoot = Annotated[Path | None, typer.Option("--data-root", help="Dataset root folder (overrides data.root).")]
+Scales = Annotated[str, typer.Option("--scales", help="Comma-separated test scales; 'paper' = 0.75,1,...,2.")]
+Flip = Annotated[bool, typer.Option("--flip", help="Also average the left-right flipped image.")]
+Window = Annotated[str | None, typer.Option("--window", help="Sliding-window size HxW for large images.")]
+PadTo = Annotated[str | None, typer.Option("--pad-to", help="Pad images to HxW first, as TF's eval crop (1025x2049).")]
+CheckpointPath = Annotated[Path, typer.Option("--checkpoint", help="A checkpoint.pt written by densecell train.")]
+SearchConfigPath = Annotated[Path | None, typer.Option("--config", help="Search recipe, e.g. "
+                                                                        "configs/search-synthetic.yaml.")]
+StorageOption = Annotated[str | None, typer.Option("--storage", envvar="DENSECELL_STORAGE",
+                                                   help="Study storage URL (or env DENSECELL_STORAGE).")]
+StudyOption = Annotated[str | None, typer.Option("--study", help="Study name.")]
 
 
 def millions(n: float) -> str:
@@ -73,6 +134,48 @@ def billions(n: float) -> str:
     return f"{n / 1e9:.3f}B"
 
 
+def with_data_root(overrides: list[str] | None, data_root: Path | None) -> list[str]:
+    return list(overrides or []) + ([f"data.root={data_root}"] if data_root else [])
+
+
+def search_config(config: Path | None, data_root: Path | None = None, overrides: list[str] | None = None) -> Any:
+    from .config import load_search_config
+
+    return load_search_config(config, with_data_root(overrides, data_root))
+
+
+def open_study(config: Path | None, storage: str | None, study: str | None) -> Any:
+    """The study named by a recipe, or by --storage and --study, with its settings."""
+    from .search import load_study
+
+    if config is not None:
+        settings = search_config(config)
+        storage, study = storage or settings.storage_url, study or settings.name
+    if not storage or not study:
+        raise typer.BadParameter("name the study with --config, or with --storage and --study")
+    return load_study(study, storage)
+
+
+@contextmanager
+def resumable(advice: str = "run the same command again to resume") -> Iterator[None]:
+    """Ctrl-C in a long command: one line that says what was saved and how to go on, exit code 130."""
+    try:
+        yield
+    except KeyboardInterrupt as exc:
+        said = str(exc) or "interrupted; what was finished is saved"
+        errors.print(f"{said}; {advice}")
+        raise typer.Exit(130) from None
+
+
+@contextmanager
+def shown_progress() -> Iterator[RichProgress]:
+    _show_library_messages()
+    with RichProgress() as progress:
+        yield progress
+
+
+# --- space, cells, cost, export ------------------------------------------------------------------------------------
+
 @app.command()
 def space(
     branches: Annotated[int, typer.Option(help="Number of branches B.")] = PAPER_NUM_BRANCHES,
@@ -82,7 +185,7 @@ def space(
     operations: Annotated[bool, typer.Option("--operations", help="List every operation.")] = False,
 ) -> None:
     """Size of the search space, its operations and a uniformly sampled cell."""
-    search_space = SearchSpace(branches, parse_ints(rates), parse_ints(grids))
+    search_space = SearchSpace(branches, parse_numbers(rates), parse_numbers(grids))
     ops = search_space.operations()
     console.print(f"branches B = {search_space.num_branches}, operations |OP| = {len(ops)} "
                   f"(1 conv1x1 + {len(search_space.rates) ** 2} sep3x3 + {len(search_space.grids) ** 2} pool)")
@@ -103,32 +206,55 @@ def cell_show(
     fmt: Annotated[Format, typer.Option("--format")] = Format.table,
 ) -> None:
     """The branches of a cell, who feeds whom, and the cost of each branch (paper convention)."""
-    cell = load_cell(spec)
-    size = parse_size(image_size)
-    with torch.device("meta"):
-        channels = create_backbone(backbone, output_stride).feature_info.channels()[-1]
-        head = DensePredictionCell(cell, channels, output_stride=output_stride)
-        shape = (1, channels, *costs.feature_size(size, output_stride))
-        per_branch = costs.branch_costs(head, shape)
-        whole = costs.head_cost(head, channels, size, output_stride)
-    rows = [
-        {"branch": i, "input": b.input, "op": str(b.op), "params": c.params, "madds": c.madds}
-        for i, (b, c) in enumerate(zip(cell, per_branch))
-    ]
+    from .cost import cell_costs
+
+    costs = cell_costs(load_cell(spec), backbone, parse_size(image_size), output_stride)
     if fmt is Format.json:
-        print(json.dumps({"cell": cell.to_records(), "branches": rows, "head_params": whole.params,
-                          "head_madds": whole.madds}, indent=2))
+        print(json.dumps(costs.to_dict(), indent=2))
         return
-    table = Table(title=f"{spec}: {backbone} ({channels} ch), {size[0]}x{size[1]}, OS {output_stride}")
+    size = costs.image_size
+    table = Table(title=f"{spec}: {backbone} ({costs.channels} ch), {size[0]}x{size[1]}, OS {output_stride}")
     for column in ("branch", "input", "operation", "params", "MAdds"):
         table.add_column(column, justify="right" if column in ("params", "MAdds") else "left")
-    for row in rows:
-        source = "F (backbone)" if row["input"] < 0 else f"Y{row['input'] + 1}"
-        table.add_row(f"Y{row['branch'] + 1}", source, row["op"], millions(row["params"]), billions(row["madds"]))
-    context = sum(per_branch, costs.Cost(0, 0))
+    for i, (branch, cost) in enumerate(costs.branches):
+        source = "F (backbone)" if branch.input < 0 else branch_label(branch.input)
+        table.add_row(branch_label(i), source, str(branch.op), millions(cost.params), billions(cost.madds))
     table.add_section()
-    table.add_row("context", "", "branches (paper Table 1)", millions(context.params), billions(context.madds))
-    table.add_row("head", "", "+ projection and BN", millions(whole.params), billions(whole.madds))
+    table.add_row("context", "", "branches (paper Table 1)", millions(costs.context.params),
+                  billions(costs.context.madds))
+    table.add_row("head", "", "+ projection and BN", millions(costs.head.params), billions(costs.head.madds))
+    console.print(table)
+
+
+@cell_app.command("importance")
+def cell_importance(
+    checkpoint: Annotated[Path, typer.Argument(help="A checkpoint.pt of a DPC model.")],
+    plot: Annotated[Path | None, typer.Option("--plot", help="Also draw the bars into this PNG.")] = None,
+    fmt: Annotated[Format, typer.Option("--format")] = Format.table,
+) -> None:
+    """Branch importance of a trained cell (paper Fig. 5b): the L1 norm of the projection weights per branch."""
+    from .checkpoint import load_run
+    from .errors import CheckpointError
+
+    run = load_run(checkpoint)
+    if not hasattr(run.model.head, "branch_importance") or run.model.config.get("head") != "dpc":
+        raise CheckpointError(f"{checkpoint}: not a DPC model (head {run.model.config.get('head')!r})")
+    head = run.model.head
+    values = head.branch_importance()
+    if plot:
+        from .report import importance_plot
+
+        importance_plot(head.cell, values, plot, str(checkpoint))
+    if fmt is Format.json:
+        print(json.dumps([{"branch": i, "input": b.input, "op": str(b.op), "l1": v}
+                          for i, (b, v) in enumerate(zip(head.cell, values))], indent=2))
+        return
+    table = Table(title=f"{checkpoint}: branch importance (L1 norm of projection weights)")
+    for column in ("branch", "input", "operation", "L1", "share"):
+        table.add_column(column, justify="right" if column in ("L1", "share") else "left")
+    for i, (branch, value) in enumerate(zip(head.cell, values)):
+        table.add_row(branch_label(i), branch_label(branch.input), str(branch.op), f"{value:.2f}",
+                      f"{value / sum(values):.0%}")
     console.print(table)
 
 
@@ -145,37 +271,24 @@ def cost(
     fmt: Annotated[Format, typer.Option("--format")] = Format.table,
 ) -> None:
     """Parameters and multiply-adds of a head and a whole model, or the paper's Table 1 reproduced."""
+    from . import cost as costs
+
     size = parse_size(image_size)
     if paper_table:
         rows = costs.paper_table(size, latency=latency)
-        if fmt is Format.json:
-            print(json.dumps(rows, indent=2))
-        else:
-            print_paper_table(rows, size)
+        print(json.dumps(rows, indent=2)) if fmt is Format.json else print_paper_table(rows, size)
         return
-    options: dict[str, Any] = {"backbone": backbone, "head": head.value, "cell": load_cell(cell),
-                               "output_stride": output_stride, "decoder": decoder}
-    with torch.device("meta"):
-        model = build_model(**options)
-        channels = model.head.in_channels
-        rows = [
-            {"part": "context module (paper convention)",
-             **vars(costs.context_module_cost(model.head, size, output_stride))},
-            {"part": "head", **vars(costs.head_cost(model.head, channels, size, output_stride))},
-            {"part": "whole model", **vars(costs.model_cost(model, size))},
-        ]
-    if latency:
-        rows[-1]["latency_s"] = costs.measure_latency(build_model(**options), torch.randn(1, 3, *size), repeats=3)
-    rows = [{k: v for k, v in row.items() if v is not None} for row in rows]
+    parts = costs.model_costs(size, latency, backbone=backbone, head=head.value, cell=load_cell(cell),
+                              output_stride=output_stride, decoder=decoder)
     if fmt is Format.json:
-        print(json.dumps(rows, indent=2))
+        print(json.dumps([{"part": part, **c.to_dict()} for part, c in parts.items()], indent=2))
         return
     table = Table(title=f"{backbone} + {head.value}, {size[0]}x{size[1]}, OS {output_stride}")
     for column in ("part", "params", "MAdds") + ("CPU latency",) * latency:
         table.add_column(column, justify="left" if column == "part" else "right")
-    for row in rows:
-        seconds = [f"{row['latency_s'] * 1e3:.0f} ms" if "latency_s" in row else ""] * latency
-        table.add_row(row["part"], millions(row["params"]), billions(row["madds"]), *seconds)
+    for part, c in parts.items():
+        seconds = [f"{c.latency_s * 1e3:.0f} ms" if c.latency_s is not None else ""] * latency
+        table.add_row(part, millions(c.params), billions(c.madds), *seconds)
     console.print(table)
 
 
@@ -198,6 +311,8 @@ def print_paper_table(rows: list[dict[str, Any]], size: tuple[int, int]) -> None
 @app.command()
 def export(
     output: Annotated[Path, typer.Argument(help="Where to write the .onnx file.")],
+    checkpoint: Annotated[Path | None, typer.Option("--checkpoint", help="Export this trained model (else the "
+                                                                         "architecture below, untrained).")] = None,
     backbone: Annotated[str, typer.Option(help="timm backbone.")] = "mobilenetv2_100",
     head: Annotated[Head, typer.Option(help="Context head.")] = Head.dpc,
     cell: CellSpec = "cityscapes-top1",
@@ -207,78 +322,64 @@ def export(
     decoder: Annotated[bool, typer.Option(help="Include the DeepLabv3+ decoder.")] = True,
     check: Annotated[bool, typer.Option(help="Compare onnxruntime with PyTorch on a random image.")] = True,
 ) -> None:
-    """Export a model to ONNX (fixed input size) and check it against onnxruntime."""
+    """Export a model to ONNX (fixed input size, normalisation in the metadata) and check it in onnxruntime."""
+    import torch
+
+    from .errors import InputError
     from .export import export_onnx, onnx_max_error
 
     size = parse_size(image_size)
-    model = build_model(backbone=backbone, head=head.value, cell=load_cell(cell), num_classes=num_classes,
-                        output_stride=output_stride, decoder=decoder).eval()
-    path = export_onnx(model, output, size)
-    console.print(f"wrote {path} ({path.stat().st_size / 2**20:.1f} MiB), input images [1, 3, {size[0]}, {size[1]}]")
+    classes: tuple[str, ...] = ()
+    if checkpoint is not None:
+        from .checkpoint import load_run
+
+        run = load_run(checkpoint)
+        model, classes = run.model, run.classes
+    else:
+        from .model import build_model
+
+        model = build_model(backbone=backbone, head=head.value, cell=load_cell(cell), num_classes=num_classes,
+                            output_stride=output_stride, decoder=decoder)
+    path = export_onnx(model.eval(), output, size, classes)
+    console.print(f"wrote {path} ({path.stat().st_size / 2**20:.1f} MiB), input images [1, 3, {size[0]}, {size[1]}], "
+                  f"mean {model.config['mean']}, std {model.config['std']}")
     if check:
         error = onnx_max_error(model, path, torch.randn(1, 3, *size))
         console.print(f"onnxruntime vs PyTorch: max |difference| = {error:.2e}")
         if error > 1e-3:
-            raise RuntimeError(f"{path}: onnxruntime differs from PyTorch by {error:.2e} (> 1e-3)")
+            raise InputError(f"{path}: onnxruntime differs from PyTorch by {error:.2e} (> 1e-3)")
 
 
-Overrides = Annotated[list[str] | None, typer.Option("--set", help="Override a config field: section.field=value.")]
-DataRoot = Annotated[Path | None, typer.Option("--data-root", help="Dataset root folder (overrides data.root).")]
-
-
-@contextmanager
-def resumable() -> Iterator[None]:
-    """Ctrl-C in a long command: one line that says how to go on, and exit code 130 (typer would exit silently)."""
-    try:
-        yield
-    except KeyboardInterrupt as exc:
-        errors.print(str(exc) or "interrupted: what was finished is saved; run the same command again to resume")
-        raise typer.Exit(130) from None
-
+# --- data, training, evaluation ------------------------------------------------------------------------------------
 
 @app.command()
 def train(
-    config: Annotated[Path | None, typer.Option("--config", help="YAML recipe, e.g. configs/cityscapes-xception71-dpc.yaml.")] = None,
+    config: Annotated[Path | None, typer.Option("--config", help="YAML recipe, e.g. "
+                                                                 "configs/cityscapes-xception71-dpc.yaml.")] = None,
     data_root: DataRoot = None,
     resume: Annotated[bool, typer.Option("--resume", help="Continue the run from its last checkpoint.")] = False,
+    init_from: Annotated[Path | None, typer.Option("--init-from", help="Start from this checkpoint's weights (a "
+                                                                       "fine-tuning stage, with its own LR).")] = None,
     overrides: Overrides = None,
 ) -> None:
     """Train a model end to end (DeepLab recipe); under torchrun it runs DistributedDataParallel."""
     from .config import load_config
     from .train import train as run_training
 
-    settings = load_config(config, with_data_root(overrides, data_root))
-    with resumable():  # the training loop saves its state and raises with a message that says how to resume
-        result = run_training(settings, resume=resume)
+    extra = [f"init_from={init_from}"] if init_from else []
+    settings = load_config(config, with_data_root(overrides, data_root) + extra)
+    with resumable("continue with --resume"), shown_progress() as progress:
+        result = run_training(settings, resume=resume, progress=progress)
     if result.val_miou is not None:
         console.print(f"val mIoU {result.val_miou * 100:.2f}% after {result.iteration} iterations; "
                       f"run in {result.run_dir}")
 
 
-def with_data_root(overrides: list[str] | None, data_root: Path | None) -> list[str]:
-    return list(overrides or []) + ([f"data.root={data_root}"] if data_root else [])
-
-
-def parse_scales(text: str) -> tuple[float, ...]:
-    try:
-        scales = tuple(float(v) for v in text.split(","))
-    except ValueError:
-        raise typer.BadParameter(f"{text!r} is not a comma-separated list of scales like 0.75,1,1.25") from None
-    if not scales or min(scales) <= 0:
-        raise typer.BadParameter(f"scales must be positive, got {text!r}")
-    return scales
-
-
-Scales = Annotated[str, typer.Option("--scales", help="Comma-separated test scales; 'paper' = 0.75,1,...,2.")]
-Flip = Annotated[bool, typer.Option("--flip", help="Also average the left-right flipped image.")]
-Window = Annotated[str | None, typer.Option("--window", help="Sliding-window size HxW for large images.")]
-CheckpointPath = Annotated[Path, typer.Option("--checkpoint", help="A checkpoint.pt written by densecell train.")]
-
-
 def eval_settings(scales: str, window: str | None) -> tuple[tuple[float, ...], tuple[int, int] | None]:
     from .evaluate import PAPER_EVAL_SCALES
 
-    return (PAPER_EVAL_SCALES if scales == "paper" else parse_scales(scales)), (parse_size(window) if window else None)
+    scale_list = PAPER_EVAL_SCALES if scales == "paper" else parse_numbers(scales, float, "scales like 0.75,1,1.25")
+    return scale_list, (parse_size(window) if window else None)
 
 
 @app.command("eval")
@@ -289,24 +390,28 @@ def evaluate_command(
     scales: Scales = "1",
     flip: Flip = False,
     window: Window = None,
+    pad_to: PadTo = None,
     output_stride: Annotated[int | None, typer.Option("--output-stride", help="Evaluate at OS 8 or 16.")] = None,
     output: Annotated[Path | None, typer.Option("--output", help="Write the per-class table as JSON here.")] = None,
 ) -> None:
     """mIoU and per-class IoU of a checkpoint on a split (single or multi-scale, flip, sliding window)."""
-    from .checkpoint import load_model
-    from .config import TrainConfig
-    from .data import EvalTransform, build_dataset
+    from .checkpoint import load_run
+    from .data import eval_dataset
+    from .errors import CheckpointError
     from .evaluate import evaluate
+    from .files import write_text
+    from .lock import RunLock, run_folder_of
+    from .optim import default_device
 
     scale_list, window_size = eval_settings(scales, window)
-    model, payload = load_model(checkpoint, **({"output_stride": output_stride} if output_stride else {}))
-    data = TrainConfig.model_validate(payload["config"]).data
-    root = data_root or data.root
-    if root is None:
-        raise ValueError("no data root: pass --data-root")
-    dataset = build_dataset(data.dataset, root, split, EvalTransform(), **data.dataset_options())
-    device = "cuda" if torch.cuda.is_available() else "cpu"
-    result = evaluate(model.to(device), dataset, device, scale_list, flip, window_size)
+    run = load_run(checkpoint, **({"output_stride": output_stride} if output_stride else {}))
+    if run.config is None:
+        raise CheckpointError(f"{checkpoint}: holds no training recipe, so its dataset is unknown")
+    dataset = eval_dataset(run.config.data, split, run.model.normalization, data_root)
+    device = default_device()
+    with shown_progress() as progress:
+        result = evaluate(run.model.to(device), dataset, device, scale_list, flip, window_size, progress,
+                          parse_size(pad_to) if pad_to else None)
     table = Table(title=f"{checkpoint}: {dataset.name}, {result.images} images, scales {list(scale_list)}"
                         f"{' + flip' if flip else ''}")
     table.add_column("class")
@@ -317,8 +422,9 @@ def evaluate_command(
     table.add_row("mIoU", f"{result.miou * 100:.2f}")
     console.print(table)
     if output:
-        output.parent.mkdir(parents=True, exist_ok=True)
-        output.write_text(json.dumps(result.to_dict(), indent=2))
+        folder = run_folder_of(output)
+        with RunLock(folder or output.parent, "densecell eval --output", enabled=folder is not None):
+            write_text(output, json.dumps(result.to_dict(), indent=2))
         console.print(f"wrote {output}")
 
 
@@ -330,18 +436,22 @@ def predict(
     scales: Scales = "1",
     flip: Flip = False,
     window: Window = None,
+    pad_to: PadTo = None,
 ) -> None:
     """Write trainId PNGs, colour overlays and (for Cityscapes models) labelId PNGs for the benchmark server."""
-    from .checkpoint import load_model
+    from .checkpoint import load_run
     from .data.cityscapes import train_id_to_label_id
     from .evaluate import predict_files
+    from .optim import default_device
 
     scale_list, window_size = eval_settings(scales, window)
-    model, payload = load_model(checkpoint)
-    cityscapes = payload.get("config", {}).get("data", {}).get("dataset") == "cityscapes"
-    device = "cuda" if torch.cuda.is_available() else "cpu"
-    written = predict_files(model.to(device), images, output, payload["palette"],
-                            train_id_to_label_id() if cityscapes else None, scale_list, flip, window_size, device)
+    run = load_run(checkpoint)
+    device = default_device()
+    with shown_progress() as progress:
+        written = predict_files(run.model.to(device), images, output, run.palette,
+                                train_id_to_label_id() if run.dataset == "cityscapes" else None, scale_list, flip,
+                                window_size, device, progress, run.model.normalization,
+                                parse_size(pad_to) if pad_to else None)
     console.print(f"wrote {len(written)} files for {len(images)} images to {output}")
 
 
@@ -359,60 +469,34 @@ def synthetic(
     console.print(f"wrote {train_images} train + {val_images} val images to {root} (Cityscapes layout)")
 
 
-search_app = typer.Typer(help="The cell search: one command, or its workers and views.")
-app.add_typer(search_app, name="search")
-SearchConfigPath = Annotated[Path | None, typer.Option("--config", help="Search recipe, e.g. configs/search-synthetic.yaml.")]
-StorageOption = Annotated[str | None, typer.Option("--storage", envvar="DENSECELL_STORAGE",
-                                                   help="Study storage URL (or env DENSECELL_STORAGE).")]
-StudyOption = Annotated[str | None, typer.Option("--study", help="Study name.")]
-
-
-def search_config(config: Path | None, data_root: Path | None = None, overrides: list[str] | None = None) -> Any:
-    from .config import load_search_config
-
-    return load_search_config(config, with_data_root(overrides, data_root))
-
-
-def open_study(config: Path | None, storage: str | None, study: str | None) -> Any:
-    """The study named by a recipe, or by --storage and --study."""
-    from .search import load_study
-
-    if config is not None:
-        settings = search_config(config)
-        storage, study = storage or settings.storage_url, study or settings.name
-    if not storage or not study:
-        raise typer.BadParameter("name the study with --config, or with --storage and --study")
-    return load_study(study, storage)[0]
-
+# --- the search ----------------------------------------------------------------------------------------------------
 
 @app.command()
-def cache(
-    config: SearchConfigPath = None,
-    data_root: DataRoot = None,
-    overrides: Overrides = None,
-) -> None:
+def cache(config: SearchConfigPath = None, data_root: DataRoot = None, overrides: Overrides = None) -> None:
     """Cache the proxy backbone's features (warming the backbone up first if the recipe asks); resumable."""
+    from .lock import RunLock
     from .pipeline import build_feature_cache
 
-    with resumable():
-        path = build_feature_cache(search_config(config, data_root, overrides))
+    settings = search_config(config, data_root, overrides)
+    with resumable(), shown_progress() as progress:
+        lock = RunLock(settings.run_dir, "densecell cache", wait=True,
+                       on_wait=lambda holder: console.print(f"waiting for {holder or 'another process'}"))
+        with lock:
+            path = build_feature_cache(settings, progress)
     console.print(f"feature cache complete in {path}")
 
 
 @search_app.callback(invoke_without_command=True)
-def search(
-    ctx: typer.Context,
-    config: SearchConfigPath = None,
-    data_root: DataRoot = None,
-    overrides: Overrides = None,
-) -> None:
-    """Cache, search, re-rank and report in one command, resuming wherever it stopped."""
+def search(ctx: typer.Context, config: SearchConfigPath = None, data_root: DataRoot = None,
+           overrides: Overrides = None) -> None:
+    """Cache, search, re-rank and report in one command, resuming wherever it stopped; a second one on the same
+    run joins it."""
     if ctx.invoked_subcommand is not None:
         return
     from .pipeline import run_pipeline
 
-    with resumable():
-        outputs = run_pipeline(search_config(config, data_root, overrides), console=console)
+    with resumable(), shown_progress() as progress:
+        outputs = run_pipeline(search_config(config, data_root, overrides), progress)
     console.print(f"report: {outputs['report']} (and {outputs['html'].name}); best cell: {outputs['best_cell']}")
 
 
@@ -428,40 +512,40 @@ def search_worker(
 
     if not storage:
         raise typer.BadParameter("--storage (or DENSECELL_STORAGE) is required")
+    _show_library_messages()
     with resumable():
         done = run_worker(study, storage, seed, device)
     console.print(f"worker {os.getpid()} completed {done} trials")
 
 
 @search_app.command("status")
-def search_status(config: SearchConfigPath = None, storage: StorageOption = None, study: StudyOption = None) -> None:
+def search_status(
+    config: SearchConfigPath = None, storage: StorageOption = None, study: StudyOption = None,
+    wide: Annotated[bool, typer.Option("--wide", help="Every column: seconds, host and the whole cell.")] = False,
+) -> None:
     """Progress, failures and the best cells of a study."""
-    from optuna.trial import TrialState
+    from .search import study_status
 
-    from .search import completed_trials, full_scores, op_name
-    from .space import Cell
-
-    opened = open_study(config, storage, study)
-    trials = opened.get_trials(deepcopy=False)
-    states = {state: sum(t.state == state for t in trials) for state in TrialState}
-    console.print(f"study {opened.study_name}: " + ", ".join(f"{state.name.lower()} {n}" for state, n in
-                                                           states.items() if n))
-    surplus = sum(bool(t.user_attrs.get("surplus")) for t in trials)
-    if surplus:
-        console.print(f"({surplus} pruned trials stepped aside because the budget was full)")
-    for t in trials:
-        if t.state == TrialState.FAIL:
-            console.print(f"trial {t.number} failed: {t.user_attrs.get('error', 'its worker died (no heartbeat)')}")
-    full = full_scores(opened)
+    status = study_status(*open_study(config, storage, study))
+    console.print(f"study {status.name}: {status.trials} proxy trials wanted; "
+                  + ", ".join(f"{state} {n}" for state, n in status.states.items()))
+    if status.surplus:
+        console.print(f"({status.surplus} pruned trials stepped aside because the budget was full)")
+    if status.spent_steps:
+        console.print(f"proxy steps spent: {status.spent_steps:,} ({status.pruned_steps:,} in pruned trials)")
+    if status.oneshot:
+        console.print(f"one-shot screen: {status.oneshot} cells scored by the supernet")
+    for number, reason in status.failures:
+        console.print(f"trial {number} failed: {reason}", markup=False)
     table = Table(title="best cells by proxy mIoU")
-    for column in ("trial", "proxy mIoU %", "full mIoU %", "MAdds (M)", "s", "host", "cell (input:operation)"):
-        table.add_column(column)
-    for t in completed_trials(opened)[:10]:
-        cell = Cell.from_json(t.user_attrs["cell"])
-        wiring = " ".join(f"{'F' if b.input < 0 else f'Y{b.input + 1}'}:{op_name(b.op)}" for b in cell)
-        table.add_row(str(t.number), f"{t.values[0] * 100:.2f}", f"{full[t.number] * 100:.2f}" if t.number in full
-                      else "", f"{t.user_attrs['madds'] / 1e6:.1f}", f"{t.user_attrs['seconds']:.1f}",
-                      str(t.user_attrs["host"]), wiring)
+    columns = ["trial", "proxy %", "full %", "MAdds (M)", "cell"] + ["s", "host"] * wide
+    for column in columns:
+        table.add_column(column, no_wrap=column == "cell", overflow="fold" if wide else "ellipsis")
+    for t in status.best:
+        full = f"{status.full[t.number] * 100:.2f}" if t.number in status.full else ""
+        row = [str(t.number), f"{t.values[0] * 100:.2f}", full, f"{t.madds / 1e6:.1f}",
+               t.cell.short() if wide else t.cell.digest()]
+        table.add_row(*row, *([f"{t.seconds:.1f}", str(t.host)] if wide else []))
     console.print(table)
 
 
@@ -472,12 +556,12 @@ def search_top(
     config: SearchConfigPath = None, storage: StorageOption = None, study: StudyOption = None,
 ) -> None:
     """Write the k best cells (by proxy mIoU) as TF DeepLab JSON files, rank-01-trial-N.json, ..."""
+    from .files import write_text
     from .search import top_cells
 
-    output.mkdir(parents=True, exist_ok=True)
-    best = top_cells(open_study(config, storage, study), k)
-    for rank, (trial, cell) in enumerate(best, 1):
-        (output / f"rank-{rank:02d}-trial-{trial.number}.json").write_text(cell.to_json())
+    best = top_cells(open_study(config, storage, study)[0], k)
+    for rank, trial in enumerate(best, 1):
+        write_text(output / f"rank-{rank:02d}-trial-{trial.number}.json", trial.cell.to_json())
     console.print(f"wrote {len(best)} cells to {output}")
 
 
@@ -489,12 +573,14 @@ def rerank_command(
     overrides: Overrides = None,
 ) -> None:
     """Re-train the top K proxy cells end to end and record their val mIoU in the study (resumable)."""
+    from .lock import RunLock
     from .pipeline import rerank
     from .search import load_study
 
     settings = search_config(config, data_root, overrides)
-    with resumable():
-        scores = rerank(settings, load_study(settings.name, settings.storage_url)[0], top)
+    study = load_study(settings.name, settings.storage_url)[0]
+    with resumable(), shown_progress() as progress, RunLock(settings.run_dir, "densecell rerank", wait=True):
+        scores = rerank(settings, study, top, progress)
     for number, miou in scores.items():
         console.print(f"trial {number}: end-to-end val mIoU {miou * 100:.2f}%")
 
@@ -509,16 +595,27 @@ def correlate(
     config: SearchConfigPath = None, storage: StorageOption = None, study: StudyOption = None,
     output: Annotated[Path | None, typer.Option("--output", help="Folder for the report and plot.")] = None,
 ) -> None:
-    """Spearman rho between proxy and end-to-end mIoU of the re-ranked cells, with a scatter plot."""
+    """Spearman rho between proxy and end-to-end mIoU of the re-ranked cells (and between one-shot and proxy
+    scores, after a one-shot screen), with scatter plots."""
+    from .errors import InputError
     from .report import write_report
-    from .search import proxy_full_pairs, spearman
 
-    opened = open_study(config, storage, study)
-    pairs = proxy_full_pairs(opened)
-    if len(pairs) < 3:
-        raise ValueError(f"need at least 3 re-ranked cells for a rank correlation, the study has {len(pairs)}")
-    figures = write_report(opened, report_parent(config, output))
-    console.print(f"Spearman rho = {spearman(pairs):.3f} over {len(pairs)} cells; plot {figures['correlation']}")
+    opened = open_study(config, storage, study)[0]
+    outputs = write_report(opened, report_parent(config, output))
+    summary = json.loads((outputs["report"].parent / "summary.json").read_text())
+    lines = []
+    if summary["reranked"] >= 3:
+        lines.append(f"proxy vs end-to-end: Spearman rho = {summary['spearman_rho']:.3f} over {summary['reranked']} "
+                     f"re-ranked cells; plot {outputs['correlation']}")
+    if summary["oneshot_pairs"] >= 3:
+        lines.append(f"one-shot vs proxy: Spearman rho = {summary['oneshot_rho']:.3f} over "
+                     f"{summary['oneshot_pairs']} cells, top-5 overlap {summary['oneshot_top5']}/5; plot "
+                     f"{outputs['oneshot']}")
+    if not lines:
+        raise InputError(f"study {opened.study_name!r}: need at least 3 cells scored two ways (re-ranked, or "
+                         f"screened one-shot and trained on the proxy), it has {summary['reranked']}")
+    for line in lines:
+        console.print(line)
 
 
 @app.command()
@@ -526,28 +623,46 @@ def report(
     config: SearchConfigPath = None, storage: StorageOption = None, study: StudyOption = None,
     output: Annotated[Path | None, typer.Option("--output", help="Folder for the report.")] = None,
 ) -> None:
-    """Markdown + HTML report: histogram, Pareto front, correlation, best cells drawn, cost table."""
+    """Markdown + HTML report: histogram, Pareto front, correlations, best cells drawn, branch importance."""
     from .report import write_report
 
-    outputs = write_report(open_study(config, storage, study), report_parent(config, output))
+    outputs = write_report(open_study(config, storage, study)[0], report_parent(config, output))
     console.print(f"report: {outputs['report']} and {outputs['html']}; best cell: {outputs['best_cell']}")
+
+
+# --- errors --------------------------------------------------------------------------------------------------------
+
+def advice(exc: BaseException) -> str:
+    """What to do about a library error, in command-line terms."""
+    from . import errors as e
+
+    hints = [(e.RunExistsError, "pass --resume to continue it, or choose another name"),
+             (e.DataRootMissing, "pass --data-root"),
+             (e.CacheMissing, "run `densecell cache --config RECIPE` first"),
+             (e.SearchError, "see `densecell search status --config RECIPE`"),
+             (e.TrainingError, "lower the learning rate? resume with --resume from the last saved state")]
+    return next((hint for kind, hint in hints if isinstance(exc, kind)), "")
 
 
 def main() -> None:
     """Entry point: usage and input errors become one line on stderr and exit code 2; other failures one line and
     exit code 1. ``DENSECELL_DEBUG=1`` re-raises, for the traceback."""
-    err = errors
+    from .errors import DensecellError, InputError
+    from .files import describe
+
     try:
         code = app(standalone_mode=False)
     except typer.Abort:
-        err.print("aborted")
+        errors.print("aborted")
         sys.exit(130)
     except typer.TyperException as exc:  # click's usage errors, as vendored by typer
-        err.print(f"error: {' '.join(exc.format_message().split())}")
+        errors.print(f"error: {' '.join(exc.format_message().split())}")
         sys.exit(2)
     except Exception as exc:
         if os.environ.get("DENSECELL_DEBUG"):
             raise
-        err.print(f"error: {' '.join(str(exc).split()) or type(exc).__name__}")
-        sys.exit(2 if isinstance(exc, (ValueError, OSError)) else 1)
+        text = describe(exc) if isinstance(exc, OSError) and not isinstance(exc, DensecellError) else str(exc)
+        hint = advice(exc)
+        errors.print(f"error: {' '.join(text.split()) or type(exc).__name__}" + (f"; {hint}" if hint else ""))
+        sys.exit(2 if isinstance(exc, (InputError, ValueError, OSError)) else 1)
     sys.exit(code if isinstance(code, int) else 0)

@@ -1,8 +1,10 @@
-"""Typed run configurations (pydantic), read from YAML recipes and overridable from the command line.
+"""The one typed settings system (pydantic): recipes read from YAML, overridable from the command line, the Python
+API and the settings a study stores all use these classes, so each default and each check is written once.
 
-A recipe is a YAML file with the sections ``data``, ``model`` and ``optim``; every field has the paper's default.
-Overrides are ``section.field=value`` strings whose value is parsed as YAML (``optim.lr=0.02``,
-``data.crop_size=[769,769]``). Every error is one line that names the file and the field.
+A training recipe has the sections ``data``, ``model`` and ``optim``; a search recipe ``data``, ``backbone``,
+``warmup``, ``cache``, ``proxy``, ``search`` and ``rerank``. Every field has the paper's default. Overrides are
+``section.field=value`` strings whose value is parsed as YAML (``optim.lr=0.02``, ``data.crop_size=[769,769]``). Every
+error is one line that names the file and the field.
 """
 
 from __future__ import annotations
@@ -14,19 +16,35 @@ from typing import Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
+from .errors import ConfigError, DataRootMissing
+from .space import PAPER_GRIDS, PAPER_NUM_BRANCHES, PAPER_RATES, SearchSpace
 
-class ConfigError(ValueError):
-    """A recipe or override that does not validate; the message names the file and the field."""
+Amp = Literal["auto", "off", "bf16", "fp16"]
+"""Mixed precision: auto is bf16 on GPUs that have it and fp32 on CPUs; fp16 uses a loss scale."""
+MemoryFormat = Literal["auto", "contiguous", "channels_last"]
+Sampler = Literal["random", "local", "evolution", "tpe", "nsga2"]
+Objectives = Literal["miou", "miou+madds", "miou+latency"]
+Pruner = Literal["none", "median", "successive-halving", "hyperband"]
+Dataset = Literal["cityscapes", "voc", "person_part", "folder"]
 
 
 class Strict(BaseModel):
+    """Unknown keys are errors, values are frozen, and a bad value given in Python raises a one-line
+    :class:`~densecell.errors.ConfigError` (recipes get theirs from :func:`load_config`)."""
+
     model_config = ConfigDict(extra="forbid", frozen=True)
+
+    def __init__(self, **data: Any) -> None:
+        try:
+            super().__init__(**data)
+        except ValidationError as exc:
+            raise _FieldError(type(self).__name__, *_first_error(exc)) from None
 
 
 class DataConfig(Strict):
-    dataset: Literal["cityscapes", "voc", "person_part", "folder"] = "cityscapes"
+    dataset: Dataset = "cityscapes"
     root: Path | None = None
-    train_split: str = "train"
+    train_split: str = Field("train", description="Splits joined with '+', e.g. Cityscapes trainval+train_extra.")
     val_split: str | None = "val"
     sbd_root: Path | None = Field(None, description="PASCAL VOC only: the SBD folder, for the train_aug split.")
     annotation: Literal["gtFine", "gtCoarse"] = Field("gtFine", description="Cityscapes only.")
@@ -45,6 +63,12 @@ class DataConfig(Strict):
             raise ValueError(f"min_scale {self.min_scale} is larger than max_scale {self.max_scale}")
         return self
 
+    def require_root(self) -> Path:
+        """The data root; a recipe without one cannot read data."""
+        if self.root is None:
+            raise DataRootMissing()
+        return self.root
+
     def dataset_options(self) -> dict[str, Any]:
         """The keyword arguments of the dataset class that this config's dataset takes."""
         if self.dataset == "voc" and self.sbd_root is not None:
@@ -61,7 +85,11 @@ class ModelConfig(Strict):
     output_stride: Literal[8, 16] = 16
     decoder: bool = True
     pooling: Literal["tf", "grid"] = "tf"
-    pretrained: Path | None = None
+    pretrained: bool | str | None = Field(None, description="true (timm's default weights), a timm tag such as "
+                                          "xception71.tf_in1k, or a local .pth/.safetensors file.")
+    mean: tuple[float, float, float] | None = Field(None, description="Input normalisation; default: the backbone's "
+                                                    "timm pretrained_cfg.")
+    std: tuple[float, float, float] | None = None
     filters: int = Field(256, ge=1)
     dropout: float = Field(0.1, ge=0, lt=1)
     bn_momentum: float = Field(0.1, gt=0, le=1)
@@ -72,6 +100,11 @@ class ModelConfig(Strict):
     def _cell_as_json(cls, value: Any) -> Any:
         """A cell written inline in YAML (a list of branches) is kept as its TF JSON text."""
         return json.dumps(value) if isinstance(value, list) else value
+
+    @field_validator("pretrained", mode="before")
+    @classmethod
+    def _path_as_text(cls, value: Any) -> Any:
+        return str(value) if isinstance(value, Path) else value
 
     def build_kwargs(self) -> dict[str, Any]:
         return self.model_dump()
@@ -93,14 +126,181 @@ class TrainConfig(Strict):
     data: DataConfig = DataConfig()
     model: ModelConfig = ModelConfig()
     optim: OptimConfig = OptimConfig()
+    init_from: Path | None = Field(None, description="Start from this checkpoint's weights (a fine-tuning stage).")
     checkpoint_every: int = Field(1000, ge=1)
     log_every: int = Field(20, ge=1)
     eval_every: int = Field(0, ge=0, description="0: evaluate once, at the end.")
-    amp: Literal["auto", "off", "bf16"] = Field("auto", description="auto: bf16 on CUDA, fp32 on the CPU.")
+    amp: Amp = "auto"
+    deterministic: bool = Field(False, description="Deterministic kernels: exact resume on a GPU, a little slower.")
 
     @property
     def run_dir(self) -> Path:
         return self.output_dir / self.name
+
+
+# --- the proxy task and the search --------------------------------------------------------------------------------
+
+class ProxySettings(Strict):
+    """Head-only training on cached features. Defaults are the paper's proxy: 30K iterations, batch 8, poly LR from
+    0.01, 256 filters, the loss on logits upsampled to the crop (TF's ``upsample_logits``).
+
+    ``upsample_logits: false`` computes the loss on labels subsampled to the logits instead (cheaper; see the README
+    for how it ranks cells). ``optimizer: adam`` is for short budgets (the CPU demo's hundred steps), in which SGD
+    leaves the deeper cells under-trained and so favours shallow ones."""
+
+    iterations: int = Field(30_000, ge=1)
+    batch_size: int = Field(8, ge=1)
+    lr: float = Field(0.01, gt=0)
+    power: float = Field(0.9, ge=0)
+    momentum: float = Field(0.9, ge=0, lt=1)
+    weight_decay: float = Field(4e-5, ge=0)
+    filters: int = Field(256, ge=1)
+    optimizer: Literal["sgd", "adam"] = "sgd"
+    upsample_logits: bool = True
+    eval_every: int = Field(0, ge=0, description="Score on the val features every N steps (for pruning).")
+    amp: Amp = "auto"
+    memory_format: MemoryFormat = "auto"
+    engine: Literal["auto", "eager", "graph"] = Field("auto", description="auto: a CUDA graph on a GPU, eager on a "
+                                                     "CPU (densecell.steps).")
+
+
+class CacheConfig(Strict):
+    """How the proxy's feature cache is built."""
+
+    views: int = Field(1, ge=1, description="Augmented crops cached per training image.")
+    shard_size: int = Field(64, ge=1, description="Crops per cache shard (the unit a crashed cache resumes at).")
+    val_size: tuple[int, int] | None = Field(None, description="Pad val images to this size; default: the first's.")
+    dir: Path | None = Field(None, description="Use this (complete) cache instead of building one in the run.")
+
+
+class StudySettings(Strict):
+    """What every worker of a study must agree on; stored in the study."""
+
+    trials: int = Field(100, ge=1, description="Completed proxy trials the study must reach.")
+    sampler: Sampler = "random"
+    objectives: Objectives = "miou"
+    pruner: Pruner = "none"
+    threads: int = Field(1, ge=1, description="torch threads per worker.")
+    num_branches: int = Field(PAPER_NUM_BRANCHES, ge=1)
+    rates: tuple[int, ...] = PAPER_RATES
+    grids: tuple[int, ...] = PAPER_GRIDS
+    heartbeat_s: int = Field(5, ge=1)
+    grace_s: int = Field(20, ge=1)
+    max_retry: int = Field(3, ge=0)
+    max_failures: int = Field(20, ge=1)
+
+    @model_validator(mode="after")
+    def _check(self) -> StudySettings:
+        if self.sampler == "nsga2" and self.objectives == "miou":
+            raise ValueError("the nsga2 sampler needs two objectives: miou+madds or miou+latency")
+        if self.pruner != "none" and self.objectives != "miou":
+            raise ValueError("pruning needs a single objective (miou)")
+        SearchSpace(self.num_branches, self.rates, self.grids)
+        return self
+
+    @property
+    def space(self) -> SearchSpace:
+        return SearchSpace(self.num_branches, self.rates, self.grids)
+
+    @property
+    def directions(self) -> list[str]:
+        return ["maximize"] if self.objectives == "miou" else ["maximize", "minimize"]
+
+
+class SearchSection(StudySettings):
+    """A recipe's ``search`` section: the study's settings and how this command runs it."""
+
+    workers: int = Field(1, ge=1, description="Worker processes this command starts on this machine.")
+    storage: str | None = Field(None, description="SQLAlchemy URL; default sqlite:///<run dir>/study.db.")
+
+    def study_settings(self) -> StudySettings:
+        return StudySettings(**{name: getattr(self, name) for name in StudySettings.model_fields})
+
+
+class SearchSettings(StudySettings):
+    """Everything a worker needs, stored in the study: ``densecell search worker`` needs only its name."""
+
+    cache_dir: str
+    seed: int = 0
+    proxy: ProxySettings = ProxySettings()
+
+    @model_validator(mode="after")
+    def _pruner_needs_rungs(self) -> SearchSettings:
+        if self.pruner != "none" and not self.proxy.eval_every:
+            raise ValueError("search.pruner needs proxy.eval_every > 0: the steps at which trials are scored and "
+                             "may be pruned")
+        return self
+
+    def to_json(self) -> str:
+        return self.model_dump_json()
+
+    @classmethod
+    def from_json(cls, text: str) -> SearchSettings:
+        """Read settings stored by this or an earlier version (which kept ``prune`` and ``channels_last``)."""
+        values = json.loads(text)
+        if "prune" in values:
+            values["pruner"] = "median" if values.pop("prune") else "none"
+        proxy = values.get("proxy", {})
+        if "channels_last" in proxy:
+            proxy["memory_format"] = "channels_last" if proxy.pop("channels_last") else "contiguous"
+        return cls.model_validate(values)
+
+
+class RerankSection(Strict):
+    top: int = Field(50, ge=0, description="Re-train this many of the best proxy cells end to end (paper: 50).")
+    data: DataConfig | None = Field(None, description="The fields set here replace the search's data fields for "
+                                    "re-ranking (the paper's real task: batch 16).")
+    optim: OptimConfig = OptimConfig()
+
+
+class SearchConfig(Strict):
+    """The one command: warm up (or load) a backbone, cache its features, search, re-rank, report."""
+
+    name: str = Field("search", pattern=r"^[A-Za-z0-9_.-]+$")
+    seed: int = 0
+    output_dir: Path = Path("runs")
+    data: DataConfig = DataConfig(batch_size=8)
+    backbone: ModelConfig = ModelConfig(head="aspp")
+    warmup: OptimConfig | None = Field(None, description="Train the backbone (with an ASPP head) on the data first; "
+                                       "None: use backbone.pretrained as it is.")
+    allow_random_backbone: bool = Field(False, description="Cache features of a backbone with neither pretrained "
+                                        "weights nor a warm-up (useful only for tests).")
+    cache: CacheConfig = CacheConfig()
+    proxy: ProxySettings = ProxySettings()
+    search: SearchSection = SearchSection()
+    rerank: RerankSection = RerankSection()
+
+    @model_validator(mode="after")
+    def _check(self) -> SearchConfig:
+        try:
+            self.search_settings()
+        except ValidationError as exc:  # one line, not pydantic's nested report
+            raise ValueError(exc.errors()[0]["msg"].removeprefix("Value error, ")) from None
+        return self
+
+    @property
+    def run_dir(self) -> Path:
+        return self.output_dir / self.name
+
+    @property
+    def storage_url(self) -> str:
+        return self.search.storage or f"sqlite:///{(self.run_dir / 'study.db').resolve()}"
+
+    @property
+    def cache_dir(self) -> Path:
+        return self.cache.dir or self.run_dir / "cache"
+
+    def rerank_data(self) -> DataConfig:
+        """The search's data section with the re-ranking's changes."""
+        changes = self.rerank.data
+        if changes is None:
+            return self.data
+        return DataConfig.model_validate(self.data.model_dump() | changes.model_dump(include=changes.model_fields_set))
+
+    def search_settings(self) -> SearchSettings:
+        """What the study stores: the search section without this command's own choices, the proxy, the cache."""
+        return SearchSettings(cache_dir=str(self.cache_dir.resolve()), seed=self.seed, proxy=self.proxy,
+                              **self.search.study_settings().model_dump())
 
 
 def apply_override(tree: dict[str, Any], assignment: str) -> None:
@@ -120,14 +320,31 @@ def apply_override(tree: dict[str, Any], assignment: str) -> None:
         raise ConfigError(f"override {assignment!r}: the value is not valid YAML") from None
 
 
-def one_line(error: ValidationError, origin: str) -> str:
+class _FieldError(ConfigError):
+    """A settings object built in Python got a bad value; pydantic passes it up through the objects that hold it,
+    and :func:`one_line` joins the path back together."""
+
+    def __init__(self, owner: str, where: list[str], reason: str, more: int) -> None:
+        super().__init__(f"{owner}: {'.'.join(where) or '(top level)'}: {reason}"
+                         + (f" (and {more} more)" if more else ""))
+        self.where, self.reason, self.more = where, reason, more
+
+
+def _first_error(error: ValidationError) -> tuple[list[str], str, int]:
     first = error.errors()[0]
-    where = ".".join(str(p) for p in first["loc"]) or "(top level)"
-    message = first["msg"].removeprefix("Value error, ")
-    if first["type"] == "extra_forbidden":
-        message = "unknown key"
-    more = f" (and {error.error_count() - 1} more)" if error.error_count() > 1 else ""
-    return f"{origin}: {where}: {message}{more}"
+    where = [str(p) for p in first["loc"]]
+    reason = first["msg"].removeprefix("Value error, ")
+    nested = first.get("ctx", {}).get("error")
+    if isinstance(nested, _FieldError):
+        where, reason = where + nested.where, nested.reason
+    elif first["type"] == "extra_forbidden":
+        reason = "unknown key"
+    return where, reason, error.error_count() - 1
+
+
+def one_line(error: ValidationError, origin: str) -> str:
+    where, reason, more = _first_error(error)
+    return f"{origin}: {'.'.join(where) or '(top level)'}: {reason}" + (f" (and {more} more)" if more else "")
 
 
 def load_config(path: str | Path | None = None, overrides: list[str] | tuple[str, ...] = ()) -> TrainConfig:
@@ -157,60 +374,6 @@ def _load(kind: type[BaseModel], path: str | Path | None, overrides: list[str] |
         raise ConfigError(one_line(exc, origin)) from None
 
 
-class ProxyConfig(Strict):
-    """The proxy task: the feature cache and head-only training (paper: 30K iterations, batch 8, LR 0.01)."""
-
-    views: int = Field(1, ge=1, description="Augmented crops cached per training image.")
-    shard_size: int = Field(64, ge=1, description="Crops per cache shard (the unit a crashed cache resumes at).")
-    val_size: tuple[int, int] | None = Field(None, description="Pad val images to this size; default: the first's.")
-    iterations: int = Field(30_000, ge=1)
-    batch_size: int = Field(8, ge=1)
-    lr: float = Field(0.01, gt=0)
-    filters: int = Field(256, ge=1)
-    optimizer: Literal["sgd", "adam"] = Field("sgd", description="sgd: the paper's; adam: for short budgets.")
-    upsample_logits: bool = Field(True, description="Loss on upsampled logits (paper); False: on subsampled labels.")
-    eval_every: int = Field(0, ge=0)
-    prune: bool = Field(False, description="Stop hopeless candidates early (Optuna's median rule).")
-
-
-class SearchSection(Strict):
-    sampler: Literal["random", "local", "tpe", "nsga2"] = "random"
-    objectives: Literal["miou", "miou+madds", "miou+latency"] = "miou"
-    trials: int = Field(100, ge=1)
-    workers: int = Field(1, ge=1, description="Worker processes this command starts on this machine.")
-    threads: int = Field(1, ge=1, description="torch threads per worker.")
-    storage: str | None = Field(None, description="SQLAlchemy URL; default sqlite:///<run dir>/study.db.")
-    num_branches: int = Field(5, ge=1)
-    rates: tuple[int, ...] = (1, 3, 6, 9, 12, 15, 18, 21)
-    grids: tuple[int, ...] = (1, 2, 4, 8)
-
-
-class RerankSection(Strict):
-    top: int = Field(50, ge=0, description="Re-train this many of the best proxy cells end to end (paper: 50).")
-    optim: OptimConfig = OptimConfig()
-
-
-class SearchConfig(Strict):
-    """The one command: warm up (or load) a backbone, cache its features, search, re-rank, report."""
-
-    name: str = Field("search", pattern=r"^[A-Za-z0-9_.-]+$")
-    seed: int = 0
-    output_dir: Path = Path("runs")
-    data: DataConfig = DataConfig(batch_size=8)
-    backbone: ModelConfig = ModelConfig(head="aspp")
-    warmup: OptimConfig | None = Field(None, description="Train the backbone (with an ASPP head) on the data first; "
-                                       "None: use model.pretrained as it is.")
-    proxy: ProxyConfig = ProxyConfig()
-    search: SearchSection = SearchSection()
-    rerank: RerankSection = RerankSection()
-
-    @property
-    def run_dir(self) -> Path:
-        return self.output_dir / self.name
-
-    @property
-    def storage_url(self) -> str:
-        return self.search.storage or f"sqlite:///{(self.run_dir / 'study.db').resolve()}"
 
 
 def load_search_config(path: str | Path | None = None, overrides: list[str] | tuple[str, ...] = ()) -> SearchConfig:

@@ -24,6 +24,7 @@ from torch import nn
 from torch.utils.flop_counter import FlopCounterMode
 
 from .cell import ASPP, DensePredictionCell
+from .space import Branch, Cell
 
 #: The Cityscapes evaluation size at which the paper and the model zoo count multiply-adds.
 CITYSCAPES_EVAL_SIZE = (1025, 2049)
@@ -39,6 +40,12 @@ class Cost:
 
     def __add__(self, other: Cost) -> Cost:
         return Cost(self.params + other.params, self.madds + other.madds)
+
+    def to_dict(self) -> dict[str, Any]:
+        row: dict[str, Any] = {"params": self.params, "madds": self.madds}
+        if self.latency_s is not None:
+            row["latency_s"] = self.latency_s
+        return row
 
 
 def feature_size(image_size: Sequence[int], output_stride: int) -> tuple[int, int]:
@@ -158,3 +165,60 @@ def paper_table(image_size: Sequence[int] = CITYSCAPES_EVAL_SIZE, latency: bool 
             row["latency_s"] = measure_latency(real, features, repeats=3)
         rows.append(row)
     return rows
+
+
+# --- the costs the command line shows -----------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class CellCosts:
+    """A cell on a backbone's feature at one image size: each branch's cost (paper convention), the context module
+    (the branches: Table 1's columns) and the whole head (projection and BatchNorm included)."""
+
+    cell: Cell
+    backbone: str
+    channels: int
+    image_size: tuple[int, int]
+    output_stride: int
+    branches: tuple[tuple[Branch, Cost], ...]
+    context: Cost
+    head: Cost
+
+    def to_dict(self) -> dict[str, Any]:
+        rows = [{"branch": i, "input": b.input, "op": str(b.op), **c.to_dict()} for i, (b, c) in
+                enumerate(self.branches)]
+        return {"cell": self.cell.to_records(), "branches": rows, "head_params": self.head.params,
+                "head_madds": self.head.madds}
+
+
+def cell_costs(cell: Cell, backbone: str = "xception71", image_size: Sequence[int] = CITYSCAPES_EVAL_SIZE,
+               output_stride: int = 16) -> CellCosts:
+    """The costs of ``cell`` on the last feature of ``backbone`` (counted on the meta device)."""
+    from .model import create_backbone
+
+    size = (int(image_size[0]), int(image_size[1]))
+    with torch.device("meta"):
+        channels = create_backbone(backbone, output_stride).feature_info.channels()[-1]
+        head = DensePredictionCell(cell, channels, output_stride=output_stride)
+        per_branch = branch_costs(head, (1, channels, *feature_size(size, output_stride)))
+        whole = head_cost(head, channels, size, output_stride)
+    return CellCosts(cell, backbone, channels, size, output_stride, tuple(zip(cell, per_branch)),
+                     sum(per_branch, Cost(0, 0)), whole)
+
+
+def model_costs(image_size: Sequence[int] = CITYSCAPES_EVAL_SIZE, latency: bool = False,
+                **model: Any) -> dict[str, Cost]:
+    """The context module, the head and the whole model of ``build_model(**model)`` at ``image_size``; with
+    ``latency`` the whole model is also timed on the CPU."""
+    from .model import build_model
+
+    size = (int(image_size[0]), int(image_size[1]))
+    stride = model.get("output_stride", 16)
+    with torch.device("meta"):
+        built = build_model(**model)
+        costs = {"context module (paper convention)": context_module_cost(built.head, size, stride),
+                 "head": head_cost(built.head, built.head.in_channels, size, stride),
+                 "whole model": model_cost(built, size)}
+    if latency:
+        seconds = measure_latency(build_model(**model), torch.randn(1, 3, *size), repeats=3)
+        costs["whole model"] = Cost(costs["whole model"].params, costs["whole model"].madds, seconds)
+    return costs

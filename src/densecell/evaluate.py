@@ -15,12 +15,15 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from PIL import Image
-from rich.progress import track
 from torch import nn
 
-from .data import IGNORE_INDEX, SegmentationDataset
+from .data import IGNORE_INDEX, IMAGENET, Normalization, SegmentationDataset
 from .data.base import read_image
 from .data.transforms import normalize
+from .errors import DataError
+from .files import atomic_path, make_dirs
+from .progress import Progress, report
+from .resize import resize_bilinear
 
 PAPER_EVAL_SCALES = (0.75, 1.0, 1.25, 1.5, 1.75, 2.0)
 
@@ -36,7 +39,7 @@ class ConfusionMatrix:
         keep = target != IGNORE_INDEX
         target, prediction = target[keep].long().cpu(), prediction[keep].long().cpu()
         if target.numel() and int(target.max()) >= self.num_classes:
-            raise ValueError(f"target holds class {int(target.max())} but there are {self.num_classes} classes")
+            raise DataError(f"labels hold class {int(target.max())} but there are {self.num_classes} classes")
         flat = target * self.num_classes + prediction
         self.matrix += torch.bincount(flat, minlength=self.num_classes**2).view(self.num_classes, self.num_classes)
 
@@ -97,44 +100,70 @@ def sliding_window_logits(model: nn.Module, image: torch.Tensor, window: Sequenc
     return total / counts
 
 
+def scaled_size(height: int, width: int, scale: float) -> tuple[int, int]:
+    """TF DeepLab's ``scale_dimension``: ``int((size - 1) * scale + 1)`` per axis (a 1025x2049 image at 0.75 is
+    769x1537)."""
+    return max(1, int((height - 1) * scale + 1)), max(1, int((width - 1) * scale + 1))
+
+
+def pad_image(image: torch.Tensor, size: Sequence[int]) -> torch.Tensor:
+    """Pad a normalised [1, 3, H, W] image at the bottom and right to ``size`` with 0 (the mean pixel), as TF's
+    evaluation pads to its eval crop."""
+    pad_h, pad_w = int(size[0]) - image.shape[-2], int(size[1]) - image.shape[-1]
+    if pad_h < 0 or pad_w < 0:
+        raise DataError(f"an image of {image.shape[-2]}x{image.shape[-1]} is larger than the padded size "
+                        f"{size[0]}x{size[1]}")
+    return F.pad(image, (0, pad_w, 0, pad_h))
+
+
+def _logits(model: nn.Module, x: torch.Tensor, window: Sequence[int] | None) -> torch.Tensor:
+    too_big = window is not None and (x.shape[-2] > window[0] or x.shape[-1] > window[1])
+    return sliding_window_logits(model, x, window) if too_big else model(x)
+
+
 @torch.inference_mode()
 def predict_probabilities(model: nn.Module, image: torch.Tensor, scales: Sequence[float] = (1.0,),
-                          flip: bool = False, window: Sequence[int] | None = None) -> torch.Tensor:
-    """Class probabilities [1, C, H, W] of one normalised image [1, 3, H, W], averaged over scales and flips."""
+                          flip: bool = False, window: Sequence[int] | None = None,
+                          pad_to: Sequence[int] | None = None) -> torch.Tensor:
+    """Class probabilities [1, C, H, W] of one normalised image [1, 3, H, W], averaged over scales and flips.
+
+    As TF DeepLab evaluates: the image is first padded to ``pad_to`` (its eval crop, e.g. 1025x2049) if given, each
+    scale resizes the padded image to :func:`scaled_size`, the softmax of each pass is resized back and averaged, and
+    the padding is cut off at the end."""
     height, width = image.shape[-2:]
+    if pad_to is not None:
+        image = pad_image(image, pad_to)
+    padded = tuple(image.shape[-2:])
     total = None
     for scale in scales:
-        size = (max(1, int(height * scale + 0.5)), max(1, int(width * scale + 0.5)))
-        scaled = image if scale == 1 else F.interpolate(image, size=size, mode="bilinear", align_corners=True)
+        scaled = image if scale == 1 else resize_bilinear(image, scaled_size(*padded, scale))
         for flipped in (False, True) if flip else (False,):
-            x = scaled.flip(-1) if flipped else scaled
-            too_big = window is not None and (x.shape[-2] > window[0] or x.shape[-1] > window[1])
-            logits = sliding_window_logits(model, x, window) if too_big else model(x)
-            logits = logits.flip(-1) if flipped else logits
-            if logits.shape[-2:] != (height, width):
-                logits = F.interpolate(logits, size=(height, width), mode="bilinear", align_corners=True)
+            logits = _logits(model, scaled.flip(-1) if flipped else scaled, window)
+            logits = resize_bilinear(logits.flip(-1) if flipped else logits, padded)
             probabilities = logits.float().softmax(1)
             total = probabilities if total is None else total + probabilities
-    return total / (len(scales) * (2 if flip else 1))
+    return (total / (len(scales) * (2 if flip else 1)))[..., :height, :width]
 
 
 def evaluate(model: nn.Module, dataset: SegmentationDataset, device: torch.device | str = "cpu",
              scales: Sequence[float] = (1.0,), flip: bool = False, window: Sequence[int] | None = None,
-             progress: bool = True) -> EvalResult:
+             progress: Progress | None = None, pad_to: Sequence[int] | None = None) -> EvalResult:
     """mIoU of ``model`` on ``dataset`` (which must not augment), one image at a time, at full resolution."""
     device = torch.device(device)
     was_training = model.training
     model.eval()
     matrix = ConfusionMatrix(dataset.num_classes)
     try:
-        for index in track(range(len(dataset)), description="eval", disable=not progress, transient=True):
+        for index in range(len(dataset)):
             image, label = dataset[index]
-            probabilities = predict_probabilities(model, image[None].to(device), scales, flip, window)
+            probabilities = predict_probabilities(model, image[None].to(device), scales, flip, window, pad_to)
             matrix.update(probabilities.argmax(1)[0], label)
+            report(progress, "eval", index + 1, len(dataset))
     finally:
         model.train(was_training)
     iou = matrix.iou().tolist()
-    settings = {"scales": list(scales), "flip": flip, "window": list(window) if window else None}
+    settings = {"scales": list(scales), "flip": flip, "window": list(window) if window else None,
+                "pad_to": list(pad_to) if pad_to else None}
     return EvalResult(dataset.classes, iou, matrix.miou(), matrix.pixel_accuracy(), len(dataset), settings)
 
 
@@ -148,16 +177,17 @@ def colorize(train_ids: np.ndarray, palette: Sequence[Sequence[int]]) -> np.ndar
 def predict_files(model: nn.Module, images: Sequence[Path], output: Path, palette: Sequence[Sequence[int]],
                   label_ids: np.ndarray | None = None, scales: Sequence[float] = (1.0,), flip: bool = False,
                   window: Sequence[int] | None = None, device: torch.device | str = "cpu",
-                  progress: bool = True) -> list[Path]:
+                  progress: Progress | None = None, normalization: Normalization = IMAGENET,
+                  pad_to: Sequence[int] | None = None) -> list[Path]:
     """For each image write ``<stem>_trainIds.png``, ``<stem>_overlay.png`` (50% colour over the image) and,
     with a ``label_ids`` table (Cityscapes), ``<stem>_labelIds.png`` for the benchmark server."""
-    output.mkdir(parents=True, exist_ok=True)
+    make_dirs(output)
     model.eval()
     written = []
-    for path in track(images, description="predict", disable=not progress, transient=True):
+    for done, path in enumerate(images, 1):
         pixels = read_image(path)
-        image = normalize(torch.from_numpy(pixels).permute(2, 0, 1))[None].to(device)
-        train_ids = predict_probabilities(model, image, scales, flip, window).argmax(1)[0].cpu().numpy()
+        image = normalize(torch.from_numpy(pixels).permute(2, 0, 1), normalization)[None].to(device)
+        train_ids = predict_probabilities(model, image, scales, flip, window, pad_to).argmax(1)[0].cpu().numpy()
         train_ids = train_ids.astype(np.uint8)
         stem = path.stem.removesuffix("_leftImg8bit")
         targets = {f"{stem}_trainIds.png": train_ids,
@@ -165,6 +195,8 @@ def predict_files(model: nn.Module, images: Sequence[Path], output: Path, palett
         if label_ids is not None:
             targets[f"{stem}_labelIds.png"] = label_ids[train_ids]
         for name, array in targets.items():
-            Image.fromarray(array).save(output / name)
+            with atomic_path(output / name) as temporary:
+                Image.fromarray(array).save(temporary, format="PNG")
             written.append(output / name)
+        report(progress, "predict", done, len(images))
     return written

@@ -1,32 +1,62 @@
 """ONNX export of a segmentation model, checked against onnxruntime.
 
 The exported graph has a fixed input size: with ``pooling="tf"`` the pyramid-pooling window is a function of the
-feature size (as in TF DeepLab, which also builds one graph per crop size), so it is baked in at export time.
+feature size (as in TF DeepLab, which also builds one graph per crop size), so it is baked in at export time. The
+model's input normalisation travels in the file's metadata (``mean``, ``std``: images scaled to [0, 1], then
+``(x - mean) / std``), with its classes and architecture, so that whoever runs the file preprocesses as training did.
 """
 
 from __future__ import annotations
 
 import contextlib
 import io
+import json
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
 from torch import nn
 
+from .files import atomic_path
 
-def export_onnx(model: nn.Module, path: str | Path, image_size: Sequence[int] = (513, 513)) -> Path:
-    """Write ``model`` (in eval mode) to ``path`` with input ``images`` [1, 3, H, W] and output ``logits``."""
+
+def onnx_metadata(model: nn.Module, classes: Sequence[str] = ()) -> dict[str, str]:
+    """What a user of the ONNX file needs besides the graph: the normalisation, the classes, the architecture."""
+    config: dict[str, Any] = getattr(model, "config", {})
+    metadata = {"mean": json.dumps(config.get("mean")), "std": json.dumps(config.get("std")),
+                "input": "RGB scaled to [0, 1], then (x - mean) / std, NCHW",
+                "model_config": json.dumps({k: v for k, v in config.items() if k not in ("mean", "std")})}
+    if classes:
+        metadata["classes"] = json.dumps(list(classes))
+    return metadata
+
+
+def export_onnx(model: nn.Module, path: str | Path, image_size: Sequence[int] = (513, 513),
+                classes: Sequence[str] = ()) -> Path:
+    """Write ``model`` (in eval mode) to ``path`` with input ``images`` [1, 3, H, W], output ``logits`` and the
+    metadata of :func:`onnx_metadata`."""
+    import onnx
+
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
     example = torch.randn(1, 3, *image_size)
-    partial = path.with_name(path.name + ".partial")
-    with contextlib.redirect_stdout(io.StringIO()):  # the exporter narrates every pass on stdout
-        torch.onnx.export(model.eval(), (example,), partial, dynamo=True, input_names=["images"],
-                          output_names=["logits"], external_data=False)
-    partial.replace(path)  # never leave a half-written file under the final name
+    with atomic_path(path) as temporary:
+        with contextlib.redirect_stdout(io.StringIO()):  # the exporter narrates every pass on stdout
+            torch.onnx.export(model.eval(), (example,), temporary, dynamo=True, input_names=["images"],
+                              output_names=["logits"], external_data=False)
+        graph = onnx.load(str(temporary))
+        onnx.helper.set_model_props(graph, onnx_metadata(model, classes))
+        onnx.save(graph, str(temporary))
     return path
+
+
+def read_metadata(path: str | Path) -> dict[str, Any]:
+    """The metadata of an exported file, JSON values decoded."""
+    import onnx
+
+    props = {p.key: p.value for p in onnx.load(str(path), load_external_data=False).metadata_props}
+    return {key: (value if key == "input" else json.loads(value)) for key, value in props.items()}
 
 
 def onnx_max_error(model: nn.Module, path: str | Path, images: torch.Tensor) -> float:

@@ -13,16 +13,20 @@ from typing import Any, Literal
 
 import timm
 import torch
-import torch.nn.functional as F
 from torch import nn
 
-from .cell import ASPP, DensePredictionCell, PoolingMode, SeparableConv, conv_bn_relu, rate_multiplier
+from .cell import ASPP, DensePredictionCell, PoolingMode, ConvBNReLU, SeparableConv, rate_multiplier
+from .errors import ModelError
+from .resize import resize_bilinear
 from .space import Cell
 
 HeadName = Literal["dpc", "aspp"]
+Pretrained = bool | str | Path | None
+"""Backbone weights: True (timm's default tag), a timm tag (``xception71.tf_in1k``), a local file, or None."""
 
 #: Backbones the paper and the issue tracker name; any other timm model with ``features_only`` support works too.
 KNOWN_BACKBONES = ("mobilenetv2_100", "xception71", "resnet50", "resnet101")
+WEIGHT_SUFFIXES = (".pth", ".pt", ".bin", ".safetensors", ".ckpt")
 
 
 class Decoder(nn.Module):
@@ -32,7 +36,7 @@ class Decoder(nn.Module):
     def __init__(self, head_channels: int, low_level_channels: int, low_level_reduced: int = 48,
                  filters: int = 256, bn_momentum: float = 0.1) -> None:
         super().__init__()
-        self.reduce = conv_bn_relu(low_level_channels, low_level_reduced, 1, bn_momentum=bn_momentum)
+        self.reduce = ConvBNReLU(low_level_channels, low_level_reduced, 1, bn_momentum=bn_momentum)
         self.refine = nn.Sequential(
             SeparableConv(head_channels + low_level_reduced, filters, bn_momentum=bn_momentum),
             SeparableConv(filters, filters, bn_momentum=bn_momentum),
@@ -40,12 +44,15 @@ class Decoder(nn.Module):
         self.out_channels = filters
 
     def forward(self, high: torch.Tensor, low: torch.Tensor) -> torch.Tensor:
-        high = F.interpolate(high, size=low.shape[-2:], mode="bilinear", align_corners=True)
+        high = resize_bilinear(high, low.shape[-2:])
         return self.refine(torch.cat([high, self.reduce(low)], dim=1))
 
 
 class SegmentationModel(nn.Module):
-    """Backbone -> head -> (decoder) -> 1x1 classifier -> bilinear upsampling to the input size."""
+    """Backbone -> head -> (decoder) -> 1x1 classifier -> bilinear upsampling to the input size.
+
+    ``mean`` and ``std`` (in ``config``) are the input normalisation the backbone expects: images are scaled to [0, 1],
+    then normalised with them, in training, evaluation, prediction, the feature cache and the exported model."""
 
     def __init__(self, backbone: nn.Module, head: nn.Module, classifier: nn.Module, decoder: Decoder | None,
                  low_level_index: int, config: dict[str, Any] | None = None) -> None:
@@ -57,46 +64,102 @@ class SegmentationModel(nn.Module):
         self.low_level_index = low_level_index
         self.config = dict(config or {})
 
+    @property
+    def normalization(self) -> tuple[tuple[float, ...], tuple[float, ...]]:
+        return tuple(self.config["mean"]), tuple(self.config["std"])
+
     def forward(self, images: torch.Tensor) -> torch.Tensor:
         features = self.backbone(images)
         x = self.head(features[-1])
         if self.decoder is not None:
             x = self.decoder(x, features[self.low_level_index])
-        logits = self.classifier(x)
-        return F.interpolate(logits, size=images.shape[-2:], mode="bilinear", align_corners=True)
+        return resize_bilinear(self.classifier(x), images.shape[-2:])
 
 
-def create_backbone(name: str, output_stride: int = 16, pretrained: str | Path | None = None,
+def _is_weights_file(pretrained: str | Path) -> bool:
+    text = str(pretrained)
+    return isinstance(pretrained, Path) or text.lower().endswith(WEIGHT_SUFFIXES) or "/" in text or "\\" in text
+
+
+def _pretrained_cfg(name: str) -> Any:
+    """timm's pretrained config of a model name (with or without a tag), None for a model timm has none for."""
+    from timm.models import get_pretrained_cfg
+
+    try:
+        return get_pretrained_cfg(name)
+    except RuntimeError:
+        raise ModelError(f"backbone {name!r} is not a timm model or tag (known here: "
+                         f"{', '.join(KNOWN_BACKBONES)})") from None
+
+
+def timm_name(backbone: str, pretrained: Pretrained = None) -> str:
+    """The timm model name with the weights' tag: ``xception71`` + ``tf_in1k`` (or ``xception71.tf_in1k``); with
+    ``pretrained=True``, timm's default tag (``xception71.tf_in1k``)."""
+    if pretrained is True:
+        cfg = _pretrained_cfg(backbone)
+        return f"{backbone.split('.')[0]}.{cfg.tag}" if cfg is not None and cfg.tag else backbone
+    if not isinstance(pretrained, str) or _is_weights_file(pretrained):
+        return backbone
+    architecture, _, tag = pretrained.rpartition(".")
+    if not architecture:
+        return f"{backbone.split('.')[0]}.{tag}"
+    if architecture != backbone.split(".")[0]:
+        raise ModelError(f"pretrained {pretrained!r} is for {architecture}, but the backbone is {backbone}")
+    return pretrained
+
+
+def backbone_normalization(backbone: str, pretrained: Pretrained = None) -> tuple[tuple[float, ...],
+                                                                                   tuple[float, ...]]:
+    """Input mean and std as timm declares them for these weights (``resolve_data_config``): ImageNet's for most,
+    0.5 and 0.5 for TF-ported ones such as ``xception71.tf_in1k``, whose inputs are ``2x/255 - 1`` as in TF DeepLab."""
+    from timm.data import IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD, resolve_data_config
+
+    cfg = _pretrained_cfg(timm_name(backbone, pretrained))
+    if cfg is None:  # a model timm has no weights for: its defaults
+        return tuple(IMAGENET_DEFAULT_MEAN), tuple(IMAGENET_DEFAULT_STD)
+    data = resolve_data_config({}, pretrained_cfg=cfg.to_dict())
+    return tuple(float(v) for v in data["mean"]), tuple(float(v) for v in data["std"])
+
+
+def _weights_kwargs(name: str, pretrained: Pretrained) -> dict[str, Any]:
+    if not pretrained:
+        return {}
+    if pretrained is True or not _is_weights_file(pretrained):
+        return {"pretrained": True}
+    path = Path(pretrained)
+    if not path.is_file():
+        raise ModelError(f"pretrained weights {path}: no such file (save them from timm, e.g. "
+                         f"torch.save(timm.create_model('{name}', pretrained=True).state_dict(), PATH))")
+    return {"pretrained": True, "pretrained_cfg_overlay": {"file": str(path)}}
+
+
+def create_backbone(name: str, output_stride: int = 16, pretrained: Pretrained = None,
                     feature_stages: int | None = None) -> nn.Module:
-    """A timm feature extractor; ``pretrained`` is a local checkpoint file (nothing can be downloaded).
+    """A timm feature extractor with its weights loaded the way timm loads them: ``pretrained=True`` or a tag through
+    the Hugging Face hub and its cache (``HF_HOME``, ``HF_HUB_OFFLINE`` apply), a path from that file.
 
     ``feature_stages`` keeps only the first stages (timm's ``out_indices``): a shallower backbone whose last feature
     map is finer and sees a smaller window, so that the context has to come from the head."""
-    if pretrained is True:
-        raise ValueError(
-            "pretrained=True would download weights, which densecell never does; save the timm checkpoint "
-            "locally and pass its path"
-        )
     kwargs: dict[str, Any] = {"features_only": True, "output_stride": output_stride}
     if feature_stages is not None:
         if feature_stages < 1:
-            raise ValueError(f"feature_stages must be positive, got {feature_stages}")
+            raise ModelError(f"feature_stages must be positive, got {feature_stages}")
         kwargs["out_indices"] = tuple(range(feature_stages))
-    if pretrained:
-        path = Path(pretrained)
-        if not path.is_file():
-            raise FileNotFoundError(
-                f"pretrained checkpoint {path} does not exist (densecell cannot download weights: pass a local "
-                f"file saved from timm, e.g. torch.save(timm.create_model('{name}').state_dict(), PATH))"
-            )
-        kwargs |= {"pretrained": True, "pretrained_cfg_overlay": {"file": str(path)}}
+    full_name = timm_name(name, pretrained)
+    kwargs |= _weights_kwargs(full_name, pretrained)
     try:
-        return timm.create_model(name, **kwargs)
-    except RuntimeError as exc:
-        if "Unknown model" in str(exc):
-            raise ValueError(f"backbone {name!r} is not a timm model (known here: {', '.join(KNOWN_BACKBONES)})") \
-                from None
+        return timm.create_model(full_name, **kwargs)
+    except (RuntimeError, ValueError) as exc:
+        if "Unknown model" in str(exc) or "Invalid pretrained tag" in str(exc):
+            raise ModelError(f"backbone {full_name!r} is not a timm model or tag (known here: "
+                             f"{', '.join(KNOWN_BACKBONES)})") from None
         raise
+    except OSError as exc:  # huggingface_hub: offline with nothing cached, or the hub cannot be reached
+        if "pretrained_cfg_overlay" in kwargs:
+            raise
+        raise ModelError(f"cannot load the pretrained weights of {full_name}: they are not in the Hugging Face cache "
+                         f"and the hub cannot be reached ({type(exc).__name__}); download them once with a network, "
+                         f"or pass a local file (pretrained: /path/to/{full_name}.safetensors)") from None
 
 
 def build_model(
@@ -106,29 +169,36 @@ def build_model(
     num_classes: int = 19,
     output_stride: int = 16,
     decoder: bool = True,
-    pretrained: str | Path | None = None,
+    pretrained: Pretrained = None,
     pooling: PoolingMode = "tf",
     crop_size: tuple[int, int] | None = None,
     filters: int = 256,
     dropout: float = 0.1,
     bn_momentum: float = 0.1,
     feature_stages: int | None = None,
+    mean: tuple[float, ...] | None = None,
+    std: tuple[float, ...] | None = None,
 ) -> SegmentationModel:
     """Build a DeepLab-style model; defaults are the paper's (256 filters, OS 16, dropout keep 0.9).
 
     ``cell`` is used by the DPC head only (a preset name, a JSON path, JSON text or a Cell). ``bn_momentum`` is
     PyTorch's convention; TF DeepLab's decay 0.9997 is ``bn_momentum=0.0003`` and suits only very long runs.
+    ``pretrained`` loads backbone weights (see :func:`create_backbone`); ``mean`` and ``std`` default to what timm
+    declares for those weights (:func:`backbone_normalization`).
     """
     if head not in ("dpc", "aspp"):
-        raise ValueError(f"head must be 'dpc' or 'aspp', got {head!r}")
+        raise ModelError(f"head must be 'dpc' or 'aspp', got {head!r}")
     if num_classes < 1:
-        raise ValueError(f"num_classes must be positive, got {num_classes}")
+        raise ModelError(f"num_classes must be positive, got {num_classes}")
     rate_multiplier(output_stride)  # checks it is 8 or 16 before timm is asked
+    if mean is None or std is None:
+        default_mean, default_std = backbone_normalization(backbone, pretrained)
+        mean, std = mean or default_mean, std or default_std
     config = {
         "backbone": backbone, "head": head, "cell": cell.to_json() if isinstance(cell, Cell) else str(cell),
         "num_classes": num_classes, "output_stride": output_stride, "decoder": decoder, "pooling": pooling,
         "crop_size": crop_size, "filters": filters, "dropout": dropout, "bn_momentum": bn_momentum,
-        "feature_stages": feature_stages,
+        "feature_stages": feature_stages, "mean": list(mean), "std": list(std),
     }
     features = create_backbone(backbone, output_stride, pretrained, feature_stages)
     channels = features.feature_info.channels()

@@ -3,35 +3,47 @@
 Every stage leaves its result on disk and is skipped or resumed when the command runs again: the warm-up and the
 re-ranking runs are resumable training runs, the cache resumes at its first missing shard, and the search is an
 Optuna study that any number of workers can join.
+
+Two commands on one run share the work instead of colliding: the warm-up and the cache are built under the run's
+lock (:mod:`densecell.lock`), so a second command waits for them; the search stage is open to every command's
+workers; re-ranking and the report run under the lock again, and a command that finds them done for the study as it
+stands does nothing.
 """
 
 from __future__ import annotations
 
+import logging
 import os
 import signal
-import subprocess
-import sys
 import time
 from pathlib import Path
 
 import optuna
 import torch
-from rich.console import Console
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from torch import nn
 
-from .checkpoint import load_checkpoint, load_model
-from .config import SearchConfig, TrainConfig
-from .data import build_dataset
-from .model import build_model
-from .proxy import FeatureCache, ProxySettings, build_cache, train_candidate
-from .search import (BASELINE_KEY, SearchSettings, completed_trials, counts, create_study, record_baseline,
-                     record_full_score, redact, top_cells)
+from . import record
+from .cache import FeatureCache, build_cache
+from .checkpoint import load_checkpoint, load_run
+from .config import DataConfig, SearchConfig, TrainConfig
+from .data import build_datasets
+from .errors import ConfigError, SearchError
+from .files import save_torch
+from .lock import Holder, RunLock
+from .model import backbone_normalization, create_backbone
+from .optim import default_device
+from .progress import Progress, report
+from .search import counts, create_study, redact, start_workers, top_cells
 from .space import conv1x1_cell
-from .train import build_datasets, train
+from .train import train
 
-STORAGE_ENV = "DENSECELL_STORAGE"
-"""Workers started by this command get the storage URL from the environment, so that no password shows in ``ps``."""
+logger = logging.getLogger(__name__)
+
+
+def _waiting(what: str):
+    def say(holder: Holder | None) -> None:
+        logger.info("waiting for %s to finish %s", holder or "another process", what)
+    return say
 
 
 def warmup_config(config: SearchConfig) -> TrainConfig:
@@ -39,137 +51,140 @@ def warmup_config(config: SearchConfig) -> TrainConfig:
                        model=config.backbone, optim=config.warmup, checkpoint_every=50, log_every=10)
 
 
-def proxy_backbone(config: SearchConfig, progress: bool = True) -> tuple[nn.Module, Path | None]:
-    """The backbone whose features the proxy caches: warmed up on the data first when the recipe asks."""
+def backbone_weights(config: SearchConfig) -> Path:
+    """Where the warmed-up backbone's weights are saved (re-ranking starts from them)."""
+    return config.run_dir / "backbone.pth"
+
+
+def proxy_backbone(config: SearchConfig, progress: Progress | None = None) -> tuple[nn.Module, str | None]:
+    """The backbone whose features the proxy caches, and where its weights come from.
+
+    From the recipe's pretrained weights, or warmed up on the data first when the recipe has a ``warmup`` section.
+    A backbone with neither is random: its features say nothing about the data, and the search would rank cells on
+    noise, so it is refused unless the recipe says ``allow_random_backbone: true``."""
+    model = config.backbone
     if config.warmup is None:
+        if not model.pretrained and not config.allow_random_backbone:
+            raise ConfigError(f"backbone {model.backbone}: neither pretrained weights nor a warm-up; set "
+                              f"backbone.pretrained or a warmup section (or allow_random_backbone: true)")
         torch.manual_seed(config.seed)  # without weights the backbone is random: the same one on every rerun
-        classes = build_dataset(config.data.dataset, config.data.root, config.data.train_split,
-                                **config.data.dataset_options()).num_classes
-        return build_model(**config.backbone.build_kwargs(), num_classes=classes).backbone, None
+        backbone = create_backbone(model.backbone, model.output_stride, model.pretrained, model.feature_stages)
+        return backbone, str(model.pretrained) if model.pretrained else None
     run = warmup_config(config)
     checkpoint = run.run_dir / "checkpoint.pt"
     if not (checkpoint.exists() and load_checkpoint(checkpoint)["iteration"] >= run.optim.iterations):
-        train(run, resume=True, progress=progress)
-    model, _ = load_model(checkpoint)
-    weights = config.run_dir / "backbone.pth"
-    torch.save(model.backbone.state_dict(), weights)
-    return model.backbone, weights
+        train(run, resume=True, progress=progress, command="densecell search (backbone warm-up)")
+    backbone = load_run(checkpoint).model.backbone
+    save_torch(backbone.state_dict(), backbone_weights(config))
+    return backbone, str(backbone_weights(config))
 
 
-def cache_dir(config: SearchConfig) -> Path:
-    return config.run_dir / "cache"
+def normalization(config: SearchConfig) -> tuple[tuple[float, ...], tuple[float, ...]]:
+    model = config.backbone
+    mean, std = backbone_normalization(model.backbone, model.pretrained)
+    return model.mean or mean, model.std or std
 
 
-def build_feature_cache(config: SearchConfig, progress: bool = True) -> Path:
+def build_feature_cache(config: SearchConfig, progress: Progress | None = None) -> Path:
+    """The proxy's feature cache of the recipe (built, resumed, or found complete)."""
+    if config.cache.dir is not None:
+        FeatureCache.load(config.cache.dir)  # someone else's cache: it must be complete
+        return config.cache.dir
     backbone, weights = proxy_backbone(config, progress)
     data = config.data
-    train_set, val_set = build_datasets(data.model_copy(update={"val_split": data.val_split or "val"}))
-    source = {"backbone": config.backbone.backbone, "weights": str(weights or config.backbone.pretrained)}
-    return build_cache(backbone, train_set, val_set, cache_dir(config), output_stride=config.backbone.output_stride,
-                       crop_size=data.crop_size, val_size=config.proxy.val_size, views=config.proxy.views,
-                       shard_size=config.proxy.shard_size,
-                       seed=config.seed, device="cuda" if torch.cuda.is_available() else "cpu", progress=progress,
-                       source=source)
+    stats = normalization(config)
+    train_set, val_set = build_datasets(data.model_copy(update={"val_split": data.val_split or "val"}), stats)
+    source = {"backbone": config.backbone.backbone, "weights": weights, "mean": list(stats[0]),
+              "std": list(stats[1])}
+    return build_cache(backbone, train_set, val_set, config.cache_dir, output_stride=config.backbone.output_stride,
+                       crop_size=data.crop_size, val_size=config.cache.val_size, views=config.cache.views,
+                       shard_size=config.cache.shard_size, seed=config.seed, device=default_device(),
+                       progress=progress, source=source)
 
 
-CACHE_ONLY = {"views", "shard_size", "val_size"}
-"""Proxy config fields that shape the feature cache; every other one (but ``prune``) is a ProxySettings field."""
-
-
-def search_settings(config: SearchConfig) -> SearchSettings:
-    proxy = config.proxy
-    section = config.search
-    return SearchSettings(
-        cache_dir=str(cache_dir(config).resolve()), trials=section.trials, sampler=section.sampler,
-        objectives=section.objectives, seed=config.seed, prune=proxy.prune, threads=section.threads,
-        proxy=ProxySettings(**proxy.model_dump(exclude=CACHE_ONLY | {"prune"})),
-        num_branches=section.num_branches, rates=section.rates, grids=section.grids,
-    )
-
-
-def run_search(config: SearchConfig, progress: bool = True) -> optuna.Study:
-    """Create the study and run ``search.workers`` worker processes on it until it has its trials."""
-    study = create_study(config.name, config.storage_url, search_settings(config))
-    env = os.environ | {STORAGE_ENV: config.storage_url}
-    workers = [
-        subprocess.Popen([sys.executable, "-m", "densecell", "search", "worker", "--study", config.name,
-                          "--seed", str(index)], env=env)
-        for index in range(config.search.workers)
-    ]
-    bar = Progress(TextColumn("[bold]search"), BarColumn(), MofNCompleteColumn(), TextColumn("{task.fields[info]}"),
-                   TimeElapsedColumn(), disable=not progress)
-    task = bar.add_task("search", total=config.search.trials, info="")
-    with bar:
-        try:
-            while any(worker.poll() is None for worker in workers):
-                now = counts(study)
-                bar.update(task, completed=now.complete, info=f"{now.running} running, {now.failed} failed")
-                time.sleep(1)
-        except KeyboardInterrupt:  # the workers stop too; their finished trials are in the study
-            for worker in workers:
-                worker.send_signal(signal.SIGINT)
-            for worker in workers:
-                worker.wait()
-            raise
-        now = counts(study)
-        bar.update(task, completed=now.complete)
-    failed = [w.returncode for w in workers if w.returncode]
-    if failed and now.complete < config.search.trials:
-        raise RuntimeError(f"search workers exited with codes {failed} before the study had its "
-                           f"{config.search.trials} trials; see `densecell search status --config ...`")
+def run_search(config: SearchConfig, progress: Progress | None = None) -> optuna.Study:
+    """Create the study (or join it) and run ``search.workers`` worker processes on it until it has its trials."""
+    study = create_study(config.name, config.storage_url, config.search_settings())
+    workers = start_workers(config.name, config.storage_url, config.search.workers)
+    try:
+        while any(worker.is_alive() for worker in workers):
+            now = counts(study)
+            report(progress, "search", now.complete, config.search.trials, f"{now.running} running, {now.failed} failed")
+            time.sleep(1)
+    except KeyboardInterrupt:  # the workers stop too; their finished trials are in the study
+        for worker in workers:
+            if worker.is_alive():
+                os.kill(worker.pid, signal.SIGINT)
+        for worker in workers:
+            worker.join()
+        raise
+    now = counts(study)
+    report(progress, "search", now.complete, config.search.trials)
+    codes = [w.exitcode for w in workers if w.exitcode]
+    if codes and now.complete < config.search.trials:
+        raise SearchError(f"study {config.name!r}: search workers exited with codes {codes} before it had its "
+                          f"{config.search.trials} trials")
     return study
 
 
 def proxy_baseline(config: SearchConfig, study: optuna.Study) -> float:
     """The proxy score of a head without context (a lone 1x1 convolution), trained like every trial: it tells whether
     context helps on this data at all, and how much the search found."""
-    if BASELINE_KEY not in study.user_attrs:
-        result = train_candidate(conv1x1_cell(), FeatureCache.load(cache_dir(config)), search_settings(config).proxy,
-                                 device="cuda" if torch.cuda.is_available() else "cpu")
-        record_baseline(study, result.miou)
-    return study.user_attrs[BASELINE_KEY]
+    from .proxy import train_candidate
+
+    if record.baseline(study) is None:
+        device = default_device()
+        result = train_candidate(conv1x1_cell(), FeatureCache.load(config.cache_dir, device), config.proxy,
+                                 device=device)
+        record.store_baseline(study, result.miou)
+    return record.baseline(study)
 
 
 def rerank_config(config: SearchConfig, trial_number: int, cell_json: str, weights: Path | None) -> TrainConfig:
+    """A re-ranking run: the cell on the proxy's backbone, trained end to end with the recipe's re-ranking data and
+    optimisation, starting from the warmed-up (or pretrained) backbone."""
     model = config.backbone.model_copy(update={"head": "dpc", "cell": cell_json,
-                                               "pretrained": weights or config.backbone.pretrained})
+                                               "pretrained": str(weights) if weights else config.backbone.pretrained})
     return TrainConfig(name=f"trial-{trial_number}", seed=config.seed, output_dir=config.run_dir / "rerank",
-                       data=config.data, model=model, optim=config.rerank.optim, checkpoint_every=50, log_every=10)
+                       data=config.rerank_data(), model=model, optim=config.rerank.optim, checkpoint_every=50,
+                       log_every=10)
 
 
-def rerank(config: SearchConfig, study: optuna.Study, top: int | None = None, progress: bool = True) -> dict[int,
-                                                                                                         float]:
+def rerank(config: SearchConfig, study: optuna.Study, top: int | None = None,
+           progress: Progress | None = None) -> dict[int, float]:
     """Re-train the best ``top`` proxy cells end to end (the paper's re-ranking) and record their val mIoU."""
-    weights = config.run_dir / "backbone.pth"
+    weights = backbone_weights(config)
+    done = record.full_scores(study)
     scores = {}
-    for trial, cell in top_cells(study, config.rerank.top if top is None else top):
-        key = f"full_miou:{trial.number}"
-        if key in study.user_attrs:
-            scores[trial.number] = study.user_attrs[key]
-            continue
-        result = train(rerank_config(config, trial.number, cell.to_json(), weights if weights.exists() else None),
-                       resume=True, progress=progress)
-        record_full_score(study, trial.number, result.val_miou)
-        scores[trial.number] = result.val_miou
+    for trial in top_cells(study, config.rerank.top if top is None else top):
+        if trial.number not in done:
+            run = rerank_config(config, trial.number, trial.cell.to_json(), weights if weights.exists() else None)
+            result = train(run, resume=True, progress=progress, command="densecell rerank")
+            record.store_full_score(study, trial.number, result.val_miou)
+            done[trial.number] = result.val_miou
+        scores[trial.number] = done[trial.number]
     return scores
 
 
-def run_pipeline(config: SearchConfig, progress: bool = True, console: Console | None = None) -> dict[str, Path]:
+def run_pipeline(config: SearchConfig, progress: Progress | None = None,
+                 command: str = "densecell search") -> dict[str, Path]:
     """All the stages, each resumed or skipped if done; returns where the report and the best cell are."""
     from .report import write_report
 
-    console = console or Console()
-    if config.data.root is None:
-        raise ValueError("no data root: pass --data-root or set data.root in the config")
-    console.print(f"[bold]1/4[/] feature cache in {cache_dir(config)}")
-    build_feature_cache(config, progress)
-    console.print(f"[bold]2/4[/] search: {config.search.trials} trials, {config.search.workers} workers, "
-                  f"storage {redact(config.storage_url)}")
+    config.data.require_root()
+    lock = RunLock(config.run_dir, command, wait=True, on_wait=_waiting("the backbone warm-up and the cache"))
+    logger.info("1/4 feature cache in %s", config.cache_dir)
+    with lock:
+        build_feature_cache(config, progress)
+    logger.info("2/4 search: %d trials, %d workers here, storage %s", config.search.trials, config.search.workers,
+                redact(config.storage_url))
     study = run_search(config, progress)
-    scores = sorted(trial.values[0] for trial in completed_trials(study))
-    console.print(f"proxy mIoU: best {scores[-1]:.3f}, median {scores[len(scores) // 2]:.3f}, worst {scores[0]:.3f}; "
-                  f"a lone 1x1 convolution (no context) {proxy_baseline(config, study):.3f}")
-    console.print(f"[bold]3/4[/] re-ranking the top {config.rerank.top} end to end")
-    rerank(config, study, progress=progress)
-    console.print("[bold]4/4[/] report")
-    return write_report(study, config.run_dir)
+    lock.on_wait = _waiting("re-ranking and the report")
+    with lock:
+        scores = sorted(trial.values[0] for trial in top_cells(study, config.search.trials))
+        logger.info("proxy mIoU: best %.3f, median %.3f, worst %.3f; a lone 1x1 convolution (no context) %.3f",
+                    scores[-1], scores[len(scores) // 2], scores[0], proxy_baseline(config, study))
+        logger.info("3/4 re-ranking the top %d end to end", config.rerank.top)
+        rerank(config, study, progress=progress)
+        logger.info("4/4 report")
+        return write_report(study, config.run_dir)

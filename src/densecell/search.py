@@ -3,109 +3,62 @@
 A cell is the Optuna parameters ``b{i}_input`` and ``b{i}_op`` of each branch; a uniform choice of each is a uniform
 draw from the space (it is a product). Samplers:
 
-- ``random``: uniform, the paper's baseline;
-- ``local``: uniform draws mixed with one-branch mutations of the best cells so far (how the paper describes
-  Vizier's random search: "sampling some points b near the currently best observed architectures");
+- ``random``: uniform;
+- ``local``: uniform draws mixed with one-branch mutations of the best cells so far. The paper's search used
+  Google Vizier's random search, which "basically employs the strategy of sampling points b uniformly at random as
+  well as sampling some points b near the currently best observed architectures"; ``local`` is that strategy;
+- ``evolution``: regularized (aging) evolution: a one-branch mutation of the best of a random sample of the most
+  recent cells;
 - ``tpe``: Optuna's TPE;
 - ``nsga2``: NSGA-II on two objectives (mIoU up; multiply-adds or measured latency down).
 
-Everything a worker needs (cache folder, proxy settings, space, budget, objectives, sampler) is stored in the
-study, so ``densecell search worker --storage URL --study NAME`` is all a new machine has to be told. Storage is any
-SQLAlchemy URL: ``sqlite:///runs/NAME/study.db`` on a laptop, ``postgresql://...`` for many machines.
+Everything a worker needs (cache folder, proxy settings, space, budget, objectives, sampler, pruner) is stored in
+the study (:mod:`densecell.record`), so a study's name and storage are all a new machine has to be told. Storage is
+any SQLAlchemy URL: ``sqlite:///runs/NAME/study.db`` on a laptop, ``postgresql://...`` for many machines.
 
-Exactly N completed trials, whatever happens to workers:
+Exactly N completed proxy trials, whatever happens to workers:
 
 - each worker records a heartbeat while a trial runs; a trial whose worker died (SIGKILL, power loss) is failed by
   the next worker that looks, and a copy of it is queued again (``RetryHeartbeatStaleTrialCallback``);
 - a worker starts a trial only while ``complete + running < N``, and a started trial that finds N trials
-  complete-or-running *ahead of it* (lower trial numbers) steps aside before doing any work (state PRUNED,
-  user attr ``surplus``). Since trial numbers are assigned in order by the database, two racing workers can never
-  both take the last slot.
+  complete-or-running *ahead of it* (lower trial numbers) steps aside before doing any work (state PRUNED, recorded
+  as ``surplus``). Since trial numbers are assigned in order by the database, two racing workers can never both take
+  the last slot. A trial that a pruner stops (multi-fidelity search) is PRUNED with its last score and does not count.
 """
 
 from __future__ import annotations
 
-import json
+import logging
+import multiprocessing
 import os
 import random
 import socket
 import sys
 import time
 import warnings
-from collections.abc import Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from typing import Any
 
 import optuna
 import torch
 from optuna.distributions import CategoricalDistribution
+from optuna.pruners import BasePruner, HyperbandPruner, MedianPruner, NopPruner, SuccessiveHalvingPruner
 from optuna.samplers import BaseSampler, NSGAIISampler, RandomSampler, TPESampler
 from optuna.storages import RDBStorage, RetryHeartbeatStaleTrialCallback
 from optuna.trial import FrozenTrial, TrialState
 
+from . import record
+from .cache import FeatureCache
 from .cell import DensePredictionCell
+from .config import SearchSettings
 from .cost import context_module_cost, measure_latency
-from .proxy import FeatureCache, ProxySettings, train_candidate
+from .errors import DensecellError, SearchError, StudyError, TrainingError
+from .optim import default_device
+from .proxy import train_candidate
+from .record import TrialRecord
 from .space import Branch, Cell, Operation, SearchSpace
-from .train import TrainingError
 
-SAMPLERS = ("random", "local", "tpe", "nsga2")
-OBJECTIVES = ("miou", "miou+madds", "miou+latency")
-
-
-class SearchError(RuntimeError):
-    """The search cannot go on (too many failed trials)."""
-
-
-class StudyError(ValueError):
-    """A storage that cannot be opened, or a study that is missing or has other settings (an input error)."""
-
-
-@dataclass(frozen=True)
-class SearchSettings:
-    """What every worker of a study needs; stored in the study's user attributes."""
-
-    cache_dir: str
-    trials: int = 100
-    sampler: str = "random"
-    objectives: str = "miou"
-    proxy: ProxySettings = field(default_factory=ProxySettings)
-    num_branches: int = 5
-    rates: tuple[int, ...] = (1, 3, 6, 9, 12, 15, 18, 21)
-    grids: tuple[int, ...] = (1, 2, 4, 8)
-    seed: int = 0
-    prune: bool = False
-    threads: int = 1
-    heartbeat_s: int = 5
-    grace_s: int = 20
-    max_retry: int = 3
-    max_failures: int = 20
-
-    def __post_init__(self) -> None:
-        if self.sampler not in SAMPLERS:
-            raise ValueError(f"sampler must be one of {', '.join(SAMPLERS)}, got {self.sampler!r}")
-        if self.objectives not in OBJECTIVES:
-            raise ValueError(f"objectives must be one of {', '.join(OBJECTIVES)}, got {self.objectives!r}")
-        if self.sampler == "nsga2" and self.objectives == "miou":
-            raise ValueError("the nsga2 sampler needs two objectives: miou+madds or miou+latency")
-
-    @property
-    def space(self) -> SearchSpace:
-        return SearchSpace(self.num_branches, self.rates, self.grids)
-
-    @property
-    def directions(self) -> list[str]:
-        return ["maximize"] if self.objectives == "miou" else ["maximize", "minimize"]
-
-    def to_json(self) -> str:
-        return json.dumps(asdict(self))
-
-    @classmethod
-    def from_json(cls, text: str) -> SearchSettings:
-        values = json.loads(text)
-        values["proxy"] = ProxySettings(**values["proxy"])
-        values["rates"], values["grids"] = tuple(values["rates"]), tuple(values["grids"])
-        return cls(**values)
+logger = logging.getLogger(__name__)
 
 
 # --- the cell as Optuna parameters -------------------------------------------------------------------------------
@@ -146,42 +99,86 @@ def suggest_cell(trial: optuna.Trial, space: SearchSpace) -> Cell:
     return cell_from_params(params, space)
 
 
-class LocalSampler(BaseSampler):
-    """Random search that also samples near the best cells: with probability ``explore`` a uniform cell, otherwise
-    a one-branch mutation of one of the ``top`` best completed cells (by the first objective)."""
+class _MutationSampler(BaseSampler):
+    """A sampler that proposes whole cells (a parent's mutation, or nothing for a uniform draw) among the completed
+    trials of the trial's own stage."""
 
-    def __init__(self, space: SearchSpace, explore: float = 0.5, top: int = 5, seed: int | None = None) -> None:
+    def __init__(self, space: SearchSpace, seed: int | None = None) -> None:
         self.space = space
-        self.explore = explore
-        self.top = top
         self._rng = random.Random(seed)
         self._random = RandomSampler(seed)
 
     def infer_relative_search_space(self, study: optuna.Study, trial: FrozenTrial) -> dict[str, Any]:
         return dict(distributions(self.space))
 
+    def parent(self, done: list[FrozenTrial]) -> FrozenTrial | None:
+        raise NotImplementedError
+
     def sample_relative(self, study: optuna.Study, trial: FrozenTrial, search_space: dict[str, Any]) -> dict[str, Any]:
-        done = [t for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))]
-        if not done or self._rng.random() < self.explore:
+        stage = record.stage_of(trial)
+        done = [t for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
+                if record.stage_of(t) == stage]
+        parent = self.parent(done) if done else None
+        if parent is None:
             return {}
-        best = sorted(done, key=lambda t: t.values[0], reverse=True)[: self.top]
-        parent = cell_from_params(self._rng.choice(best).params, self.space)
-        return cell_params(self.space.mutate(parent, self._rng))
+        return cell_params(self.space.mutate(cell_from_params(parent.params, self.space), self._rng))
 
     def sample_independent(self, study: optuna.Study, trial: FrozenTrial, param_name: str,
                            param_distribution: Any) -> Any:
         return self._random.sample_independent(study, trial, param_name, param_distribution)
 
 
+class LocalSampler(_MutationSampler):
+    """Random search that also samples near the best cells: with probability ``explore`` a uniform cell, otherwise
+    a one-branch mutation of one of the ``top`` best completed cells (by the first objective)."""
+
+    def __init__(self, space: SearchSpace, explore: float = 0.5, top: int = 5, seed: int | None = None) -> None:
+        super().__init__(space, seed)
+        self.explore, self.top = explore, top
+
+    def parent(self, done: list[FrozenTrial]) -> FrozenTrial | None:
+        if self._rng.random() < self.explore:
+            return None
+        return self._rng.choice(sorted(done, key=lambda t: t.values[0], reverse=True)[: self.top])
+
+
+class EvolutionSampler(_MutationSampler):
+    """Regularized evolution (Real et al. 2019): until ``population`` cells are scored, uniform; then a one-branch
+    mutation of the best of ``sample`` cells drawn from the ``population`` most recent ones."""
+
+    def __init__(self, space: SearchSpace, population: int = 20, sample: int = 5, seed: int | None = None) -> None:
+        super().__init__(space, seed)
+        self.population, self.sample = population, sample
+
+    def parent(self, done: list[FrozenTrial]) -> FrozenTrial | None:
+        if len(done) < self.population:
+            return None
+        recent = sorted(done, key=lambda t: t.number)[-self.population:]
+        return max(self._rng.sample(recent, self.sample), key=lambda t: t.values[0])
+
+
 def make_sampler(settings: SearchSettings, worker_seed: int) -> BaseSampler:
     seed = settings.seed * 1000 + worker_seed
-    if settings.sampler == "random":
-        return RandomSampler(seed)
-    if settings.sampler == "local":
-        return LocalSampler(settings.space, seed=seed)
-    if settings.sampler == "tpe":
-        return TPESampler(seed=seed, n_startup_trials=10)
-    return NSGAIISampler(seed=seed, population_size=10)
+    samplers = {
+        "random": lambda: RandomSampler(seed),
+        "local": lambda: LocalSampler(settings.space, seed=seed),
+        "evolution": lambda: EvolutionSampler(settings.space, seed=seed),
+        "tpe": lambda: TPESampler(seed=seed, n_startup_trials=10),
+        "nsga2": lambda: NSGAIISampler(seed=seed, population_size=10),
+    }
+    return samplers[settings.sampler]()
+
+
+def make_pruner(settings: SearchSettings) -> BasePruner:
+    """Optuna's pruner for ``search.pruner``; its rungs are the proxy's ``eval_every`` steps."""
+    every, total = settings.proxy.eval_every, settings.proxy.iterations
+    pruners = {
+        "none": lambda: NopPruner(),
+        "median": lambda: MedianPruner(n_startup_trials=5),
+        "successive-halving": lambda: SuccessiveHalvingPruner(min_resource=every, reduction_factor=3),
+        "hyperband": lambda: HyperbandPruner(min_resource=every, max_resource=total, reduction_factor=3),
+    }
+    return pruners[settings.pruner]()
 
 
 # --- storage and study ---------------------------------------------------------------------------------------------
@@ -221,16 +218,17 @@ def create_study(name: str, storage_url: str, settings: SearchSettings) -> optun
     storage = open_storage(storage_url, settings)
     study = optuna.create_study(study_name=name, storage=storage, directions=settings.directions,
                                 load_if_exists=True)
-    stored = study.user_attrs.get("densecell")
+    stored = record.stored_settings(study)
     if stored is None:
-        study.set_user_attr("densecell", settings.to_json())
+        record.store_settings(study, settings.to_json())
     elif SearchSettings.from_json(stored) != settings:
         raise StudyError(f"study {name!r} in {redact(storage_url)} was created with other settings; use another "
-                          f"study name")
+                         f"study name")
     return study
 
 
 def load_study(name: str, storage_url: str, worker_seed: int = 0) -> tuple[optuna.Study, SearchSettings]:
+    """Open a study densecell created, with its stored settings, its sampler and its pruner."""
     probe = open_storage(storage_url)
     try:
         summary = {s.study_name for s in optuna.get_all_study_summaries(probe)}
@@ -238,12 +236,12 @@ def load_study(name: str, storage_url: str, worker_seed: int = 0) -> tuple[optun
         raise StudyError(f"cannot read {redact(storage_url)}: {' '.join(str(exc).split())[:200]}") from None
     if name not in summary:
         raise StudyError(f"no study {name!r} in {redact(storage_url)} (studies: {', '.join(sorted(summary)) or 'none'})")
-    stored = optuna.load_study(study_name=name, storage=probe).user_attrs.get("densecell")
+    stored = record.stored_settings(optuna.load_study(study_name=name, storage=probe))
     if stored is None:
         raise StudyError(f"study {name!r} was not created by densecell (no settings stored)")
     settings = SearchSettings.from_json(stored)
     study = optuna.load_study(study_name=name, storage=open_storage(storage_url, settings),
-                              sampler=make_sampler(settings, worker_seed))
+                              sampler=make_sampler(settings, worker_seed), pruner=make_pruner(settings))
     return study, settings
 
 
@@ -257,10 +255,11 @@ class Counts:
 
 
 def counts(study: optuna.Study) -> Counts:
-    trials = study.get_trials(deepcopy=False)
-    failed = sum(t.state == TrialState.FAIL and "error" in t.user_attrs for t in trials)  # not dead workers' trials
+    """Proxy trials: complete, running, and failed with a reason (not dead workers' trials, which are retried)."""
+    trials = record.records(study)
     return Counts(sum(t.state == TrialState.COMPLETE for t in trials),
-                  sum(t.state == TrialState.RUNNING for t in trials), failed)
+                  sum(t.state == TrialState.RUNNING for t in trials),
+                  sum(t.state == TrialState.FAIL and t.error is not None for t in trials))
 
 
 class Objective:
@@ -273,51 +272,43 @@ class Objective:
         self.space = settings.space
 
     def is_surplus(self, trial: optuna.Trial) -> bool:
-        ahead = [t for t in trial.study.get_trials(deepcopy=False, states=(TrialState.COMPLETE, TrialState.RUNNING))
+        ahead = [t for t in record.records(trial.study, (TrialState.COMPLETE, TrialState.RUNNING))
                  if t.number < trial.number]
         return len(ahead) >= self.settings.trials
 
     def __call__(self, trial: optuna.Trial) -> float | tuple[float, float]:
         if self.is_surplus(trial):
-            trial.set_user_attr("surplus", True)
+            record.write(trial, surplus=True)
             raise optuna.TrialPruned("the budget was already taken by earlier trials")
         cell = suggest_cell(trial, self.space)
         with torch.device("meta"):
             head = DensePredictionCell(cell, self.cache.channels, filters=self.settings.proxy.filters,
                                        output_stride=self.cache.output_stride)
-            cost = context_module_cost(head, self._image_size(), self.cache.output_stride)
-        trial.set_user_attr("cell", cell.to_json())
-        trial.set_user_attr("params", cost.params)
-        trial.set_user_attr("madds", cost.madds)
-        trial.set_user_attr("host", socket.gethostname())
-        trial.set_user_attr("pid", os.getpid())
+            cost = context_module_cost(head, self.cache.image_size, self.cache.output_stride)
+        record.write(trial, cell=cell, params=cost.params, madds=cost.madds, host=socket.gethostname(),
+                     pid=os.getpid())
 
         def report(iteration: int, miou: float) -> bool:
             trial.report(miou, iteration)
-            return self.settings.prune and trial.should_prune()
+            return self.settings.pruner != "none" and trial.should_prune()
 
         try:
             result = train_candidate(cell, self.cache, self.settings.proxy, seed=trial.number, device=self.device,
                                      report=report if self.settings.directions == ["maximize"] else None)
         except TrainingError as exc:
-            trial.set_user_attr("error", str(exc))
+            record.write(trial, error=str(exc))
             raise
-        trial.set_user_attr("proxy_miou", result.miou)
-        trial.set_user_attr("seconds", result.seconds)
+        record.write(trial, proxy_miou=result.miou, seconds=result.seconds, steps=result.iterations)
         if result.stopped_early:
-            trial.set_user_attr("pruned_at", result.iterations)
-            raise optuna.TrialPruned(f"stopped early at iteration {result.iterations}")
+            record.write(trial, pruned_at=result.iterations)
+            raise optuna.TrialPruned(f"stopped at iteration {result.iterations}")
         if self.settings.objectives == "miou":
             return result.miou
         if self.settings.objectives == "miou+madds":
             return result.miou, float(cost.madds)
         latency = self._latency(cell)
-        trial.set_user_attr("latency_s", latency)
+        record.write(trial, latency_s=latency)
         return result.miou, latency
-
-    def _image_size(self) -> tuple[int, int]:
-        stride = self.cache.output_stride
-        return tuple((s - 1) * stride + 1 for s in self.cache.feature_size)  # type: ignore[return-value]
 
     def _latency(self, cell: Cell) -> float:
         head = DensePredictionCell(cell, self.cache.channels, filters=self.settings.proxy.filters,
@@ -329,12 +320,12 @@ class Objective:
 def run_worker(name: str, storage_url: str, worker_seed: int | None = None, device: str | None = None,
                poll_s: float = 1.0, max_trials: int | None = None) -> int:
     """Take trials of the study until it has its N completed trials; returns how many this worker completed."""
-    optuna.logging.set_verbosity(optuna.logging.ERROR)  # its failed-trial warnings carry tracebacks; see report()
+    optuna.logging.set_verbosity(optuna.logging.ERROR)  # its failed-trial warnings carry tracebacks; see failed()
     warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
     worker_seed = os.getpid() if worker_seed is None else worker_seed
     study, settings = load_study(name, storage_url, worker_seed)
     torch.set_num_threads(settings.threads)
-    objective = Objective(settings, device or ("cuda" if torch.cuda.is_available() else "cpu"))
+    objective = Objective(settings, device or default_device())
     done = 0
     while max_trials is None or done < max_trials:
         optuna.storages.fail_stale_trials(study)
@@ -342,59 +333,91 @@ def run_worker(name: str, storage_url: str, worker_seed: int | None = None, devi
         if now.complete >= settings.trials:
             break
         if now.failed >= settings.max_failures:
-            raise SearchError(f"{now.failed} trials failed (see `densecell search status`); stopping this worker")
+            raise SearchError(f"study {name!r}: {now.failed} trials failed; this worker stops")
         if now.complete + now.running >= settings.trials:
             time.sleep(poll_s)  # the rest is running; wait in case a worker dies and its trial must be retried
             continue
         finished: list[FrozenTrial] = []
-
-        def report(_: optuna.Study, trial: FrozenTrial) -> None:
-            finished.append(trial)
+        study.optimize(objective, n_trials=1, catch=(TrainingError,), gc_after_trial=False,
+                       callbacks=[lambda _, trial: finished.append(trial)])
+        for trial in finished:
             if trial.state == TrialState.FAIL:
-                print(f"trial {trial.number} failed: {trial.user_attrs.get('error', 'see the study')}",
-                      file=sys.stderr)
-
-        study.optimize(objective, n_trials=1, catch=(TrainingError,), gc_after_trial=False, callbacks=[report])
+                logger.warning("trial %d failed: %s", trial.number, TrialRecord.from_trial(trial).error)
         done += sum(t.state == TrialState.COMPLETE for t in finished)
     return done
 
 
-def completed_trials(study: optuna.Study) -> list[FrozenTrial]:
-    """Completed trials, best first by proxy mIoU."""
-    trials = study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
-    return sorted(trials, key=lambda t: t.values[0], reverse=True)
+def _worker_process(name: str, storage_url: str, seed: int, device: str | None) -> None:
+    """A worker started by :func:`start_workers`: one line for each failure, an exit code for the parent."""
+    if not logging.getLogger().handlers:
+        logging.basicConfig(level=logging.INFO, format="%(message)s", stream=sys.stderr)
+    try:
+        run_worker(name, storage_url, seed, device)
+    except KeyboardInterrupt:
+        sys.exit(130)
+    except DensecellError as exc:
+        logger.error("search worker %d: %s", os.getpid(), exc)
+        sys.exit(2)
+    except Exception as exc:  # a worker must not print a traceback over the parent's progress bar
+        logger.error("search worker %d: %s: %s", os.getpid(), type(exc).__name__, " ".join(str(exc).split()))
+        sys.exit(1)
 
 
-def top_cells(study: optuna.Study, k: int) -> list[tuple[FrozenTrial, Cell]]:
-    return [(t, Cell.from_json(t.user_attrs["cell"])) for t in completed_trials(study)[:k]]
+def start_workers(name: str, storage_url: str, count: int, device: str | None = None) -> list[multiprocessing.Process]:
+    """Start ``count`` worker processes on this machine (spawned, so each has its own torch and CUDA context; the
+    storage URL travels through a pipe, never on a command line)."""
+    context = multiprocessing.get_context("spawn")
+    workers = [context.Process(target=_worker_process, args=(name, storage_url, seed, device), daemon=False)
+               for seed in range(count)]
+    for worker in workers:
+        worker.start()
+    return workers
 
 
-def full_scores(study: optuna.Study) -> dict[int, float]:
-    """Re-ranking results: trial number -> end-to-end val mIoU."""
-    return {int(key.split(":")[1]): value for key, value in study.user_attrs.items() if key.startswith("full_miou:")}
+# --- reading a study -----------------------------------------------------------------------------------------------
+
+def completed_trials(study: optuna.Study) -> list[TrialRecord]:
+    """Completed proxy trials, best first by proxy mIoU."""
+    return sorted(record.records(study, (TrialState.COMPLETE,)), key=lambda t: t.values[0], reverse=True)
+
+
+def top_cells(study: optuna.Study, k: int) -> list[TrialRecord]:
+    return completed_trials(study)[:k]
 
 
 def proxy_full_pairs(study: optuna.Study) -> list[tuple[float, float]]:
     """(proxy mIoU, end-to-end mIoU) of every re-ranked cell, best proxy first."""
-    full = full_scores(study)
+    full = record.full_scores(study)
     return [(t.values[0], full[t.number]) for t in completed_trials(study) if t.number in full]
 
 
-def record_full_score(study: optuna.Study, trial_number: int, miou: float) -> None:
-    study.set_user_attr(f"full_miou:{trial_number}", miou)
+@dataclass
+class StudyStatus:
+    """Where a study stands: proxy trials by state, why trials failed, the best cells."""
+
+    name: str
+    trials: int
+    states: dict[str, int]
+    surplus: int
+    failures: list[tuple[int, str]]
+    best: list[TrialRecord]
+    full: dict[int, float]
+    oneshot: int = 0
+    pruned_steps: int = 0
+    spent_steps: int = 0
+    settings: SearchSettings | None = field(default=None, repr=False)
 
 
-BASELINE_KEY = "baseline_miou"
-"""Study attribute: the proxy score of :func:`~densecell.space.conv1x1_cell`, trained like every trial."""
-
-
-def record_baseline(study: optuna.Study, miou: float) -> None:
-    study.set_user_attr(BASELINE_KEY, miou)
-
-
-def spearman(pairs: Sequence[tuple[float, float]]) -> float:
-    from scipy.stats import spearmanr
-
-    if len(pairs) < 3:
-        return float("nan")
-    return float(spearmanr([a for a, _ in pairs], [b for _, b in pairs]).statistic)
+def study_status(study: optuna.Study, settings: SearchSettings, top: int = 10) -> StudyStatus:
+    trials = record.records(study)
+    states = {state.name.lower(): sum(t.state == state for t in trials) for state in TrialState}
+    failures = [(t.number, t.error or "its worker died (no heartbeat); retried")
+                for t in trials if t.state == TrialState.FAIL]
+    pruned = [t for t in trials if t.state == TrialState.PRUNED and not t.surplus]
+    return StudyStatus(
+        study.study_name, settings.trials, {k: v for k, v in states.items() if v}, sum(t.surplus for t in trials),
+        failures, completed_trials(study)[:top], record.full_scores(study),
+        oneshot=len(record.records(study, (TrialState.COMPLETE,), stage="oneshot")),
+        pruned_steps=sum(t.steps or 0 for t in pruned),
+        spent_steps=sum(t.steps or 0 for t in trials if t.state in (TrialState.COMPLETE, TrialState.PRUNED)),
+        settings=settings)

@@ -9,6 +9,7 @@ DeepLab JSON format without ever touching a tensor; :mod:`densecell.cell` turns 
 
 from __future__ import annotations
 
+import hashlib
 import json
 import math
 import random
@@ -19,6 +20,8 @@ from importlib import resources
 from pathlib import Path
 from typing import Any
 
+from .errors import CellError, ConfigError
+
 #: The paper's atrous rates per axis, {1, 3, 6, 9, ..., 21}, and pyramid-pooling grid sizes per axis.
 PAPER_RATES: tuple[int, ...] = (1, 3, 6, 9, 12, 15, 18, 21)
 PAPER_GRIDS: tuple[int, ...] = (1, 2, 4, 8)
@@ -28,8 +31,9 @@ BACKBONE = -1
 """The input index that names the backbone feature map ``F``."""
 
 
-class CellError(ValueError):
-    """An invalid cell; the message names the branch and the field at fault."""
+def branch_label(index: int) -> str:
+    """The paper's name of a tensor: ``F`` for the backbone feature (index -1), ``Y1`` ... ``YB`` for the branches."""
+    return "F" if index == BACKBONE else f"Y{index + 1}"
 
 
 class OpKind(str, Enum):
@@ -78,6 +82,14 @@ class Operation:
             return f"pool grid {self.grid[0]}x{self.grid[1]}"
         return "conv1x1"
 
+    def short(self) -> str:
+        """``c1``, ``s6x21`` or ``p2x4``: the operation in a few characters."""
+        if self.rate is not None:
+            return f"s{self.rate[0]}x{self.rate[1]}"
+        if self.grid is not None:
+            return f"p{self.grid[0]}x{self.grid[1]}"
+        return "c1"
+
 
 @dataclass(frozen=True, order=True)
 class Branch:
@@ -87,8 +99,7 @@ class Branch:
     op: Operation
 
     def __str__(self) -> str:
-        source = "F" if self.input == BACKBONE else f"Y{self.input + 1}"
-        return f"{source} -> {self.op}"
+        return f"{branch_label(self.input)} -> {self.op}"
 
 
 @dataclass(frozen=True)
@@ -118,7 +129,15 @@ class Cell:
         return self.branches[index]
 
     def __str__(self) -> str:
-        return "; ".join(f"Y{i + 1} = {b}" for i, b in enumerate(self.branches))
+        return "; ".join(f"{branch_label(i)} = {b}" for i, b in enumerate(self.branches))
+
+    def short(self) -> str:
+        """The cell on one short line, each branch as input>operation: ``F>s1x6 Y1>s18x15 Y2>s6x3 ...``."""
+        return " ".join(f"{branch_label(b.input)}>{b.op.short()}" for b in self.branches)
+
+    def digest(self) -> str:
+        """Eight hex digits that name the cell (a hash of its TF JSON)."""
+        return hashlib.sha1(self.to_json().encode()).hexdigest()[:8]
 
     # --- TensorFlow DeepLab JSON -------------------------------------------------------------------------------
 
@@ -254,11 +273,11 @@ class SearchSpace:
 
     def __post_init__(self) -> None:
         if not _is_int(self.num_branches) or self.num_branches < 1:
-            raise ValueError(f"num_branches must be a positive integer, got {self.num_branches!r}")
+            raise ConfigError(f"num_branches must be a positive integer, got {self.num_branches!r}")
         for name in ("rates", "grids"):
             values = tuple(getattr(self, name))
             if not values or any(not _is_int(v) or v < 1 for v in values) or len(set(values)) != len(values):
-                raise ValueError(f"{name} must be distinct positive integers, got {values!r}")
+                raise ConfigError(f"{name} must be distinct positive integers, got {values!r}")
             object.__setattr__(self, name, values)
 
     def operations(self) -> list[Operation]:

@@ -2,7 +2,7 @@
 
 Exactness: the batch of iteration ``i`` is a pure function of (seed, i) (see :class:`IterationSampler`), the
 checkpoint holds the model, optimiser, scheduler and RNG states, and so a run that is killed and resumed ends with
-the same weights (on the CPU, bit for bit) as one that never stopped.
+the same weights (on the CPU bit for bit; on a GPU with ``deterministic: true``) as one that never stopped.
 
 Started by ``torchrun`` (``WORLD_SIZE`` > 1) the loop runs DistributedDataParallel, on NCCL with GPUs (with
 SyncBatchNorm) or gloo on CPUs (per-process BatchNorm: torch's SyncBatchNorm has no CPU kernel); each process takes
@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import csv
 import json
+import logging
 import math
 import os
 import random
@@ -20,25 +21,29 @@ import signal
 import threading
 import time
 from collections.abc import Iterator
-from contextlib import nullcontext
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import torch
 import torch.distributed as dist
-import torch.nn.functional as F
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 from torch import nn
 from torch.utils.data import DataLoader, Sampler
 
-from .checkpoint import load_checkpoint, load_state, save_checkpoint
-from .config import DataConfig, TrainConfig
-from .data import IGNORE_INDEX, EvalTransform, SegmentationDataset, TrainTransform, build_dataset
+from .checkpoint import load_checkpoint, load_state, save_checkpoint, training_payload
+from .config import TrainConfig
+from .data import SegmentationDataset, build_datasets
+from .errors import ConfigError, Interrupted, RunExistsError, TrainingError
 from .evaluate import evaluate
-from .model import build_model
+from .files import make_dirs, write_text
+from .lock import RunLock
+from .model import SegmentationModel, backbone_normalization, build_model
+from .optim import (default_device, freeze_batchnorm, make_optimizer, poly_lambda, rng_state, set_rng_state,
+                    set_train_mode, train_step, use_deterministic)
+from .progress import Progress, report
 
 CSV_FIELDS = ("iteration", "loss", "lr", "seconds", "val_miou")
+logger = logging.getLogger(__name__)
 
 
 class StopRequest:
@@ -62,10 +67,6 @@ class StopRequest:
     def __exit__(self, *exc: object) -> None:
         if self._previous is not None:
             signal.signal(signal.SIGINT, self._previous)
-
-
-class TrainingError(RuntimeError):
-    """Training cannot go on (a non-finite loss); the message says where and what was saved."""
 
 
 class IterationSampler(Sampler):
@@ -106,7 +107,7 @@ def setup_distributed() -> Distributed:
     """Join the process group that ``torchrun`` describes in the environment; a single process otherwise."""
     world = int(os.environ.get("WORLD_SIZE", "1"))
     if world == 1:
-        return Distributed(device=torch.device("cuda" if torch.cuda.is_available() else "cpu"))
+        return Distributed(device=default_device())
     rank, local = int(os.environ["RANK"]), int(os.environ.get("LOCAL_RANK", "0"))
     if torch.cuda.is_available():
         torch.cuda.set_device(local)
@@ -116,69 +117,6 @@ def setup_distributed() -> Distributed:
     if not dist.is_initialized():
         dist.init_process_group("nccl" if device.type == "cuda" else "gloo")
     return Distributed(rank, world, device)
-
-
-def autocast_for(amp: str, device: torch.device) -> Any:
-    """bf16 autocast on GPUs that support it ('auto') or when asked ('bf16'); fp32 otherwise. No fp16: it would
-    need loss scaling, and every GPU that DeepLab-size training runs on today has bf16."""
-    if amp == "off" or (amp == "auto" and not (device.type == "cuda" and torch.cuda.is_bf16_supported())):
-        return nullcontext()
-    return torch.autocast(device.type, dtype=torch.bfloat16)
-
-
-def poly_lambda(iterations: int, power: float) -> Any:
-    return lambda step: max(0.0, 1.0 - step / iterations) ** power
-
-
-def param_groups(model: nn.Module, weight_decay: float) -> list[dict[str, Any]]:
-    """Weight decay on convolution kernels only, as DeepLab's slim regulariser (not on BN or biases)."""
-    decay = [p for p in model.parameters() if p.requires_grad and p.ndim > 1]
-    rest = [p for p in model.parameters() if p.requires_grad and p.ndim <= 1]
-    return [{"params": decay, "weight_decay": weight_decay}, {"params": rest, "weight_decay": 0.0}]
-
-
-def freeze_batchnorm(model: nn.Module) -> None:
-    """Keep BN statistics and affine parameters fixed (DeepLab's ``fine_tune_batch_norm=False``)."""
-    for module in model.modules():
-        if isinstance(module, nn.modules.batchnorm._BatchNorm):
-            module.eval()
-            for p in module.parameters():
-                p.requires_grad_(False)
-
-
-def set_train_mode(model: nn.Module, freeze_bn: bool) -> None:
-    model.train()
-    if freeze_bn:
-        freeze_batchnorm(model)
-
-
-def train_step(model: nn.Module, optimizer: torch.optim.Optimizer, images: torch.Tensor, labels: torch.Tensor,
-               amp: str = "auto") -> float:
-    """One SGD step of pixel-wise cross-entropy (ignore 255); returns the loss (the step is skipped if it is not
-    finite, so the weights stay as they were)."""
-    with autocast_for(amp, images.device):
-        logits = model(images)
-    loss = F.cross_entropy(logits.float(), labels, ignore_index=IGNORE_INDEX)
-    value = loss.item()
-    if math.isfinite(value):
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        optimizer.step()
-    return value
-
-
-def build_datasets(data: DataConfig) -> tuple[SegmentationDataset, SegmentationDataset | None]:
-    """The training split with DeepLab's augmentation and the val split (if any) without."""
-    if data.root is None:
-        raise ValueError("no data root: pass --data-root or set data.root in the config")
-    train_set = build_dataset(
-        data.dataset, data.root, data.train_split,
-        TrainTransform(data.crop_size, data.min_scale, data.max_scale, data.scale_step), **data.dataset_options(),
-    )
-    val_set = None
-    if data.val_split:
-        val_set = build_dataset(data.dataset, data.root, data.val_split, EvalTransform(), **data.dataset_options())
-    return train_set, val_set
 
 
 class MetricsLog:
@@ -208,16 +146,6 @@ class MetricsLog:
         self.board.close()
 
 
-def rng_state() -> dict[str, Any]:
-    return {"torch": torch.get_rng_state(), "python": random.getstate()}
-
-
-def set_rng_state(state: dict[str, Any]) -> None:
-    torch.set_rng_state(state["torch"])
-    version, internal, gauss = state["python"]
-    random.setstate((version, tuple(internal), gauss))
-
-
 @dataclass
 class TrainResult:
     run_dir: Path
@@ -225,107 +153,173 @@ class TrainResult:
     val_miou: float | None
 
 
-def train(config: TrainConfig, resume: bool = False, progress: bool = True) -> TrainResult:
-    """Train (or resume) the run ``config.run_dir``; returns where it is and its final val mIoU."""
+@dataclass
+class _Session:
+    """One training run in progress: what the loop reads and updates."""
+
+    config: TrainConfig
+    env: Distributed
+    model: nn.Module  # DDP-wrapped when distributed
+    core: SegmentationModel
+    optimizer: torch.optim.Optimizer
+    scheduler: torch.optim.lr_scheduler.LambdaLR
+    train_set: SegmentationDataset
+    val_set: SegmentationDataset | None
+    start: int
+    completed: int = 0
+    log: MetricsLog | None = None
+
+    @property
+    def checkpoint(self) -> Path:
+        return self.config.run_dir / "checkpoint.pt"
+
+    def save(self, iteration: int) -> None:
+        if self.env.main:
+            state = {"optimizer": self.optimizer.state_dict(), "scheduler": self.scheduler.state_dict(),
+                     "rng": rng_state()}
+            save_checkpoint(training_payload(self.core, self.config, self.train_set.classes, self.train_set.palette,
+                                             iteration, state), self.checkpoint)
+
+
+def _start_weights(model: nn.Module, config: TrainConfig) -> None:
+    """A fine-tuning stage starts from another run's weights (``init_from``): the model only, not its optimizer."""
+    if config.init_from is not None:
+        load_state(model, load_checkpoint(config.init_from)["model"], config.init_from)
+
+
+def _open(config: TrainConfig, resume: bool) -> _Session:
+    """Build the model, optimizer and data of a run, and load its state when it resumes."""
     env = setup_distributed()
-    run_dir = config.run_dir
-    checkpoint_path = run_dir / "checkpoint.pt"
-    if checkpoint_path.exists() and not resume:
-        raise ValueError(f"{run_dir}: a run with this name exists; pass --resume to continue it or choose another "
-                         f"name")
+    use_deterministic(config.deterministic)
+    checkpoint = config.run_dir / "checkpoint.pt"
+    if checkpoint.exists() and not resume:
+        raise RunExistsError(config.run_dir)
     torch.manual_seed(config.seed)
     random.seed(config.seed)
-    train_set, val_set = build_datasets(config.data)
-    model: nn.Module = build_model(**config.model.build_kwargs(), num_classes=train_set.num_classes,
-                                   crop_size=None).to(env.device)
+    model_config = config.model
+    if model_config.mean is None or model_config.std is None:
+        mean, std = backbone_normalization(model_config.backbone, model_config.pretrained)
+        model_config = model_config.model_copy(update={"mean": model_config.mean or mean,
+                                                       "std": model_config.std or std})
+    train_set, val_set = build_datasets(config.data, (model_config.mean, model_config.std))
+    core = build_model(**model_config.build_kwargs(), num_classes=train_set.num_classes).to(env.device)
     if config.optim.freeze_bn:
-        freeze_batchnorm(model)
-    optimizer = torch.optim.SGD(param_groups(model, config.optim.weight_decay), lr=config.optim.lr,
-                                momentum=config.optim.momentum)
-    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, poly_lambda(config.optim.iterations, config.optim.power))
+        freeze_batchnorm(core)
+    optim = config.optim
+    optimizer = make_optimizer(core, "sgd", optim.lr, optim.momentum, optim.weight_decay)
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, poly_lambda(optim.iterations, optim.power))
     start = 0
-    if resume and checkpoint_path.exists():
-        state = load_checkpoint(checkpoint_path)
-        load_state(model, state["model"], checkpoint_path)
+    if resume and checkpoint.exists():
+        state = load_checkpoint(checkpoint)
+        load_state(core, state["model"], checkpoint)
         optimizer.load_state_dict(state["optimizer"])
         scheduler.load_state_dict(state["scheduler"])
         set_rng_state(state["rng"])
         start = int(state["iteration"])
-    core = model
-    if env.world > 1:
-        if env.device.type == "cuda":  # torch's SyncBatchNorm has no CPU kernel: gloo runs keep per-process BN
-            model = core = nn.SyncBatchNorm.convert_sync_batchnorm(model)
-        model = nn.parallel.DistributedDataParallel(model, device_ids=[env.device.index] if env.device.index
-                                                    is not None else None)
+    else:
+        _start_weights(core, config)
+    return _Session(config, env, _distribute(core, env), core, optimizer, scheduler, train_set, val_set, start)
+
+
+def _distribute(core: nn.Module, env: Distributed) -> nn.Module:
+    if env.world == 1:
+        return core
+    model = core
+    if env.device.type == "cuda":  # torch's SyncBatchNorm has no CPU kernel: gloo runs keep per-process BN
+        model = nn.SyncBatchNorm.convert_sync_batchnorm(model)
+    return nn.parallel.DistributedDataParallel(model, device_ids=[env.device.index] if env.device.index is not None
+                                               else None)
+
+
+def _batches(session: _Session) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+    config, env = session.config, session.env
     if config.data.batch_size % env.world:
-        raise ValueError(f"data.batch_size {config.data.batch_size} is not divisible by {env.world} processes")
-    sampler = IterationSampler(len(train_set), config.data.batch_size, config.seed, start, env.rank, env.world)
-    loader = DataLoader(train_set, batch_size=config.data.batch_size // env.world, sampler=sampler,
+        raise ConfigError(f"data.batch_size {config.data.batch_size} is not divisible by {env.world} processes")
+    sampler = IterationSampler(len(session.train_set), config.data.batch_size, config.seed, session.start, env.rank,
+                               env.world)
+    loader = DataLoader(session.train_set, batch_size=config.data.batch_size // env.world, sampler=sampler,
                         num_workers=config.data.workers, pin_memory=env.device.type == "cuda",
                         persistent_workers=config.data.workers > 0,
                         generator=torch.Generator().manual_seed(config.seed))  # keeps the global RNG untouched
-    run_dir.mkdir(parents=True, exist_ok=True)
-    log = MetricsLog(run_dir, start) if env.main else None
+    return iter(loader)
 
-    def payload(iteration: int) -> dict[str, Any]:
-        return {
-            "config": config.model_dump(mode="json"), "model_config": core.config, "classes": train_set.classes,
-            "palette": train_set.palette, "model": core.state_dict(), "optimizer": optimizer.state_dict(),
-            "scheduler": scheduler.state_dict(), "iteration": iteration, "rng": rng_state(),
-        }
 
-    total = config.optim.iterations
-    bar = Progress(TextColumn("[bold]train"), BarColumn(), MofNCompleteColumn(), TextColumn("{task.fields[info]}"),
-                   TimeElapsedColumn(), TextColumn("ETA"), TimeRemainingColumn(), disable=not (progress and env.main))
-    task = bar.add_task("train", total=total, completed=start, info="")
-    batches = iter(loader)
-    completed = start
-    tic = time.perf_counter()
-    stop = StopRequest()
-    try:
-        with bar, stop:
-            set_train_mode(model, config.optim.freeze_bn)
-            for iteration in range(start + 1, total + 1):
-                if stop.requested:
-                    break
-                images, labels = next(batches)
-                loss = train_step(model, optimizer, images.to(env.device), labels.to(env.device), config.amp)
-                if not math.isfinite(loss):
-                    raise TrainingError(
-                        f"loss is {loss} at iteration {iteration}; the last good state is "
-                        f"{checkpoint_path if checkpoint_path.exists() else 'not saved yet'} (lower optim.lr?)"
-                    )
-                scheduler.step()
-                completed = iteration
-                lr = optimizer.param_groups[0]["lr"]
-                bar.update(task, completed=iteration, info=f"loss {loss:.3f} lr {lr:.2e}")
-                val_now = None
-                if config.eval_every and iteration % config.eval_every == 0 and iteration < total and val_set:
-                    val_now = evaluate(core, val_set, device=env.device, progress=False).miou
-                    set_train_mode(model, config.optim.freeze_bn)
-                if log and (iteration % config.log_every == 0 or val_now is not None):
-                    log.write(iteration, loss=loss, lr=lr, seconds=time.perf_counter() - tic,
-                              **({"val_miou": val_now} if val_now is not None else {}))
-                if env.main and (iteration % config.checkpoint_every == 0 or iteration == total):
-                    save_checkpoint(payload(iteration), checkpoint_path)
-    except Exception:
-        if not stop.requested:  # a real failure: what was checkpointed stays the last good state
-            raise
-    if stop.requested:  # Ctrl-C: the model holds exactly `completed` iterations, so save them
+def _loop(session: _Session, stop: StopRequest, progress: Progress | None) -> None:
+    """Run iterations until the end or a stop request, counting them in ``session.completed``."""
+    config, env = session.config, session.env
+    total, tic = config.optim.iterations, time.perf_counter()
+    session.completed = session.start
+    batches = _batches(session)
+    set_train_mode(session.model, config.optim.freeze_bn)
+    for iteration in range(session.start + 1, total + 1):
+        if stop.requested:
+            break
+        images, labels = next(batches)
+        loss = train_step(session.model, session.optimizer, images.to(env.device), labels.to(env.device), config.amp)
+        if not math.isfinite(loss):
+            saved = session.checkpoint if session.checkpoint.exists() else "none yet"
+            raise TrainingError(f"loss is {loss} at iteration {iteration}; last saved state: {saved}")
+        session.scheduler.step()
+        session.completed = iteration
+        lr = session.optimizer.param_groups[0]["lr"]
         if env.main:
-            save_checkpoint(payload(completed), checkpoint_path)
-            if log:
-                log.close()
-        raise KeyboardInterrupt(
-            f"interrupted after iteration {completed}; state saved to {checkpoint_path}; continue with --resume"
-        )
+            report(progress, "train", iteration, total, f"loss {loss:.3f} lr {lr:.2e}")
+        val_now = _maybe_evaluate(session, iteration)
+        if session.log and (iteration % config.log_every == 0 or val_now is not None):
+            session.log.write(iteration, loss=loss, lr=lr, seconds=time.perf_counter() - tic,
+                              **({"val_miou": val_now} if val_now is not None else {}))
+        if iteration % config.checkpoint_every == 0 or iteration == total:
+            session.save(iteration)
+
+
+def _maybe_evaluate(session: _Session, iteration: int) -> float | None:
+    config = session.config
+    if not (config.eval_every and iteration % config.eval_every == 0 and iteration < config.optim.iterations
+            and session.val_set):
+        return None
+    miou = evaluate(session.core, session.val_set, device=session.env.device).miou
+    set_train_mode(session.model, config.optim.freeze_bn)
+    return miou
+
+
+def _finish(session: _Session, progress: Progress | None) -> TrainResult:
+    """The final evaluation and ``val.json``."""
+    config, env = session.config, session.env
     val_miou = None
-    if env.main and val_set is not None:
-        val_miou = evaluate(core, val_set, device=env.device, progress=progress).miou
-        log.write(total, val_miou=val_miou)
-        (run_dir / "val.json").write_text(json.dumps({"iteration": total, "val_miou": val_miou}))
-    if log:
-        log.close()
+    if env.main and session.val_set is not None:
+        val_miou = evaluate(session.core, session.val_set, device=env.device, progress=progress).miou
+        session.log.write(config.optim.iterations, val_miou=val_miou)
+        write_text(config.run_dir / "val.json", json.dumps({"iteration": config.optim.iterations,
+                                                            "val_miou": val_miou}))
+    if session.log:
+        session.log.close()
     if env.world > 1:
         dist.barrier()
-    return TrainResult(run_dir, total, val_miou)
+    return TrainResult(config.run_dir, config.optim.iterations, val_miou)
+
+
+def train(config: TrainConfig, resume: bool = False, progress: Progress | None = None,
+          command: str = "densecell train") -> TrainResult:
+    """Train (or resume) the run ``config.run_dir``; returns where it is and its final val mIoU.
+
+    The run folder is locked for the whole run (:class:`~densecell.lock.RunLock`): a second command on it fails at
+    once with the holder's name. Ctrl-C finishes the current iteration, saves, and raises
+    :class:`~densecell.errors.Interrupted`."""
+    make_dirs(config.run_dir)
+    with RunLock(config.run_dir, command, enabled=int(os.environ.get("RANK", "0")) == 0):
+        session = _open(config, resume)
+        session.log = MetricsLog(config.run_dir, session.start) if session.env.main else None
+        stop = StopRequest()
+        try:
+            with stop:
+                _loop(session, stop, progress)
+        except Exception:
+            if not stop.requested:  # a real failure: what was checkpointed stays the last good state
+                raise
+        if stop.requested:  # Ctrl-C: the model holds exactly `completed` iterations, so save them
+            session.save(session.completed)
+            if session.log:
+                session.log.close()
+            raise Interrupted(f"training interrupted after iteration {session.completed}",
+                              session.checkpoint if session.env.main else None)
+        return _finish(session, progress)

@@ -5,11 +5,12 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from .base import IGNORE_INDEX, DataError, Sample, SegmentationDataset, Transform
+from ..config import DataConfig
+from .base import IGNORE_INDEX, DataError, Sample, SegmentationDataset, Transform, item_seed
 from .cityscapes import Cityscapes
 from .folder import FolderDataset
 from .person_part import PersonPart
-from .transforms import EvalTransform, TrainTransform
+from .transforms import IMAGENET, EvalTransform, Normalization, TrainTransform
 from .voc import PascalVOC
 
 DATASETS: dict[str, type[SegmentationDataset]] = {
@@ -31,7 +32,26 @@ def build_dataset(name: str, root: str | Path, split: str, transform: Transform 
     return DATASETS[name](root, split, transform, **options)
 
 
+def eval_dataset(data: DataConfig, split: str, normalization: Normalization = IMAGENET,
+                 root: str | Path | None = None) -> SegmentationDataset:
+    """A split of the config's dataset, without augmentation (``root`` overrides the config's)."""
+    return build_dataset(data.dataset, root or data.require_root(), split, EvalTransform(normalization),
+                         **data.dataset_options())
+
+
+def build_datasets(data: DataConfig, normalization: Normalization = IMAGENET) -> tuple[SegmentationDataset,
+                                                                                        SegmentationDataset | None]:
+    """The training split with DeepLab's augmentation and the val split (if any) without."""
+    transform = TrainTransform(data.crop_size, data.min_scale, data.max_scale, data.scale_step,
+                               normalization=normalization)
+    train_set = build_dataset(data.dataset, data.require_root(), data.train_split, transform,
+                              **data.dataset_options())
+    val_set = eval_dataset(data, data.val_split, normalization) if data.val_split else None
+    return train_set, val_set
+
+
 __all__ = [
-    "DATASETS", "IGNORE_INDEX", "Cityscapes", "DataError", "EvalTransform", "FolderDataset", "PascalVOC",
-    "PersonPart", "Sample", "SegmentationDataset", "TrainTransform", "build_dataset",
+    "DATASETS", "IGNORE_INDEX", "IMAGENET", "Cityscapes", "DataError", "EvalTransform", "FolderDataset",
+    "Normalization", "PascalVOC", "PersonPart", "Sample", "SegmentationDataset", "TrainTransform", "build_dataset",
+    "build_datasets", "eval_dataset", "item_seed",
 ]

@@ -18,14 +18,16 @@ import torch
 from PIL import Image, UnidentifiedImageError
 from torch.utils.data import Dataset
 
-IGNORE_INDEX = 255
-"""The label value that the loss and the metrics ignore (DeepLab's convention)."""
+from ..errors import DataError
+from ..loss import IGNORE_INDEX
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp")
 
 
-class DataError(ValueError):
-    """Bad data on disk; the message starts with the file or folder at fault."""
+def item_seed(seed: int, index: int, views: int = 1, view: int = 0) -> int:
+    """The augmentation seed of view ``view`` of image ``index`` in a run seeded ``seed``: the feature cache and its
+    references compute each crop from it."""
+    return (seed << 32) + index * views + view
 
 
 @dataclass(frozen=True)

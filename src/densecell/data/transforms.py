@@ -1,6 +1,7 @@
 """DeepLab's training augmentation and evaluation preprocessing, driven by a per-item ``random.Random``.
 
-Training: ImageNet normalisation, random scale in [0.5, 2.0] (step 0.25, as DeepLab's ``scale_factor_step_size``),
+Both normalise with the backbone's mean and std (timm's ``pretrained_cfg``; ImageNet's by default) after scaling
+pixels to [0, 1]. Training: random scale in [0.5, 2.0] (step 0.25, as DeepLab's ``scale_factor_step_size``),
 padding up to the crop (image with the mean pixel, i.e. 0 after normalisation; label with ignore), random crop,
 horizontal flip. Evaluation: normalisation only.
 """
@@ -8,6 +9,7 @@ horizontal flip. Evaluation: normalisation only.
 from __future__ import annotations
 
 import random
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import torch
@@ -19,18 +21,24 @@ IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 
 
-def normalize(image: torch.Tensor) -> torch.Tensor:
-    """uint8 CxHxW -> float, ImageNet mean/std."""
-    mean = torch.tensor(IMAGENET_MEAN).view(3, 1, 1)
-    std = torch.tensor(IMAGENET_STD).view(3, 1, 1)
+Normalization = tuple[Sequence[float], Sequence[float]]
+IMAGENET: Normalization = (IMAGENET_MEAN, IMAGENET_STD)
+
+
+def normalize(image: torch.Tensor, normalization: Normalization = IMAGENET) -> torch.Tensor:
+    """uint8 CxHxW -> float: ``(x / 255 - mean) / std``."""
+    mean = torch.tensor(normalization[0], dtype=torch.float32).view(3, 1, 1)
+    std = torch.tensor(normalization[1], dtype=torch.float32).view(3, 1, 1)
     return (image.float() / 255.0 - mean) / std
 
 
 @dataclass(frozen=True)
 class EvalTransform:
+    normalization: Normalization = IMAGENET
+
     def __call__(self, image: torch.Tensor, label: torch.Tensor, rng: random.Random) -> tuple[torch.Tensor,
                                                                                              torch.Tensor]:
-        return normalize(image), label
+        return normalize(image, self.normalization), label
 
 
 @dataclass(frozen=True)
@@ -40,10 +48,11 @@ class TrainTransform:
     max_scale: float = 2.0
     scale_step: float = 0.25
     flip: bool = True
+    normalization: Normalization = IMAGENET
 
     def __call__(self, image: torch.Tensor, label: torch.Tensor, rng: random.Random) -> tuple[torch.Tensor,
                                                                                              torch.Tensor]:
-        image = normalize(image)
+        image = normalize(image, self.normalization)
         steps = int(round((self.max_scale - self.min_scale) / self.scale_step)) if self.scale_step else 0
         scale = self.min_scale + self.scale_step * rng.randint(0, steps) if steps else \
             rng.uniform(self.min_scale, self.max_scale)

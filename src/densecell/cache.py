@@ -1,0 +1,248 @@
+"""The proxy task's feature cache (paper Sec. 3.2): the backbone runs once over the data, its features are kept.
+
+The cache holds the last backbone feature map of ``views`` fixed augmented crops of every training image (each crop a
+pure function of the image index, the view and the seed, :func:`~densecell.data.item_seed`) and of every validation
+image (padded to one size, as DeepLab's evaluation does). Features are stored in half precision with their labels in
+``.npy`` shards, each written atomically, so that a crashed caching job resumes at the first missing shard and ends
+with identical files; the shards are then joined into one memory-mappable array per split and kind.
+
+Layout: ``spec.json`` (the settings, checked on every rerun), ``{train,val}.{features,labels}.npy``, ``complete``.
+"""
+
+from __future__ import annotations
+
+import json
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from .data import IGNORE_INDEX, SegmentationDataset, item_seed
+from .errors import CacheError, CacheMissing
+from .files import atomic_path, make_dirs, save_array, write_text
+from .progress import Progress, report
+
+CACHE_VERSION = 1
+SPLITS = ("train", "val")
+KINDS = ("features", "labels")
+
+
+def pad_to(image: torch.Tensor, label: torch.Tensor, size: tuple[int, int]) -> tuple[torch.Tensor, torch.Tensor]:
+    """Pad a normalised image with 0 (the mean pixel) and its label with ignore, bottom and right."""
+    pad_h, pad_w = size[0] - label.shape[0], size[1] - label.shape[1]
+    if pad_h < 0 or pad_w < 0:
+        raise CacheError(f"an image of {label.shape[0]}x{label.shape[1]} is larger than the cache's val size "
+                         f"{size[0]}x{size[1]}")
+    return F.pad(image, (0, pad_w, 0, pad_h)), F.pad(label, (0, pad_w, 0, pad_h), value=IGNORE_INDEX)
+
+
+@dataclass(frozen=True)
+class _Job:
+    """What one cache build reads and how."""
+
+    backbone: nn.Module
+    datasets: dict[str, SegmentationDataset]
+    spec: dict[str, Any]
+    device: torch.device
+    batch_size: int
+
+    def items(self, split: str) -> list[tuple[int, int]]:
+        views = self.spec["views"] if split == "train" else 1
+        return [(index, view) for index in range(len(self.datasets[split])) for view in range(views)]
+
+    def load(self, split: str, index: int, view: int) -> tuple[torch.Tensor, torch.Tensor]:
+        dataset = self.datasets[split]
+        if split == "train":
+            return dataset[(index, item_seed(self.spec["seed"], index, self.spec["views"], view))]
+        return pad_to(*dataset[index], tuple(self.spec["val_size"]))
+
+    def features(self, split: str, shard: list[tuple[int, int]]) -> tuple[np.ndarray, np.ndarray]:
+        """Backbone features (fp16) and labels (uint8) of one shard's items, a batch at a time."""
+        features, labels = [], []
+        for start in range(0, len(shard), self.batch_size):
+            pairs = [self.load(split, index, view) for index, view in shard[start:start + self.batch_size]]
+            images = torch.stack([image for image, _ in pairs]).to(self.device)
+            features.append(self.backbone(images)[-1].half().cpu().numpy())
+            labels.append(torch.stack([label.to(torch.uint8) for _, label in pairs]).numpy())
+        return np.concatenate(features), np.concatenate(labels)
+
+
+def cache_spec(train_set: SegmentationDataset, val_set: SegmentationDataset, *, output_stride: int,
+               crop_size: tuple[int, int], val_size: tuple[int, int] | None, views: int, seed: int, shard_size: int,
+               source: dict[str, Any] | None) -> dict[str, Any]:
+    """The settings a cache is built with; a rerun with other settings on the same folder is refused."""
+    if val_size is None:
+        val_size = tuple(val_set.load(0)[1].shape)  # type: ignore[assignment]
+    return {"version": CACHE_VERSION, "output_stride": output_stride, "crop_size": list(crop_size),
+            "val_size": list(val_size), "views": views, "seed": seed, "shard_size": shard_size,
+            "classes": list(train_set.classes), "train_images": len(train_set), "val_images": len(val_set),
+            "source": source or {}}
+
+
+def _check_spec(out_dir: Path, spec: dict[str, Any]) -> None:
+    spec_path = out_dir / "spec.json"
+    if spec_path.exists() and json.loads(spec_path.read_text()) != spec:
+        raise CacheError(f"{out_dir}: holds a cache built with other settings; remove it or choose another folder")
+    make_dirs(out_dir)
+    write_text(spec_path, json.dumps(spec, indent=1))
+
+
+def _write_split(job: _Job, out_dir: Path, split: str, progress: Progress | None) -> None:
+    """The shards of one split; the ones a crashed run finished are kept."""
+    folder = make_dirs(out_dir / split)
+    items = job.items(split)
+    size = job.spec["shard_size"]
+    done = 0
+    for number, start in enumerate(range(0, len(items), size)):
+        shard = items[start:start + size]
+        paths = {kind: folder / f"shard-{number:05d}.{kind}.npy" for kind in KINDS}
+        if not all(path.exists() for path in paths.values()):
+            features, labels = job.features(split, shard)
+            save_array(labels, paths["labels"])
+            save_array(features, paths["features"])
+        done += len(shard)
+        report(progress, f"cache {split}", done, len(items))
+
+
+@torch.inference_mode()
+def build_cache(
+    backbone: nn.Module,
+    train_set: SegmentationDataset,
+    val_set: SegmentationDataset,
+    out_dir: str | Path,
+    *,
+    output_stride: int,
+    crop_size: tuple[int, int],
+    val_size: tuple[int, int] | None = None,
+    views: int = 1,
+    seed: int = 0,
+    shard_size: int = 64,
+    batch_size: int = 8,
+    device: str | torch.device = "cpu",
+    progress: Progress | None = None,
+    source: dict[str, Any] | None = None,
+) -> Path:
+    """Cache the last backbone feature map of ``views`` fixed crops of every training image and of every val image.
+
+    ``train_set`` must carry a train transform (it is called with fixed seeds) and ``val_set`` an eval transform.
+    Re-running with the same arguments resumes; different arguments on an existing folder are an error."""
+    out_dir = Path(out_dir)
+    spec = cache_spec(train_set, val_set, output_stride=output_stride, crop_size=crop_size, val_size=val_size,
+                      views=views, seed=seed, shard_size=shard_size, source=source)
+    _check_spec(out_dir, spec)
+    if (out_dir / "complete").exists():
+        return out_dir
+    device = torch.device(device)
+    job = _Job(backbone.to(device).eval(), {"train": train_set, "val": val_set}, spec, device, batch_size)
+    for split in SPLITS:
+        _write_split(job, out_dir, split, progress)
+    for split in SPLITS:
+        for kind in KINDS:
+            _consolidate(sorted((out_dir / split).glob(f"shard-*.{kind}.npy")), out_dir / f"{split}.{kind}.npy")
+    write_text(out_dir / "complete", "ok")
+    return out_dir
+
+
+def _consolidate(shards: list[Path], target: Path) -> None:
+    """Join shards into one ``.npy`` (memory-mappable as a whole), then drop them; safe to repeat after a crash."""
+    if target.exists():
+        return
+    heads = [np.load(path, mmap_mode="r") for path in shards]
+    with atomic_path(target) as temporary:
+        joined = np.lib.format.open_memmap(temporary, mode="w+", dtype=heads[0].dtype,
+                                           shape=(sum(len(h) for h in heads), *heads[0].shape[1:]))
+        offset = 0
+        for head in heads:
+            joined[offset:offset + len(head)] = head
+            offset += len(head)
+        joined.flush()
+        del joined, heads
+    for path in shards:
+        path.unlink()
+
+
+@dataclass
+class FeatureCache:
+    """Cached features and labels of both splits, memory-mapped (CPU) or resident on a device."""
+
+    train_features: torch.Tensor
+    train_labels: torch.Tensor
+    val_features: torch.Tensor
+    val_labels: torch.Tensor
+    classes: tuple[str, ...]
+    output_stride: int
+    spec: dict[str, Any]
+    folder: Path | None = None
+
+    @property
+    def channels(self) -> int:
+        return self.train_features.shape[1]
+
+    @property
+    def feature_size(self) -> tuple[int, int]:
+        return tuple(self.train_features.shape[-2:])  # type: ignore[return-value]
+
+    @property
+    def image_size(self) -> tuple[int, int]:
+        """The crop whose features these are (DeepLab: ``feature = (crop - 1) // stride + 1``)."""
+        return tuple((s - 1) * self.output_stride + 1 for s in self.feature_size)  # type: ignore[return-value]
+
+    def train_batch(self, index: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Features and labels of the training items ``index``."""
+        return self.train_features[index], self.train_labels[index]
+
+    @classmethod
+    def load(cls, folder: str | Path, device: str | torch.device = "cpu") -> FeatureCache:
+        """Memory-map the arrays (on the CPU every process that maps them shares the pages) or copy them to
+        ``device`` once."""
+        folder = Path(folder)
+        if not (folder / "complete").exists():
+            raise CacheMissing(folder)
+        spec = json.loads((folder / "spec.json").read_text())
+        device = torch.device(device)
+
+        def read(name: str) -> torch.Tensor:
+            array = np.load(folder / f"{name}.npy", mmap_mode="r")
+            with warnings.catch_warnings():  # read-only map: torch warns that it cannot write to it; we never do
+                warnings.simplefilter("ignore", UserWarning)
+                tensor = torch.from_numpy(array)
+            return tensor if device.type == "cpu" else tensor.to(device)
+
+        return cls(read("train.features"), read("train.labels"), read("val.features"), read("val.labels"),
+                   tuple(spec["classes"]), spec["output_stride"], spec, folder)
+
+
+class FrozenBackboneFeatures(FeatureCache):
+    """The cache's training items with features computed afresh by the frozen backbone at every step: the reference
+    that the cached proxy must match (same items, same augmentation, no fp16 storage), and the slower way it
+    replaces."""
+
+    def __init__(self, cache: FeatureCache, backbone: nn.Module, train_set: SegmentationDataset,
+                 device: str | torch.device = "cpu") -> None:
+        super().__init__(cache.train_features, cache.train_labels, cache.val_features, cache.val_labels,
+                         cache.classes, cache.output_stride, cache.spec, cache.folder)
+        self.backbone = backbone.to(device).eval()
+        self.train_set = train_set
+        self.device = torch.device(device)
+
+    def images(self, index: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """The training items' crops, read and augmented from the dataset as the cache saw them, with labels."""
+        views, seed = self.spec["views"], self.spec["seed"]
+        images, labels = [], []
+        for item in index.tolist():
+            image_index, view = divmod(item, views)
+            image, label = self.train_set[(image_index, item_seed(seed, image_index, views, view))]
+            images.append(image)
+            labels.append(label.to(torch.uint8))
+        return torch.stack(images), torch.stack(labels)
+
+    @torch.inference_mode()
+    def train_batch(self, index: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        images, labels = self.images(index)
+        features = self.backbone(images.to(self.device))[-1]
+        return features.clone(), labels

@@ -1,0 +1,138 @@
+"""What every trainer shares, one step at a time: the device, DeepLab's optimizer groups and poly schedule, the
+autocast choice, BatchNorm freezing, random states and one training step.
+
+The full training loop (:mod:`densecell.train`) and the proxy task (:mod:`densecell.proxy`) are siblings that both
+build on this module; neither imports the other.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import random
+from collections.abc import Callable
+from contextlib import nullcontext
+from typing import Any, Literal
+
+import torch
+from torch import nn
+
+from .loss import cross_entropy
+
+Amp = Literal["auto", "off", "bf16", "fp16"]
+OptimizerName = Literal["sgd", "adam"]
+
+
+def default_device() -> torch.device:
+    """The first GPU if there is one, else the CPU."""
+    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+
+
+def autocast_dtype(amp: Amp, device: torch.device) -> torch.dtype | None:
+    """The autocast dtype for ``amp`` on ``device``: 'auto' is bf16 on GPUs that have it and fp32 (None) on CPUs."""
+    if amp == "off" or (amp == "auto" and not (device.type == "cuda" and torch.cuda.is_bf16_supported())):
+        return None
+    return torch.float16 if amp == "fp16" else torch.bfloat16
+
+
+def autocast_for(amp: Amp, device: torch.device) -> Any:
+    """The autocast context of :func:`autocast_dtype` (a no-op in fp32)."""
+    dtype = autocast_dtype(amp, device)
+    return nullcontext() if dtype is None else torch.autocast(device.type, dtype=dtype)
+
+
+def poly_lambda(iterations: int, power: float) -> Callable[[int], float]:
+    """DeepLab's poly schedule as a multiplier of the base LR: ``(1 - step / iterations) ** power``."""
+    return lambda step: max(0.0, 1.0 - step / iterations) ** power
+
+
+def is_depthwise(module: nn.Module) -> bool:
+    """A depthwise convolution: one filter per input channel."""
+    return isinstance(module, nn.Conv2d) and module.groups > 1 and module.groups == module.in_channels
+
+
+def decayed_parameters(model: nn.Module) -> list[str]:
+    """Names of the parameters that get weight decay, as TF DeepLab's slim regulariser: the kernels of convolutions
+    and fully connected layers, but not depthwise kernels (``split_separable_conv2d``, MobileNet-v2 and Xception all
+    build their depthwise convolutions with ``depthwise_regularizer=None``), BatchNorm or biases."""
+    names = []
+    for prefix, module in model.named_modules():
+        if isinstance(module, (nn.Conv2d, nn.Linear)) and not is_depthwise(module) and module.weight.requires_grad:
+            names.append(f"{prefix}.weight" if prefix else "weight")
+    return names
+
+
+def param_groups(model: nn.Module, weight_decay: float) -> list[dict[str, Any]]:
+    """Two optimizer groups: :func:`decayed_parameters` with ``weight_decay``, every other trainable one without."""
+    decayed = set(decayed_parameters(model))
+    named = [(name, p) for name, p in model.named_parameters() if p.requires_grad]
+    return [{"params": [p for name, p in named if name in decayed], "weight_decay": weight_decay},
+            {"params": [p for name, p in named if name not in decayed], "weight_decay": 0.0}]
+
+
+def make_optimizer(model: nn.Module, name: OptimizerName, lr: float, momentum: float,
+                   weight_decay: float) -> torch.optim.Optimizer:
+    """SGD with momentum (DeepLab's) or Adam, on :func:`param_groups`."""
+    groups = param_groups(model, weight_decay)
+    if name == "adam":
+        return torch.optim.Adam(groups, lr=lr)
+    return torch.optim.SGD(groups, lr=lr, momentum=momentum)
+
+
+def freeze_batchnorm(model: nn.Module) -> None:
+    """Keep BN statistics and affine parameters fixed (DeepLab's ``fine_tune_batch_norm=False``)."""
+    for module in model.modules():
+        if isinstance(module, nn.modules.batchnorm._BatchNorm):
+            module.eval()
+            for p in module.parameters():
+                p.requires_grad_(False)
+
+
+def set_train_mode(model: nn.Module, freeze_bn: bool) -> None:
+    model.train()
+    if freeze_bn:
+        freeze_batchnorm(model)
+
+
+def train_step(model: nn.Module, optimizer: torch.optim.Optimizer, images: torch.Tensor, labels: torch.Tensor,
+               amp: Amp = "auto") -> float:
+    """One step of pixel-wise cross-entropy (ignore 255); returns the loss. A non-finite loss skips the update, so
+    the weights stay as they were and the caller decides what to do."""
+    with autocast_for(amp, images.device):
+        logits = model(images)
+    loss = cross_entropy(logits.float(), labels)
+    value = loss.item()
+    if math.isfinite(value):
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+    return value
+
+
+def use_deterministic(enabled: bool) -> None:
+    """Deterministic kernels (and cuDNN's benchmark off), so that a resumed GPU run ends with the same weights.
+
+    cuBLAS needs ``CUBLAS_WORKSPACE_CONFIG`` before its first call; it is set here when missing. The resizes and the
+    loss switch to their matrix forms (:mod:`densecell.resize`, :mod:`densecell.loss`), whose backward passes are
+    deterministic; a kernel without a deterministic version warns rather than stops the run."""
+    if enabled:
+        os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
+    torch.use_deterministic_algorithms(enabled, warn_only=True)
+    torch.backends.cudnn.benchmark = False
+    torch.backends.cudnn.deterministic = enabled
+
+
+def rng_state() -> dict[str, Any]:
+    """Every random state a training step reads: torch's CPU and CUDA generators and Python's."""
+    state = {"torch": torch.get_rng_state(), "python": random.getstate()}
+    if torch.cuda.is_available() and torch.cuda.is_initialized():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def set_rng_state(state: dict[str, Any]) -> None:
+    torch.set_rng_state(state["torch"])
+    version, internal, gauss = state["python"]
+    random.setstate((version, tuple(internal), gauss))
+    if "cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])

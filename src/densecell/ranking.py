@@ -1,0 +1,22 @@
+"""How two rankings of the same cells agree: Spearman's rho (the paper's Fig. 3 measure) and the top-k overlap."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+
+
+def spearman(pairs: Sequence[tuple[float, float]]) -> float:
+    """Spearman's rank correlation of (x, y) pairs; NaN with fewer than three pairs or a constant side."""
+    from scipy.stats import spearmanr
+
+    if len(pairs) < 3 or len({a for a, _ in pairs}) < 2 or len({b for _, b in pairs}) < 2:
+        return math.nan
+    return float(spearmanr([a for a, _ in pairs], [b for _, b in pairs]).statistic)
+
+
+def top_overlap(pairs: Sequence[tuple[float, float]], k: int = 5) -> int:
+    """How many of the k best items by x are among the k best by y (higher is better on both)."""
+    order_x = sorted(range(len(pairs)), key=lambda i: pairs[i][0], reverse=True)[:k]
+    order_y = sorted(range(len(pairs)), key=lambda i: pairs[i][1], reverse=True)[:k]
+    return len(set(order_x) & set(order_y))

@@ -1,0 +1,135 @@
+"""What a search study stores, and the one place that names its keys.
+
+Optuna keeps a trial's facts in its user attributes and the study's in the study's user attributes. densecell writes
+and reads them only through this module: :class:`TrialRecord` for a trial, and the functions below for the study
+(its settings, the lone 1x1 baseline, the end-to-end scores of re-ranked trials). A study written by an earlier
+version reads the same way: a key it lacks takes its default.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+from typing import Any, Literal
+
+import optuna
+from optuna.trial import FrozenTrial, TrialState
+
+from .space import Cell
+
+Stage = Literal["proxy", "oneshot"]
+"""Which score a trial's value is: the stand-alone proxy's, or the one-shot supernet's."""
+
+_SETTINGS = "densecell"
+_BASELINE = "baseline_miou"
+_FULL_PREFIX = "full_miou:"
+_SUPERNET = "supernet"
+
+
+@dataclass(frozen=True)
+class TrialRecord:
+    """One trial as densecell sees it: Optuna's number, state and values, and the facts densecell stored."""
+
+    number: int = -1
+    state: TrialState = TrialState.RUNNING
+    values: tuple[float, ...] = ()
+    stage: Stage = "proxy"
+    cell: Cell | None = None
+    params: int | None = None
+    madds: int | None = None
+    seconds: float | None = None
+    host: str | None = None
+    pid: int | None = None
+    proxy_miou: float | None = None
+    oneshot_miou: float | None = None
+    latency_s: float | None = None
+    steps: int | None = None
+    pruned_at: int | None = None
+    error: str | None = None
+    surplus: bool = False
+
+    @property
+    def score(self) -> float | None:
+        """The first objective (mIoU), or the last reported score of a pruned trial."""
+        return self.values[0] if self.values else self.proxy_miou
+
+    def to_attrs(self) -> dict[str, Any]:
+        """The stored attributes: every fact that is set, the cell as its TF JSON."""
+        attrs = {}
+        for name in _ATTRIBUTES:
+            value = getattr(self, name)
+            if value is not None and value != _DEFAULTS[name]:
+                attrs[name] = value.to_json() if isinstance(value, Cell) else value
+        return attrs
+
+    @classmethod
+    def from_attrs(cls, attrs: dict[str, Any], **trial: Any) -> TrialRecord:
+        known = {name: attrs[name] for name in _ATTRIBUTES if name in attrs}
+        if "cell" in known:
+            known["cell"] = Cell.from_json(known["cell"])
+        return cls(**trial, **known)
+
+    @classmethod
+    def from_trial(cls, trial: FrozenTrial) -> TrialRecord:
+        return cls.from_attrs(trial.user_attrs, number=trial.number, state=trial.state,
+                              values=tuple(trial.values or ()))
+
+
+_ATTRIBUTES = tuple(f.name for f in dataclasses.fields(TrialRecord) if f.name not in ("number", "state", "values"))
+_DEFAULTS = {f.name: f.default for f in dataclasses.fields(TrialRecord)}
+
+
+def write(trial: optuna.Trial | optuna.study.Study, **facts: Any) -> None:
+    """Store facts of a running trial (``write(trial, cell=..., madds=...)``); unknown names are an error."""
+    for name, value in TrialRecord(**facts).to_attrs().items():
+        trial.set_user_attr(name, value)
+
+
+def stage_of(trial: FrozenTrial) -> Stage:
+    return trial.user_attrs.get("stage", "proxy")
+
+
+def records(study: optuna.Study, states: tuple[TrialState, ...] | None = None,
+            stage: Stage | None = "proxy") -> list[TrialRecord]:
+    """The study's trials of one stage (all stages with ``stage=None``) in the given states."""
+    trials = study.get_trials(deepcopy=False, states=states)
+    return [TrialRecord.from_trial(t) for t in trials if stage is None or stage_of(t) == stage]
+
+
+# --- the study's own record ----------------------------------------------------------------------------------------
+
+def stored_settings(study: optuna.Study) -> str | None:
+    """The JSON of the :class:`~densecell.config.SearchSettings` the study was created with."""
+    return study.user_attrs.get(_SETTINGS)
+
+
+def store_settings(study: optuna.Study, settings_json: str) -> None:
+    study.set_user_attr(_SETTINGS, settings_json)
+
+
+def baseline(study: optuna.Study) -> float | None:
+    """The proxy score of a lone 1x1 convolution (no context), trained like every trial."""
+    return study.user_attrs.get(_BASELINE)
+
+
+def store_baseline(study: optuna.Study, miou: float) -> None:
+    study.set_user_attr(_BASELINE, miou)
+
+
+def full_scores(study: optuna.Study) -> dict[int, float]:
+    """Re-ranking results: trial number -> end-to-end val mIoU."""
+    return {int(key.removeprefix(_FULL_PREFIX)): value for key, value in study.user_attrs.items()
+            if key.startswith(_FULL_PREFIX)}
+
+
+def store_full_score(study: optuna.Study, trial_number: int, miou: float) -> None:
+    study.set_user_attr(f"{_FULL_PREFIX}{trial_number}", miou)
+
+
+def supernet_info(study: optuna.Study) -> dict[str, Any] | None:
+    """What the one-shot screen recorded: the supernet checkpoint, its steps, the cells it scored."""
+    return study.user_attrs.get(_SUPERNET)
+
+
+def store_supernet_info(study: optuna.Study, info: dict[str, Any]) -> None:
+    study.set_user_attr(_SUPERNET, info)
