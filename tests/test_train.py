@@ -13,7 +13,6 @@ from densecell.checkpoint import load_checkpoint, load_run
 from densecell.config import load_config
 from densecell.data import Cityscapes, TrainTransform
 from densecell.errors import RunExistsError, TrainingError
-from densecell.optim import poly_lambda
 from densecell.train import IterationSampler, train
 
 
@@ -48,11 +47,6 @@ def test_batches_do_not_depend_on_the_number_of_workers(synthetic_root):
         batches.append(take(iter(loader), 3))
     for (a_img, a_lab), (b_img, b_lab) in zip(*batches):
         assert torch.allclose(a_img, b_img, atol=1e-6) and torch.equal(a_lab, b_lab)
-
-
-def test_poly_learning_rate():
-    f = poly_lambda(100, 0.9)
-    assert f(0) == 1 and f(100) == 0 and f(50) == pytest.approx(0.5**0.9)
 
 
 def test_run_writes_checkpoint_metrics_and_refuses_to_overwrite(synthetic_root, tmp_path):
