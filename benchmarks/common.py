@@ -27,7 +27,20 @@ def machine() -> dict[str, Any]:
         pass
     return {"cpu": cpu, "cores": os.cpu_count(), "torch_threads": torch.get_num_threads(),
             "gpu": torch.cuda.get_device_name() if torch.cuda.is_available() else None,
+            "driver": _driver(), "cuda": torch.version.cuda if torch.cuda.is_available() else None,
             "python": platform.python_version(), "torch": torch.__version__}
+
+
+def _driver() -> str | None:
+    """The NVIDIA driver version, if there is one (nvidia-smi)."""
+    import shutil
+    import subprocess
+
+    if not shutil.which("nvidia-smi"):
+        return None
+    done = subprocess.run(["nvidia-smi", "--query-gpu=driver_version", "--format=csv,noheader"], capture_output=True,
+                          text=True)
+    return done.stdout.strip().splitlines()[0] if done.returncode == 0 and done.stdout.strip() else None
 
 
 def sync(device: torch.device) -> None:

@@ -21,8 +21,8 @@ from pathlib import Path
 from common import table, write_result
 
 from densecell.data.synthetic import write_synthetic_cityscapes
-from densecell.proxy import ProxySettings
-from densecell.search import SearchSettings, create_study
+from densecell.config import ProxySettings, SearchSettings
+from densecell.search import create_study
 
 CITYSCAPES = {"train": 2975, "val": 500}
 PEAK = ("import resource, runpy, sys\nsys.argv = ['densecell'] + sys.argv[1:]\ntry:\n"
@@ -50,7 +50,7 @@ def main() -> None:
             "name": "memory", "output_dir": str(Path(tmp) / "runs"),
             "data": {"dataset": "cityscapes", "root": str(root), "crop_size": [769, 769], "batch_size": 8},
             "backbone": {"backbone": "mobilenetv2_100", "output_stride": 16}, "warmup": None,
-            "proxy": {"views": 1}}))
+            "allow_random_backbone": True, "cache": {"views": 1}}))
         cache_mb = peak_rss_mb("cache", "--config", str(recipe))
         cache = Path(tmp) / "runs" / "memory" / "cache"
         sizes = {name: (cache / f"{name}.npy").stat().st_size for name in

@@ -26,8 +26,9 @@ from optuna.trial import TrialState
 from densecell.data import Cityscapes, EvalTransform, TrainTransform
 from densecell.data.synthetic import write_synthetic_cityscapes
 from densecell.model import build_model
-from densecell.proxy import ProxySettings, build_cache
-from densecell.search import SearchSettings, create_study
+from densecell.cache import build_cache
+from densecell.config import ProxySettings, SearchSettings
+from densecell.search import create_study
 
 
 def run(cache: Path, storage: str, workers: int, trials: int, iterations: int) -> dict[str, float]:
@@ -59,7 +60,7 @@ def main() -> None:
         backbone = build_model(backbone="mobilenetv2_100", num_classes=19, feature_stages=2).backbone
         cache = build_cache(backbone, Cityscapes(root, "train", TrainTransform((128, 128), 1.0, 1.0)),
                             Cityscapes(root, "val", EvalTransform()), Path(tmp) / "cache", output_stride=16,
-                            crop_size=(128, 128), progress=False)
+                            crop_size=(128, 128))
         storage = f"sqlite:///{Path(tmp) / 'study.db'}"
         results = {workers: run(cache, storage, workers, args.trials, args.iterations) for workers in (1, 2)}
     speedup = results[2]["trials_per_min"] / results[1]["trials_per_min"]

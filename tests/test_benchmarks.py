@@ -12,7 +12,7 @@ import pytest
 
 BENCHMARKS = Path(__file__).parent.parent / "benchmarks"
 RUNS = {
-    "proxy_throughput": ["--crop", "65", "--images", "2", "--steps", "1", "--ks", "1,2"],
+    "proxy_throughput": ["--crop", "65", "--images", "2", "--steps", "1", "--ks", "1,2", "--skip-compile"],
     "search_scaling": ["--trials", "2", "--iterations", "2"],
     "dpc_vs_aspp": ["--sizes", "65x65", "--backbone", "mobilenetv2_100", "--repeats", "1"],
     "memory": ["--images", "1"],
@@ -30,8 +30,10 @@ def test_benchmarks_run_and_the_report_reads_them(tmp_path):
     results = {path.stem: json.loads(path.read_text()) for path in (tmp_path / "results").glob("*.json")}
     assert set(results) == {"proxy_throughput_cpu", "search_scaling", "dpc_vs_aspp", "memory"}
     proxy = results["proxy_throughput_cpu"]
-    assert proxy["feature"] == [320, 5, 5] and set(proxy["shared_steps_per_s"]) == {"1", "2"}
+    assert proxy["feature"] == [320, 5, 5] and set(proxy["shared_steps_per_s"]["processes"]) == {"1", "2"}
     assert all(seconds > 0 for seconds in proxy["s_per_step"].values())
+    assert proxy["candidate_seconds_paper_loss"] > 0 and proxy["candidates_per_hour_one_at_a_time"] > 0
+    assert any(name.startswith("(g) graph step, paper loss") for name in proxy["s_per_step"])
     assert results["search_scaling"]["workers"]["2"]["trials"] == 2
     assert results["memory"]["bytes_per_train_crop"] == pytest.approx(320 * 49 * 49 * 2 + 769 * 769, rel=0.01)
     done = subprocess.run([sys.executable, str(BENCHMARKS / "report.py")], env=env, capture_output=True, text=True)

@@ -174,7 +174,7 @@ def train_candidates(
     done = 0
     for checkpoint in _checkpoints(settings):
         live = [i for i, result in enumerate(results) if result is None]
-        _advance([engines[i] for i in live], checkpoint - done, device)
+        advance([engines[i] for i in live], checkpoint - done, device)
         done = checkpoint
         for i in live:
             if isinstance(engines[i], GraphStep):
@@ -187,7 +187,7 @@ def train_candidates(
     return results  # type: ignore[return-value]
 
 
-def _advance(engines: list[EagerStep | GraphStep], steps: int, device: torch.device) -> None:
+def advance(engines: list[EagerStep | GraphStep], steps: int, device: torch.device) -> None:
     if device.type != "cuda" or len(engines) == 1:
         for engine in engines:
             engine.run(steps)

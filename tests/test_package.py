@@ -1,0 +1,73 @@
+"""The package's shape: what importing a module loads, the public names, one error base, short functions."""
+
+import ast
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+import densecell
+from densecell.errors import DensecellError
+
+SOURCE = Path(densecell.__file__).parent
+
+
+def loaded_by(module):
+    code = f"import sys, {module}; print(' '.join(sorted(sys.modules)))"
+    return set(subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.split())
+
+
+def test_the_proxy_and_the_search_do_not_load_the_training_loop_or_the_cli():
+    proxy = loaded_by("densecell.proxy")
+    assert not {"densecell.train", "rich", "typer", "densecell.cli"} & proxy
+    search = loaded_by("densecell.search")
+    assert not {"densecell.train", "densecell.cli", "typer"} & search
+
+
+def test_the_public_surface():
+    assert set(densecell.__all__) <= set(dir(densecell))
+    space = densecell.SearchSpace()
+    assert space.size() == 418_414_128_120
+    cell = densecell.load_cell("cityscapes-top1")
+    assert isinstance(cell, densecell.Cell) and len(cell) == 5
+    model = densecell.build_model(backbone="mobilenetv2_100", cell=cell, num_classes=3)
+    assert isinstance(model.head, densecell.DensePredictionCell)
+    assert densecell.build_model(**model.config).config == model.config
+
+
+@pytest.mark.parametrize("call", [
+    lambda: densecell.load_cell("no-such-preset"),
+    lambda: densecell.load_cell('[{"op": "conv"}]'),
+    lambda: densecell.SearchSpace(num_branches=0),
+    lambda: densecell.build_model(backbone="no_such_net"),
+    lambda: densecell.build_model(head="psp"),
+    lambda: densecell.build_model(output_stride=4),
+    lambda: densecell.build_model(pretrained="missing/weights.pth"),
+    lambda: densecell.ProxySettings(optimizer="lamb"),
+    lambda: densecell.SearchSettings(cache_dir="x", sampler="nsga2"),
+    lambda: densecell.load_config("no/such/recipe.yaml"),
+    lambda: densecell.load_config(None, ["optim.lr=-1"]),
+    lambda: __import__("densecell.data", fromlist=["x"]).build_dataset("cityscapes", "/no/such/root", "train"),
+    lambda: __import__("densecell.checkpoint", fromlist=["x"]).load_run("/no/such/checkpoint.pt"),
+    lambda: __import__("densecell.cache", fromlist=["x"]).FeatureCache.load("/no/such/cache"),
+    lambda: __import__("densecell.search", fromlist=["x"]).load_study("s", "sqlite:////no/such/dir/study.db"),
+    lambda: __import__("densecell.config", fromlist=["x"]).DataConfig().require_root(),
+])
+def test_one_error_base_catches_every_bad_input(call):
+    with pytest.raises(DensecellError) as info:
+        call()
+    assert "\n" not in str(info.value)
+
+
+def functions(path):
+    tree = ast.parse(path.read_text())
+    for node in ast.walk(tree):
+        if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)):
+            yield node.name, node.end_lineno - node.lineno + 1
+
+
+def test_no_function_is_longer_than_60_lines():
+    long = [f"{path.relative_to(SOURCE)}:{name} ({lines} lines)" for path in SOURCE.rglob("*.py")
+            for name, lines in functions(path) if lines > 60]
+    assert not long, long
