@@ -208,3 +208,26 @@ def test_a_study_with_other_settings_is_refused(feature_cache, tmp_path):
         create_study("s", storage, settings_for(feature_cache[0], 4))
     with pytest.raises(StudyError, match="no study 'nope'"):
         load_study("nope", storage)
+
+
+def test_status_fits_80_columns_and_wide_shows_the_cells(feature_cache, tmp_path, densecell, monkeypatch):
+    storage = f"sqlite:///{tmp_path / 'study.db'}"
+    create_study("status", storage, settings_for(feature_cache[0], 3))
+    threads = __import__("torch").get_num_threads()
+    try:
+        from densecell.search import run_worker
+
+        assert run_worker("status", storage, worker_seed=0) == 3
+    finally:
+        __import__("torch").set_num_threads(threads)
+    code, out, _ = densecell("search", "status", "--storage", storage, "--study", "status")
+    assert code == 0 and "complete 3" in out
+    assert max(len(line) for line in out.splitlines()) <= 80, out
+    study = optuna.load_study(study_name="status", storage=storage)
+    from densecell.search import completed_trials
+
+    best = completed_trials(study)
+    rows = [line for line in out.splitlines() if best[0].cell.digest() in line]
+    assert len(rows) == 1  # one line per trial, the cell as its digest
+    code, out, _ = densecell("search", "status", "--storage", storage, "--study", "status", "--wide")
+    assert code == 0 and best[0].cell.short().split()[0] in out and "host" in out

@@ -540,13 +540,13 @@ def search_status(
     table = Table(title="best cells by proxy mIoU")
     columns = ["trial", "proxy %", "full %", "MAdds (M)", "cell"] + ["s", "host"] * wide
     for column in columns:
-        table.add_column(column, no_wrap=column == "cell", overflow="fold" if wide else "ellipsis")
+        table.add_column(column, no_wrap=True)
     for t in status.best:
         full = f"{status.full[t.number] * 100:.2f}" if t.number in status.full else ""
         row = [str(t.number), f"{t.values[0] * 100:.2f}", full, f"{t.madds / 1e6:.1f}",
                t.cell.short() if wide else t.cell.digest()]
         table.add_row(*row, *([f"{t.seconds:.1f}", str(t.host)] if wide else []))
-    console.print(table)
+    (Console(width=max(console.width, 200)) if wide else console).print(table)
 
 
 @search_app.command("top")
