@@ -25,8 +25,10 @@ def save_palette_png(array: np.ndarray, path: Path) -> None:
     image.save(path)
 
 
-def write_cityscapes(root: Path, label_ids: dict[str, list[np.ndarray]], size=(16, 32), seed=0) -> Path:
-    """``label_ids[split]`` are labelId maps; images are random. Cities alternate between two names."""
+def write_cityscapes(root: Path, label_ids: dict[str, list[np.ndarray]], size=(16, 32), seed=0,
+                     annotation="gtFine") -> Path:
+    """``label_ids[split]`` are labelId maps; images are random. Cities alternate between two names; labels go under
+    ``annotation`` (gtFine, or gtCoarse as for train_extra)."""
     rng = np.random.default_rng(seed)
     for split, maps in label_ids.items():
         for i, label in enumerate(maps):
@@ -36,9 +38,9 @@ def write_cityscapes(root: Path, label_ids: dict[str, list[np.ndarray]], size=(1
             image_dir.mkdir(parents=True, exist_ok=True)
             Image.fromarray(random_image(rng, *size)).save(image_dir / f"{stem}_leftImg8bit.png")
             if label is not None:
-                label_dir = root / "gtFine" / split / city
+                label_dir = root / annotation / split / city
                 label_dir.mkdir(parents=True, exist_ok=True)
-                Image.fromarray(label.astype(np.uint8)).save(label_dir / f"{stem}_gtFine_labelIds.png")
+                Image.fromarray(label.astype(np.uint8)).save(label_dir / f"{stem}_{annotation}_labelIds.png")
     return root
 
 

@@ -66,3 +66,32 @@ def test_bad_input_is_one_line_and_exit_2(densecell, args, message):
     assert code == 2
     assert err.startswith("error: ") and message in err
     assert err.count("\n") == 1 and "Traceback" not in err
+
+
+def test_cell_importance_is_the_l1_norm_of_each_branchs_projection_weights(densecell, synthetic_root, tmp_path):
+    from conftest import tiny_overrides
+
+    from densecell.checkpoint import load_run
+    from densecell.config import load_config
+    from densecell.train import train
+
+    train(load_config(None, tiny_overrides(synthetic_root, tmp_path, "imp", iterations=1, **{"data.val_split": "null"})))
+    checkpoint = tmp_path / "imp" / "checkpoint.pt"
+    code, out, err = densecell("cell", "importance", checkpoint, "--format", "json", "--plot", tmp_path / "imp.png")
+    assert code == 0, err
+    rows = json.loads(out)
+    weight = load_run(checkpoint).model.head.project.conv.weight.detach().abs()
+    filters = weight.shape[1] // 5
+    assert [r["l1"] for r in rows] == pytest.approx([float(weight[:, i * filters:(i + 1) * filters].sum())
+                                                     for i in range(5)])
+    assert [r["op"] for r in rows][0] == "sep3x3 rate 1x6" and (tmp_path / "imp.png").stat().st_size > 1000
+    code, out, _ = densecell("cell", "importance", checkpoint)
+    assert code == 0 and "Y1" in out and "share" in out
+
+
+def test_a_random_backbone_is_refused_unless_the_recipe_allows_it(densecell, synthetic_root, tmp_path):
+    args = ["cache", "--config", "configs/search-synthetic.yaml", "--data-root", synthetic_root,
+            "--set", "warmup=null", "--set", f"output_dir={tmp_path}"]
+    code, _, err = densecell(*args)
+    assert code == 2 and err.count("\n") == 1
+    assert "neither pretrained weights nor a warm-up" in err and "allow_random_backbone" in err

@@ -52,6 +52,21 @@ def test_cityscapes_maps_label_ids_to_train_ids_with_cityscapesscripts(cityscape
     assert np.unique(Cityscapes(cityscapes, "val").load(0)[1]).tolist() == [11, 12]
 
 
+def test_cityscapes_trainval_and_coarse_extra_in_one_split(cityscapes):
+    """The paper's test model trained on fine train + val and the coarse train_extra images (gtCoarse only)."""
+    write_cityscapes(cityscapes, {"train_extra": [label_map([26, 0]), label_map([7])]}, annotation="gtCoarse",
+                     seed=3)
+    assert len(Cityscapes(cityscapes, "trainval")) == 3
+    data = Cityscapes(cityscapes, "trainval+train_extra")
+    assert len(data) == 5
+    labels = [str(s.label) for s in data.samples]
+    assert sum("gtFine" in l for l in labels) == 3 and sum("gtCoarse_labelIds" in l for l in labels) == 2
+    assert set(np.unique(data.load(3)[1])) == {13, 255}
+    next((cityscapes / "gtCoarse" / "train_extra").rglob("*.png")).unlink()
+    with pytest.raises(DataError, match="gtCoarse/train_extra"):  # it has no fine labels: always read coarse
+        Cityscapes(cityscapes, "train_extra")
+
+
 def test_cityscapes_test_split_needs_no_labels(cityscapes):
     _, label = Cityscapes(cityscapes, "test").load(0)
     assert (label == 255).all()
@@ -65,8 +80,8 @@ def test_train_id_to_label_id_inverts_the_table():
 def test_cityscapes_errors_name_the_file(cityscapes):
     with pytest.raises(DataError, match="leftImg8bit/train_extra: folder not found"):
         Cityscapes(cityscapes, "train_extra")
-    with pytest.raises(DataError, match="unknown Cityscapes split"):
-        Cityscapes(cityscapes, "trainval")
+    with pytest.raises(DataError, match="unknown Cityscapes split 'trainvalextra'"):
+        Cityscapes(cityscapes, "trainvalextra")
     label = next((cityscapes / "gtFine" / "train").rglob("*.png"))
     label.unlink()
     with pytest.raises(DataError, match=r"_leftImg8bit.png: no label \(expected .*gtFine_labelIds.png\)"):

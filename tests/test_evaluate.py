@@ -131,3 +131,48 @@ def test_eval_and_predict_errors(densecell, checkpoint, args, message):
     args = [str(checkpoint) if a == "CKPT" else a for a in args]
     code, _, err = densecell(*args)
     assert code == 2 and message in err and err.count("\n") == 1
+
+
+def test_multi_scale_sizes_and_padding_follow_tf():
+    from densecell.evaluate import scaled_size
+
+    assert scaled_size(1025, 2049, 0.75) == (769, 1537) and scaled_size(1025, 2049, 1.25) == (1281, 2561)
+    seen = []
+
+    class Recorder(Pointwise):
+        def forward(self, x):
+            seen.append(tuple(x.shape[-2:]))
+            return super().forward(x)
+
+    model = Recorder().eval()
+    image = torch.randn(1, 3, 20, 30)
+    padded = predict_probabilities(model, image, scales=(1.0, 0.5), pad_to=(33, 41))
+    assert seen == [(33, 41), (17, 21)]  # the padded image, then (33 - 1) * 0.5 + 1 by (41 - 1) * 0.5 + 1
+    assert padded.shape == (1, 4, 20, 30)  # the padding is cut off again
+    plain = predict_probabilities(model, image)
+    assert torch.allclose(predict_probabilities(model, image, pad_to=(33, 41)), plain, atol=1e-6)  # pointwise
+
+
+def test_eval_pads_to_the_tf_eval_crop(densecell, checkpoint, synthetic_root, tmp_path):
+    target = tmp_path / "padded.json"
+    code, out, err = densecell("eval", "--checkpoint", checkpoint, "--data-root", synthetic_root, "--pad-to",
+                               "65x129", "--output", target)
+    assert code == 0, err
+    assert json.loads(target.read_text())["settings"]["pad_to"] == [65, 129]
+    code, _, err = densecell("eval", "--checkpoint", checkpoint, "--data-root", synthetic_root, "--pad-to", "33x33")
+    assert code == 2 and "larger than the padded size 33x33" in err and err.count("\n") == 1
+
+
+def test_eval_and_predict_normalise_as_the_checkpoint_says(checkpoint, synthetic_root):
+    """The normalisation a run was trained with travels in its checkpoint and is what eval and predict apply."""
+    from timm.data import resolve_data_config
+    import timm
+
+    from densecell.checkpoint import load_run
+    from densecell.data import eval_dataset
+
+    run = load_run(checkpoint)
+    expected = resolve_data_config({}, model=timm.create_model("mobilenetv2_100"))
+    assert run.model.normalization == (tuple(expected["mean"]), tuple(expected["std"]))
+    dataset = eval_dataset(run.config.data, "val", run.model.normalization, synthetic_root)
+    assert dataset.transform.normalization == run.model.normalization

@@ -33,3 +33,13 @@ def test_onnx_matches_pytorch(tmp_path, head, pooling):
     assert scale > 0.05  # the outputs vary, so a small error means something
     assert onnx_max_error(model, path, images) < 1e-3
     assert np.isfinite(scale)
+
+
+def test_the_normalisation_travels_in_the_onnx_metadata(tmp_path):
+    from densecell.export import read_metadata
+
+    model = build_model(num_classes=3, decoder=False, mean=(0.5, 0.5, 0.5), std=(0.5, 0.5, 0.5)).eval()
+    path = export_onnx(model, tmp_path / "m.onnx", (33, 33), classes=("a", "b", "c"))
+    metadata = read_metadata(path)
+    assert metadata["mean"] == [0.5] * 3 and metadata["std"] == [0.5] * 3 and metadata["classes"] == ["a", "b", "c"]
+    assert metadata["model_config"]["backbone"] == "mobilenetv2_100" and "(x - mean) / std" in metadata["input"]

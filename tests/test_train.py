@@ -88,7 +88,8 @@ def wait_for_checkpoint(path, iteration, process, timeout=120):
 @pytest.mark.slow
 def test_killed_and_resumed_run_ends_with_the_same_weights(synthetic_root, tmp_path):
     overrides = lambda name: tiny_overrides(synthetic_root, tmp_path, name, iterations=60,  # noqa: E731
-                                            **{"checkpoint_every": 5, "data.val_split": "null"})
+                                            **{"checkpoint_every": 5, "data.val_split": "null",
+                                               "deterministic": "true"})  # exact on a GPU too
     reference = train(load_config(None, overrides("straight")))
     process = run_cli(["train", *sum((["--set", o] for o in overrides("killed")), [])])
     wait_for_checkpoint(tmp_path / "killed" / "checkpoint.pt", 10, process)
@@ -149,3 +150,39 @@ def test_synthetic_training_beats_chance_by_far(synthetic_root, tmp_path):
     result = train(config)
     # chance: predicting background everywhere gives ~0.17 (IoU ~0.85 on 1 of 5 classes)
     assert result.val_miou > 0.4
+
+
+def test_training_normalises_as_timm_says_for_the_backbone(synthetic_root, tmp_path, monkeypatch):
+    """xception71 (TF-ported weights): inputs are 2x/255 - 1, mean = std = 0.5, in training and in the checkpoint."""
+    from timm.data import resolve_data_config
+    import timm
+
+    from densecell import train as training
+
+    seen = []
+    real = training.build_datasets
+    monkeypatch.setattr(training, "build_datasets", lambda data, stats: seen.append(stats) or real(data, stats))
+    overrides = tiny_overrides(synthetic_root, tmp_path, "xception", iterations=1,
+                               **{"model.backbone": "xception71", "data.val_split": "null", "model.decoder": "false"})
+    train(load_config(None, overrides))
+    expected = resolve_data_config({}, model=timm.create_model("xception71"))
+    assert seen == [(tuple(expected["mean"]), tuple(expected["std"]))] == [((0.5,) * 3, (0.5,) * 3)]
+    assert load_run(tmp_path / "xception" / "checkpoint.pt").model.normalization == seen[0]
+
+
+def test_init_from_starts_a_fine_tuning_stage_from_another_runs_weights(synthetic_root, tmp_path, densecell):
+    first = tiny_overrides(synthetic_root, tmp_path, "coarse", iterations=2, **{"data.val_split": "null"})
+    train(load_config(None, first))
+    source = load_checkpoint(tmp_path / "coarse" / "checkpoint.pt")["model"]
+    second = tiny_overrides(synthetic_root, tmp_path, "fine", iterations=1,
+                            **{"data.val_split": "null", "optim.lr": 1e-12, "optim.weight_decay": 0})
+    code, _, err = densecell("train", "--init-from", tmp_path / "coarse" / "checkpoint.pt",
+                             *sum((["--set", o] for o in second), []))
+    assert code == 0, err
+    tuned = load_checkpoint(tmp_path / "fine" / "checkpoint.pt")
+    assert tuned["iteration"] == 1 and tuned["config"]["init_from"].endswith("checkpoint.pt")
+    for key in ("head.branches.0.conv_dw.weight", "classifier.weight", "backbone.conv_stem.weight"):
+        assert torch.allclose(tuned["model"][key], source[key], atol=1e-6), key
+    code, _, err = densecell("train", "--init-from", tmp_path / "coarse" / "checkpoint.pt",
+                             *sum((["--set", o] for o in second + ["name=other", "model.filters=16"]), []))
+    assert code == 2 and "does not fit this model" in err

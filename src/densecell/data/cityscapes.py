@@ -5,6 +5,10 @@
     ROOT/leftImg8bit/{train,val,test,train_extra}/<city>/<city>_<seq>_<frame>_leftImg8bit.png
     ROOT/gtFine/{train,val,test}/<city>/<city>_<seq>_<frame>_gtFine_labelIds.png
     ROOT/gtCoarse/{train,val,train_extra}/<city>/<city>_<seq>_<frame>_gtCoarse_labelIds.png   (optional)
+
+A split may join several with ``+``; ``trainval`` is ``train+val``. ``train_extra`` (the 19,998 extra images) has only
+coarse labels, so it always reads ``gtCoarse``: ``trainval+train_extra`` is the fine train and val images with the
+coarse extra ones, the data of the paper's Cityscapes test model (the model zoo's "trainval_fine and coarse").
 """
 
 from __future__ import annotations
@@ -18,6 +22,8 @@ from cityscapesscripts.helpers.labels import labels as CITYSCAPES_LABELS
 from .base import IGNORE_INDEX, DataError, Sample, SegmentationDataset, Transform, list_images
 
 SPLITS = ("train", "val", "test", "train_extra")
+ALIASES = {"trainval": ("train", "val")}
+COARSE_ONLY = ("train_extra",)
 
 
 @cache
@@ -47,10 +53,24 @@ def train_id_to_label_id() -> np.ndarray:
     return lut
 
 
+def split_parts(root: Path, split: str) -> list[str]:
+    """``trainval+train_extra`` -> ``["train", "val", "train_extra"]``."""
+    parts = [part for name in split.split("+") for part in ALIASES.get(name.strip(), (name.strip(),))]
+    unknown = [part for part in parts if part not in SPLITS]
+    if unknown:
+        raise DataError(f"{root}: unknown Cityscapes split {unknown[0]!r} (one of {', '.join(SPLITS)}, trainval; "
+                        f"joined with +)")
+    return parts
+
+
 def cityscapes_samples(root: Path, split: str, annotation: str = "gtFine") -> list[Sample]:
+    """The samples of a split (or of several joined with ``+``)."""
+    return [sample for part in split_parts(root, split)
+            for sample in _split_samples(root, part, "gtCoarse" if part in COARSE_ONLY else annotation)]
+
+
+def _split_samples(root: Path, split: str, annotation: str) -> list[Sample]:
     """Pairs of ``*_leftImg8bit.png`` and ``*_{annotation}_labelIds.png``; test images need no label."""
-    if split not in SPLITS:
-        raise DataError(f"{root}: unknown Cityscapes split {split!r} (one of {', '.join(SPLITS)})")
     images = list_images(root / "leftImg8bit" / split, "*_leftImg8bit.png")
     samples = []
     for image in images:
