@@ -25,7 +25,7 @@ from torch import nn
 from . import record
 from .cache import FeatureCache, build_cache
 from .checkpoint import load_checkpoint, load_run
-from .config import DataConfig, SearchConfig, TrainConfig
+from .config import SearchConfig, TrainConfig
 from .data import build_datasets
 from .errors import ConfigError, SearchError
 from .files import save_torch
@@ -140,12 +140,13 @@ def proxy_baseline(config: SearchConfig, study: optuna.Study) -> float:
     return record.baseline(study)
 
 
-def rerank_config(config: SearchConfig, trial_number: int, cell_json: str, weights: Path | None) -> TrainConfig:
+def rerank_config(config: SearchConfig, name: str, cell_json: str, weights: Path | None,
+                  output_dir: Path | None = None) -> TrainConfig:
     """A re-ranking run: the cell on the proxy's backbone, trained end to end with the recipe's re-ranking data and
     optimisation, starting from the warmed-up (or pretrained) backbone."""
     model = config.backbone.model_copy(update={"head": "dpc", "cell": cell_json,
                                                "pretrained": str(weights) if weights else config.backbone.pretrained})
-    return TrainConfig(name=f"trial-{trial_number}", seed=config.seed, output_dir=config.run_dir / "rerank",
+    return TrainConfig(name=name, seed=config.seed, output_dir=output_dir or config.run_dir / "rerank",
                        data=config.rerank_data(), model=model, optim=config.rerank.optim, checkpoint_every=50,
                        log_every=10)
 
@@ -158,7 +159,8 @@ def rerank(config: SearchConfig, study: optuna.Study, top: int | None = None,
     scores = {}
     for trial in top_cells(study, config.rerank.top if top is None else top):
         if trial.number not in done:
-            run = rerank_config(config, trial.number, trial.cell.to_json(), weights if weights.exists() else None)
+            run = rerank_config(config, f"trial-{trial.number}", trial.cell.to_json(),
+                                weights if weights.exists() else None)
             result = train(run, resume=True, progress=progress, command="densecell rerank")
             record.store_full_score(study, trial.number, result.val_miou)
             done[trial.number] = result.val_miou

@@ -1,0 +1,170 @@
+"""Proxy fidelity (paper Fig. 3): the same cells scored by the proxy and by a second protocol, and how the two
+rankings agree (Spearman's rho and the top-5 overlap), with a scatter plot.
+
+The second protocol (``against``):
+
+- ``end-to-end``: each cell trained end to end, backbone included, with the recipe's re-ranking settings (paper
+  Fig. 3b, cached features against end-to-end training: rho = 0.47);
+- ``backbone=NAME``: the proxy on the features of another backbone (paper Fig. 3a, MobileNet-v2 against Xception:
+  rho = 0.36);
+- ``proxy.FIELD=VALUE``: the proxy with one setting changed, such as a cheaper loss (``proxy.upsample_logits=false``)
+  or a shorter budget (``proxy.iterations=25``, what a pruner decides on);
+- ``oneshot``: the score the cell gets from the recipe's weight-sharing supernet (:mod:`densecell.supernet`).
+
+Scores are saved as each cell finishes (``scores.json``), so an interrupted study continues where it stopped.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import random
+import re
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import yaml
+
+from .cache import FeatureCache
+from .config import ProxySettings, SearchConfig
+from .errors import ConfigError
+from .files import make_dirs, write_text
+from .lock import RunLock
+from .optim import default_device
+from .progress import Progress, report
+from .ranking import spearman, top_overlap
+from .space import Cell, SearchSpace, load_cell
+
+logger = logging.getLogger(__name__)
+Protocol = Callable[[Cell, int], float]
+"""Scores cell number ``i`` (its seed) by one protocol: a val mIoU."""
+
+
+@dataclass
+class FidelityResult:
+    against: str
+    cells: list[Cell]
+    pairs: list[tuple[float, float]]
+    rho: float
+    top5: int
+    files: dict[str, Path]
+
+
+def choose_cells(spec: str, space: SearchSpace, seed: int = 0) -> list[Cell]:
+    """``spec`` is a number (that many distinct cells drawn uniformly) or a file: a JSON list of cells in the TF
+    format, or a folder of cell JSON files (as ``densecell search top`` writes)."""
+    if spec.isdigit():
+        rng, cells = random.Random(seed), {}
+        while len(cells) < int(spec):
+            cell = space.sample(rng)
+            cells[cell] = None
+        return list(cells)
+    path = Path(spec)
+    if path.is_dir():
+        return [load_cell(file, space) for file in sorted(path.glob("*.json"))]
+    if not path.is_file():
+        raise ConfigError(f"{path}: --cells is neither a number nor a cell file or folder")
+    records = json.loads(path.read_text())
+    if not isinstance(records, list) or not records or not isinstance(records[0], list):
+        raise ConfigError(f"{path}: expected a JSON list of cells, each a list of branches")
+    return [load_cell(json.dumps(cell), space) for cell in records]
+
+
+def slug(against: str) -> str:
+    """A folder name for a protocol: ``proxy.upsample_logits=false`` -> ``proxy.upsample_logits-false``."""
+    return re.sub(r"[^A-Za-z0-9_.-]+", "-", against).strip("-")
+
+
+def proxy_protocol(cache: FeatureCache, settings: ProxySettings) -> Protocol:
+    from .proxy import train_candidate
+
+    device = default_device()
+    return lambda cell, seed: train_candidate(cell, cache, settings, seed=seed, device=device).miou
+
+
+def _end_to_end(config: SearchConfig, out_dir: Path, progress: Progress | None) -> Protocol:
+    from .pipeline import backbone_weights, rerank_config
+    from .train import train
+
+    weights = backbone_weights(config)
+
+    def score(cell: Cell, seed: int) -> float:
+        run = rerank_config(config, f"cell-{cell.digest()}", cell.to_json(), weights if weights.exists() else None,
+                            out_dir / "end-to-end")
+        return train(run, resume=True, progress=progress, command="densecell fidelity").val_miou
+
+    return score
+
+
+def _other_backbone(config: SearchConfig, name: str, out_dir: Path, progress: Progress | None) -> Protocol:
+    """The proxy on another backbone's features: its own cache (and warm-up, if the recipe warms up), with timm's
+    default pretrained weights for it when the recipe's backbone is pretrained."""
+    from .pipeline import build_feature_cache
+
+    model = config.backbone.model_copy(update={"backbone": name, "mean": None, "std": None,
+                                               "pretrained": True if config.backbone.pretrained else None})
+    other = config.model_copy(update={"name": f"backbone-{slug(name)}", "output_dir": out_dir, "backbone": model,
+                                      "cache": config.cache.model_copy(update={"dir": None})})
+    with RunLock(other.run_dir, "densecell fidelity"):
+        folder = build_feature_cache(other, progress)
+    return proxy_protocol(FeatureCache.load(folder, default_device()), config.proxy)
+
+
+def check_against(against: str) -> str:
+    """``against`` if it names a protocol, else a one-line error."""
+    if not re.fullmatch(r"end-to-end|oneshot|backbone=\S+|proxy\.\w+=\S+", against):
+        raise ConfigError(f"--against {against!r}: expected end-to-end, oneshot, backbone=NAME or proxy.FIELD=VALUE")
+    return against
+
+
+def protocol(config: SearchConfig, against: str, out_dir: Path, progress: Progress | None = None) -> Protocol:
+    """The second protocol named by ``against`` (see the module's docstring)."""
+    check_against(against)
+    if against == "end-to-end":
+        return _end_to_end(config, out_dir, progress)
+    if against == "oneshot":
+        from .supernet import oneshot_protocol
+
+        return oneshot_protocol(config, progress)
+    key, _, value = against.partition("=")
+    if key == "backbone":
+        return _other_backbone(config, value, out_dir, progress)
+    changed = ProxySettings.model_validate(config.proxy.model_dump() | {key.removeprefix("proxy."):
+                                                                        yaml.safe_load(value)})
+    return proxy_protocol(FeatureCache.load(config.cache_dir, default_device()), changed)
+
+
+def run_fidelity(config: SearchConfig, cells: list[Cell], against: str, out_dir: str | Path | None = None,
+                 progress: Progress | None = None) -> FidelityResult:
+    """Score ``cells`` with the recipe's proxy and with ``against``; write ``scores.json``, ``fidelity.json`` and
+    ``fidelity.png`` into ``out_dir`` (default ``RUN/fidelity/<against>``)."""
+    out = make_dirs(Path(out_dir) if out_dir else config.run_dir / "fidelity" / slug(against))
+    reference = proxy_protocol(FeatureCache.load(config.cache_dir, default_device()), config.proxy)
+    other = protocol(config, against, out, progress)
+    path = out / "scores.json"
+    with RunLock(out, "densecell fidelity"):
+        scores = json.loads(path.read_text()) if path.exists() else {}
+        for i, cell in enumerate(cells):
+            if cell.digest() not in scores:
+                scores[cell.digest()] = {"cell": cell.to_records(), "proxy": reference(cell, i),
+                                         "against": other(cell, i)}
+                write_text(path, json.dumps(scores, indent=1))
+            report(progress, "fidelity", i + 1, len(cells))
+        return _summarise(against, cells, scores, out)
+
+
+def _summarise(against: str, cells: list[Cell], scores: dict, out: Path) -> FidelityResult:
+    from .report import scatter
+
+    pairs = [(scores[c.digest()]["proxy"], scores[c.digest()]["against"]) for c in cells]
+    rho, top5 = spearman(pairs), top_overlap(pairs)
+    plot = scatter(pairs, "proxy mIoU", f"{against} mIoU", out / "fidelity.png", f"proxy against {against}")
+    summary = {"against": against, "cells": len(cells), "spearman_rho": None if math.isnan(rho) else rho,
+               "top5_overlap": top5, "pairs": pairs}
+    write_text(out / "fidelity.json", json.dumps(summary, indent=1))
+    logger.info("%d cells: Spearman rho = %.3f between the proxy and %s, top-5 overlap %d/5", len(cells), rho,
+                against, top5)
+    return FidelityResult(against, cells, pairs, rho, top5, {"scores": out / "scores.json", "plot": plot,
+                                                             "summary": out / "fidelity.json"})

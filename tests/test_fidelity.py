@@ -1,0 +1,48 @@
+"""Proxy fidelity as a command (paper Fig. 3): the same cells under two protocols, Spearman's rho, a plot."""
+
+import json
+
+import pytest
+
+from densecell.fidelity import choose_cells, slug
+from densecell.space import SearchSpace, load_cell
+
+
+def base(synthetic_root, tmp_path):
+    return ["--config", "configs/search-synthetic.yaml", "--data-root", synthetic_root,
+            "--set", f"output_dir={tmp_path}", "--set", "warmup.iterations=4", "--set", "cache.views=1",
+            "--set", "proxy.iterations=6", "--set", "proxy.filters=8", "--set", "rerank.optim.iterations=2"]
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("against", ["proxy.upsample_logits=false", "end-to-end"])
+def test_fidelity_scores_the_cells_both_ways_and_plots_them(densecell, synthetic_root, tmp_path, against):
+    code, out, err = densecell("fidelity", *base(synthetic_root, tmp_path), "--cells", "4", "--against", against)
+    assert code == 0, err
+    folder = tmp_path / "search-synthetic" / "fidelity" / slug(against)
+    summary = json.loads((folder / "fidelity.json").read_text())
+    assert summary["cells"] == 4 and len(summary["pairs"]) == 4 and "Spearman rho" in out
+    assert all(0 <= a <= 1 and 0 <= b <= 1 for a, b in summary["pairs"])
+    assert summary["spearman_rho"] is None or -1 <= summary["spearman_rho"] <= 1
+    assert (folder / "fidelity.png").stat().st_size > 1000
+    scores = (folder / "scores.json").read_text()
+    code, _, err = densecell("fidelity", *base(synthetic_root, tmp_path), "--cells", "4", "--against", against)
+    assert code == 0 and (folder / "scores.json").read_text() == scores  # a rerun trains nothing again
+
+
+def test_cells_come_from_a_number_a_file_or_a_folder(tmp_path):
+    space = SearchSpace()
+    drawn = choose_cells("5", space, seed=1)
+    assert len(set(drawn)) == 5 and drawn == choose_cells("5", space, seed=1)
+    listing = tmp_path / "cells.json"
+    listing.write_text(json.dumps([cell.to_records() for cell in drawn[:2]]))
+    assert choose_cells(str(listing), space) == drawn[:2]
+    folder = tmp_path / "top"
+    folder.mkdir()
+    (folder / "rank-01.json").write_text(load_cell("cityscapes-top1").to_json())
+    assert choose_cells(str(folder), space) == [load_cell("cityscapes-top1")]
+
+
+def test_bad_against_is_one_line(densecell, synthetic_root, tmp_path):
+    code, _, err = densecell("fidelity", *base(synthetic_root, tmp_path), "--cells", "3", "--against", "vibes")
+    assert code == 2 and "--against 'vibes'" in err and err.count("\n") == 1
