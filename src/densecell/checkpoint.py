@@ -15,7 +15,7 @@ from typing import Any
 import torch
 
 from .config import TrainConfig
-from .errors import CheckpointError
+from .errors import CheckpointError, ConfigError
 from .files import save_torch
 from .model import SegmentationModel, build_model
 
@@ -86,7 +86,10 @@ def load_run(path: str | Path, **overrides: Any) -> Run:
     payload = load_checkpoint(path)
     model = build_model(**(payload["model_config"] | overrides))
     load_state(model, payload["model"], path)
-    config = TrainConfig.model_validate(payload["config"]) if "config" in payload else None
+    try:
+        config = TrainConfig(**payload["config"]) if "config" in payload else None
+    except ConfigError as exc:
+        raise CheckpointError(f"{path}: its training recipe does not read ({exc})") from None
     palette = tuple(tuple(c) for c in payload.get("palette", ()))
     return Run(path, model.eval(), tuple(payload.get("classes", ())), palette,  # type: ignore[arg-type]
                payload.get("iteration"), config)

@@ -243,7 +243,7 @@ class SearchSettings(StudySettings):
         proxy = values.get("proxy", {})
         if "channels_last" in proxy:
             proxy["memory_format"] = "channels_last" if proxy.pop("channels_last") else "contiguous"
-        return cls.model_validate(values)
+        return cls(**values)
 
 
 class RerankSection(Strict):
@@ -295,7 +295,7 @@ class SearchConfig(Strict):
         changes = self.rerank.data
         if changes is None:
             return self.data
-        return DataConfig.model_validate(self.data.model_dump() | changes.model_dump(include=changes.model_fields_set))
+        return DataConfig(**(self.data.model_dump() | changes.model_dump(include=changes.model_fields_set)))
 
     def search_settings(self) -> SearchSettings:
         """What the study stores: the search section without this command's own choices, the proxy, the cache."""

@@ -131,8 +131,7 @@ def protocol(config: SearchConfig, against: str, out_dir: Path, progress: Progre
     key, _, value = against.partition("=")
     if key == "backbone":
         return _other_backbone(config, value, out_dir, progress)
-    changed = ProxySettings.model_validate(config.proxy.model_dump() | {key.removeprefix("proxy."):
-                                                                        yaml.safe_load(value)})
+    changed = ProxySettings(**(config.proxy.model_dump() | {key.removeprefix("proxy."): yaml.safe_load(value)}))
     return proxy_protocol(FeatureCache.load(config.cache_dir, default_device()), changed)
 
 
