@@ -140,3 +140,16 @@ def test_bad_pooling_mode_and_output_stride():
         DensePredictionCell(MIXED, in_channels=3, pooling="max")
     with pytest.raises(ValueError, match="output_stride"):
         DensePredictionCell("cityscapes-top1", in_channels=3, output_stride=4)
+
+
+@pytest.mark.parametrize("kernel", [(1, 1), (3, 5), (17, 33), (32, 64)])
+def test_sliding_average_is_avg_pool(kernel):
+    from densecell.cell import sliding_average
+
+    x = torch.randn(2, 3, 32, 64, requires_grad=True)
+    expected = torch.nn.functional.avg_pool2d(x, kernel, stride=1)
+    got = sliding_average(x, kernel)
+    assert got.shape == expected.shape and torch.allclose(got, expected, atol=1e-5)
+    (grad,) = torch.autograd.grad(got.sum(), x)
+    (expected_grad,) = torch.autograd.grad(expected.sum(), x)
+    assert torch.allclose(grad, expected_grad, atol=1e-5)

@@ -67,3 +67,16 @@ def test_whole_xception_dpc_model_matches_the_model_zoo():
         model = build_model(backbone="xception71", head="dpc", output_stride=16, decoder=True)
         cost = model_cost(model, (1025, 2049))
     assert cost.madds == pytest.approx(502.07e9, rel=0.005)
+
+
+def test_the_cell_coster_counts_as_the_context_module_cost():
+    from densecell.cost import CellCoster, context_module_cost
+    from densecell.space import SearchSpace
+
+    coster = CellCoster(24, 64, (129, 129), 16)
+    space = SearchSpace()
+    for seed in range(8):
+        cell = space.sample(seed)
+        with torch.device("meta"):
+            expected = context_module_cost(DensePredictionCell(cell, 24, filters=64), (129, 129), 16)
+        assert coster(cell) == expected

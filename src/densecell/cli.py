@@ -486,6 +486,26 @@ def cache(config: SearchConfigPath = None, data_root: DataRoot = None, overrides
     console.print(f"feature cache complete in {path}")
 
 
+@app.command()
+def supernet(config: SearchConfigPath = None, data_root: DataRoot = None, overrides: Overrides = None) -> None:
+    """The one-shot stage alone: train the weight-sharing supernet on the cached features (resumable), score
+    search.oneshot_cells cells with it in the study, and queue the best search.trials for the proxy."""
+    from .lock import RunLock
+    from .oneshot import screen
+    from .pipeline import build_feature_cache
+    from .search import create_study
+
+    settings = search_config(config, data_root, overrides)
+    with resumable(), shown_progress() as progress:
+        with RunLock(settings.run_dir, "densecell supernet", wait=True,
+                     on_wait=lambda holder: console.print(f"waiting for {holder or 'another process'}")):
+            build_feature_cache(settings, progress)
+            create_study(settings.name, settings.storage_url, settings.search_settings())
+            queued = screen(settings, progress)
+    console.print(f"one-shot screen done; the best {len(queued)} cells are queued for the proxy "
+                  f"(one-shot mIoU {queued[0].oneshot_miou * 100:.1f}% to {queued[-1].oneshot_miou * 100:.1f}%)")
+
+
 @search_app.callback(invoke_without_command=True)
 def search(ctx: typer.Context, config: SearchConfigPath = None, data_root: DataRoot = None,
            overrides: Overrides = None) -> None:

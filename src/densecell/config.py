@@ -173,9 +173,21 @@ class CacheConfig(Strict):
     dir: Path | None = Field(None, description="Use this (complete) cache instead of building one in the run.")
 
 
+class SupernetConfig(Strict):
+    """The one-shot supernet (densecell.supernet): how long it trains and how a cell is scored with it."""
+
+    steps: int = Field(2000, ge=1, description="Training steps, one uniformly sampled cell each.")
+    checkpoint_every: int = Field(100, ge=1)
+    bn_batches: int = Field(4, ge=1, description="Cached training batches that re-estimate a cell's BatchNorm.")
+    bn_batch_size: int = Field(16, ge=1)
+
+
 class StudySettings(Strict):
     """What every worker of a study must agree on; stored in the study."""
 
+    mode: Literal["proxy", "oneshot"] = Field("proxy", description="oneshot: screen oneshot_cells cells with the "
+                                              "supernet first, then train the best `trials` on the proxy.")
+    oneshot_cells: int = Field(1000, ge=1, description="Cells the one-shot screen scores.")
     trials: int = Field(100, ge=1, description="Completed proxy trials the study must reach.")
     sampler: Sampler = "random"
     objectives: Objectives = "miou"
@@ -268,6 +280,7 @@ class SearchConfig(Strict):
     cache: CacheConfig = CacheConfig()
     proxy: ProxySettings = ProxySettings()
     search: SearchSection = SearchSection()
+    supernet: SupernetConfig = SupernetConfig()
     rerank: RerankSection = RerankSection()
 
     @model_validator(mode="after")

@@ -28,6 +28,12 @@ from .resize import resize_bilinear
 PAPER_EVAL_SCALES = (0.75, 1.0, 1.25, 1.5, 1.75, 2.0)
 
 
+def predicted_classes(logits: torch.Tensor) -> torch.Tensor:
+    """``logits.argmax(1)``, on a channels-last copy: a reduction over contiguous memory, about twice as fast on a
+    CPU for DeepLab's few classes and many pixels."""
+    return logits.contiguous(memory_format=torch.channels_last).argmax(1)
+
+
 class ConfusionMatrix:
     """``matrix[t, p]`` counts pixels of true class ``t`` predicted as ``p``."""
 
@@ -157,7 +163,7 @@ def evaluate(model: nn.Module, dataset: SegmentationDataset, device: torch.devic
         for index in range(len(dataset)):
             image, label = dataset[index]
             probabilities = predict_probabilities(model, image[None].to(device), scales, flip, window, pad_to)
-            matrix.update(probabilities.argmax(1)[0], label)
+            matrix.update(predicted_classes(probabilities)[0], label)
             report(progress, "eval", index + 1, len(dataset))
     finally:
         model.train(was_training)
@@ -187,7 +193,7 @@ def predict_files(model: nn.Module, images: Sequence[Path], output: Path, palett
     for done, path in enumerate(images, 1):
         pixels = read_image(path)
         image = normalize(torch.from_numpy(pixels).permute(2, 0, 1), normalization)[None].to(device)
-        train_ids = predict_probabilities(model, image, scales, flip, window, pad_to).argmax(1)[0].cpu().numpy()
+        train_ids = predicted_classes(predict_probabilities(model, image, scales, flip, window, pad_to))[0].cpu().numpy()
         train_ids = train_ids.astype(np.uint8)
         stem = path.stem.removesuffix("_leftImg8bit")
         targets = {f"{stem}_trainIds.png": train_ids,

@@ -85,14 +85,11 @@ def proxy_protocol(cache: FeatureCache, settings: ProxySettings) -> Protocol:
 
 
 def _end_to_end(config: SearchConfig, out_dir: Path, progress: Progress | None) -> Protocol:
-    from .pipeline import backbone_weights, rerank_config
+    from .pipeline import rerank_config
     from .train import train
 
-    weights = backbone_weights(config)
-
     def score(cell: Cell, seed: int) -> float:
-        run = rerank_config(config, f"cell-{cell.digest()}", cell.to_json(), weights if weights.exists() else None,
-                            out_dir / "end-to-end")
+        run = rerank_config(config, f"cell-{cell.digest()}", cell.to_json(), out_dir / "end-to-end")
         return train(run, resume=True, progress=progress, command="densecell fidelity").val_miou
 
     return score
@@ -125,7 +122,7 @@ def protocol(config: SearchConfig, against: str, out_dir: Path, progress: Progre
     if against == "end-to-end":
         return _end_to_end(config, out_dir, progress)
     if against == "oneshot":
-        from .supernet import oneshot_protocol
+        from .oneshot import oneshot_protocol
 
         return oneshot_protocol(config, progress)
     key, _, value = against.partition("=")

@@ -12,6 +12,8 @@ stands does nothing.
 
 from __future__ import annotations
 
+import hashlib
+import json
 import logging
 import os
 import signal
@@ -28,9 +30,10 @@ from .checkpoint import load_checkpoint, load_run
 from .config import SearchConfig, TrainConfig
 from .data import build_datasets
 from .errors import ConfigError, SearchError
-from .files import save_torch
+from .files import save_torch, write_text
 from .lock import Holder, RunLock
 from .model import backbone_normalization, create_backbone
+from .oneshot import screen
 from .optim import default_device
 from .progress import Progress, report
 from .search import counts, create_study, redact, start_workers, top_cells
@@ -52,8 +55,15 @@ def warmup_config(config: SearchConfig) -> TrainConfig:
 
 
 def backbone_weights(config: SearchConfig) -> Path:
-    """Where the warmed-up backbone's weights are saved (re-ranking starts from them)."""
+    """Where the warmed-up backbone's weights are saved."""
     return config.run_dir / "backbone.pth"
+
+
+def cached_weights(config: SearchConfig) -> str | None:
+    """The weights of the backbone whose features the cache holds (a file, a timm tag, or None for a random one):
+    re-ranking starts from them, also when the cache is another run's (``cache.dir``)."""
+    spec = config.cache_dir / "spec.json"
+    return json.loads(spec.read_text())["source"].get("weights") if spec.exists() else None
 
 
 def proxy_backbone(config: SearchConfig, progress: Progress | None = None) -> tuple[nn.Module, str | None]:
@@ -76,7 +86,7 @@ def proxy_backbone(config: SearchConfig, progress: Progress | None = None) -> tu
         train(run, resume=True, progress=progress, command="densecell search (backbone warm-up)")
     backbone = load_run(checkpoint).model.backbone
     save_torch(backbone.state_dict(), backbone_weights(config))
-    return backbone, str(backbone_weights(config))
+    return backbone, str(backbone_weights(config).resolve())
 
 
 def normalization(config: SearchConfig) -> tuple[tuple[float, ...], tuple[float, ...]]:
@@ -133,19 +143,22 @@ def proxy_baseline(config: SearchConfig, study: optuna.Study) -> float:
     from .proxy import train_candidate
 
     if record.baseline(study) is None:
-        device = default_device()
-        result = train_candidate(conv1x1_cell(), FeatureCache.load(config.cache_dir, device), config.proxy,
-                                 device=device)
-        record.store_baseline(study, result.miou)
+        known = config.cache_dir / "baselines.json"  # one per proxy setting, shared by the studies of a cache
+        baselines = json.loads(known.read_text()) if known.exists() else {}
+        key = hashlib.sha1(config.proxy.model_dump_json().encode()).hexdigest()[:12]
+        if key not in baselines:
+            device = default_device()
+            baselines[key] = train_candidate(conv1x1_cell(), FeatureCache.load(config.cache_dir, device),
+                                             config.proxy, device=device).miou
+            write_text(known, json.dumps(baselines, indent=1))
+        record.store_baseline(study, baselines[key])
     return record.baseline(study)
 
 
-def rerank_config(config: SearchConfig, name: str, cell_json: str, weights: Path | None,
-                  output_dir: Path | None = None) -> TrainConfig:
+def rerank_config(config: SearchConfig, name: str, cell_json: str, output_dir: Path | None = None) -> TrainConfig:
     """A re-ranking run: the cell on the proxy's backbone, trained end to end with the recipe's re-ranking data and
-    optimisation, starting from the warmed-up (or pretrained) backbone."""
-    model = config.backbone.model_copy(update={"head": "dpc", "cell": cell_json,
-                                               "pretrained": str(weights) if weights else config.backbone.pretrained})
+    optimisation, starting from the backbone whose features the cache holds."""
+    model = config.backbone.model_copy(update={"head": "dpc", "cell": cell_json, "pretrained": cached_weights(config)})
     return TrainConfig(name=name, seed=config.seed, output_dir=output_dir or config.run_dir / "rerank",
                        data=config.rerank_data(), model=model, optim=config.rerank.optim, checkpoint_every=50,
                        log_every=10)
@@ -154,13 +167,11 @@ def rerank_config(config: SearchConfig, name: str, cell_json: str, weights: Path
 def rerank(config: SearchConfig, study: optuna.Study, top: int | None = None,
            progress: Progress | None = None) -> dict[int, float]:
     """Re-train the best ``top`` proxy cells end to end (the paper's re-ranking) and record their val mIoU."""
-    weights = backbone_weights(config)
     done = record.full_scores(study)
     scores = {}
     for trial in top_cells(study, config.rerank.top if top is None else top):
         if trial.number not in done:
-            run = rerank_config(config, f"trial-{trial.number}", trial.cell.to_json(),
-                                weights if weights.exists() else None)
+            run = rerank_config(config, f"trial-{trial.number}", trial.cell.to_json())
             result = train(run, resume=True, progress=progress, command="densecell rerank")
             record.store_full_score(study, trial.number, result.val_miou)
             done[trial.number] = result.val_miou
@@ -178,6 +189,10 @@ def run_pipeline(config: SearchConfig, progress: Progress | None = None,
     logger.info("1/4 feature cache in %s", config.cache_dir)
     with lock:
         build_feature_cache(config, progress)
+        if config.search.mode == "oneshot":
+            create_study(config.name, config.storage_url, config.search_settings())
+            logger.info("one-shot screen: the supernet scores %d cells", config.search.oneshot_cells)
+            screen(config, progress)
     logger.info("2/4 search: %d trials, %d workers here, storage %s", config.search.trials, config.search.workers,
                 redact(config.storage_url))
     study = run_search(config, progress)

@@ -21,7 +21,7 @@ from torch import nn
 from .cache import FeatureCache
 from .cell import DensePredictionCell
 from .config import ProxySettings
-from .evaluate import ConfusionMatrix
+from .evaluate import ConfusionMatrix, predicted_classes
 from .files import write_text
 from .optim import autocast_for
 from .resize import resize_bilinear
@@ -65,7 +65,7 @@ def proxy_miou(head: nn.Module, cache: FeatureCache, precision: Precision, devic
         labels = cache.val_labels[start:start + chunk].to(device)
         with autocast_for(precision.amp, device):
             logits = head(x.contiguous(memory_format=precision.memory_format))
-        matrix.update(resize_bilinear(logits.float(), labels.shape[-2:]).argmax(1), labels)
+        matrix.update(predicted_classes(resize_bilinear(logits.float(), labels.shape[-2:])), labels)
     return matrix.miou()
 
 

@@ -51,7 +51,7 @@ from . import record
 from .cache import FeatureCache
 from .cell import DensePredictionCell
 from .config import SearchSettings
-from .cost import context_module_cost, measure_latency
+from .cost import CellCoster, measure_latency
 from .errors import DensecellError, SearchError, StudyError, TrainingError
 from .optim import default_device
 from .proxy import train_candidate
@@ -270,6 +270,8 @@ class Objective:
         self.device = torch.device(device)
         self.cache = FeatureCache.load(settings.cache_dir, self.device)
         self.space = settings.space
+        self.cost = CellCoster(self.cache.channels, settings.proxy.filters, self.cache.image_size,
+                               self.cache.output_stride)
 
     def is_surplus(self, trial: optuna.Trial) -> bool:
         ahead = [t for t in record.records(trial.study, (TrialState.COMPLETE, TrialState.RUNNING))
@@ -281,10 +283,7 @@ class Objective:
             record.write(trial, surplus=True)
             raise optuna.TrialPruned("the budget was already taken by earlier trials")
         cell = suggest_cell(trial, self.space)
-        with torch.device("meta"):
-            head = DensePredictionCell(cell, self.cache.channels, filters=self.settings.proxy.filters,
-                                       output_stride=self.cache.output_stride)
-            cost = context_module_cost(head, self.cache.image_size, self.cache.output_stride)
+        cost = self.cost(cell)
         record.write(trial, cell=cell, params=cost.params, madds=cost.madds, host=socket.gethostname(),
                      pid=os.getpid())
 
@@ -328,6 +327,9 @@ def run_worker(name: str, storage_url: str, worker_seed: int | None = None, devi
     objective = Objective(settings, device or default_device())
     done = 0
     while max_trials is None or done < max_trials:
+        if settings.mode == "oneshot" and not (record.supernet_info(study) or {}).get("queued"):
+            time.sleep(poll_s)  # the one-shot screen has not queued its best cells for the proxy yet
+            continue
         optuna.storages.fail_stale_trials(study)
         now = counts(study)
         if now.complete >= settings.trials:

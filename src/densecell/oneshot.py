@@ -1,0 +1,94 @@
+"""The one-shot screen (``search.mode: oneshot``): a sampler searches the space on supernet scores, in the study, and
+the best cells go on to the stand-alone proxy.
+
+Each screened cell is a trial of the study whose stage is ``oneshot`` and whose value is its one-shot score; the
+proxy's exact-N budget counts only proxy trials, so the screen never takes a slot. When the screen has its
+``search.oneshot_cells`` cells, the ``search.trials`` best distinct ones are queued as proxy trials (carrying their
+one-shot score), which any worker then trains; the record says which score is which. Interrupted, the screen resumes
+where it stopped, and the queueing happens once.
+"""
+
+from __future__ import annotations
+
+import logging
+
+import optuna
+from optuna.trial import TrialState
+
+from . import record
+from .cache import FeatureCache
+from .config import SearchConfig
+from .cost import CellCoster
+from .fidelity import Protocol
+from .lock import RunLock
+from .optim import default_device
+from .progress import Progress, report
+from .search import cell_params, load_study, make_sampler, suggest_cell
+from .supernet import Supernet, score_cell, train_supernet
+
+logger = logging.getLogger(__name__)
+FLUSH = 50
+
+
+def trained_supernet(config: SearchConfig, cache: FeatureCache, progress: Progress | None = None) -> Supernet:
+    """The recipe's supernet, trained (or resumed, or loaded) in ``RUN/supernet``."""
+    settings = config.search_settings()
+    return train_supernet(cache, settings.space, config.proxy, config.supernet, config.run_dir / "supernet",
+                          config.seed, cache.train_features.device, progress)
+
+
+def oneshot_protocol(config: SearchConfig, progress: Progress | None = None) -> Protocol:
+    """The one-shot score as a fidelity protocol (``densecell fidelity --against oneshot``)."""
+    device = default_device()
+    cache = FeatureCache.load(config.cache_dir, device)
+    with RunLock(config.run_dir / "supernet", "densecell fidelity (supernet)", wait=True):
+        supernet = trained_supernet(config, cache, progress)
+    return lambda cell, seed: score_cell(supernet, cell, cache, config.supernet, device)
+
+
+def screen(config: SearchConfig, progress: Progress | None = None) -> list[record.TrialRecord]:
+    """Train the supernet, score ``search.oneshot_cells`` cells with it, queue the best ``search.trials`` for the
+    proxy; returns the queued trials' one-shot records, best first.
+
+    The sampler asks and is told in memory (a database transaction per suggested parameter would cost more than
+    the scoring); every ``FLUSH`` cells the scored trials are written to the study, so an interrupted screen loses at
+    most that many and resumes from the study."""
+    study, settings = load_study(config.name, config.storage_url, worker_seed=config.seed)
+    device = default_device()
+    cache = FeatureCache.load(config.cache_dir, device)
+    supernet = trained_supernet(config, cache, progress)
+    coster = CellCoster(cache.channels, config.proxy.filters, cache.image_size, cache.output_stride)
+    memory = optuna.create_study(directions=settings.directions, sampler=make_sampler(settings, config.seed))
+    done = [t for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
+            if record.stage_of(t) == "oneshot"]
+    memory.add_trials(done)
+    pending: list[optuna.trial.FrozenTrial] = []
+    for count in range(len(done), settings.oneshot_cells):
+        trial = memory.ask()
+        record.write(trial, stage="oneshot")
+        cell = suggest_cell(trial, settings.space)
+        miou = score_cell(supernet, cell, cache, config.supernet, device)
+        cost = coster(cell)
+        record.write(trial, cell=cell, params=cost.params, madds=cost.madds, oneshot_miou=miou)
+        pending.append(memory.tell(trial, miou if settings.objectives == "miou" else (miou, float(cost.madds))))
+        if len(pending) == FLUSH or count + 1 == settings.oneshot_cells:
+            study.add_trials(pending)
+            pending = []
+        report(progress, "one-shot screen", count + 1, settings.oneshot_cells)
+    return _queue_best(study, settings.trials)
+
+
+def _queue_best(study: optuna.Study, count: int) -> list[record.TrialRecord]:
+    scored = sorted(record.records(study, (TrialState.COMPLETE,), stage="oneshot"), key=lambda t: t.values[0],
+                    reverse=True)
+    best = list({t.cell: t for t in reversed(scored)}.values())  # one per cell: its best score
+    best = sorted(best, key=lambda t: t.values[0], reverse=True)[:count]
+    info = record.supernet_info(study) or {}
+    if not info.get("queued"):
+        for trial in best:
+            study.enqueue_trial(cell_params(trial.cell), user_attrs=record.TrialRecord(
+                oneshot_miou=trial.oneshot_miou).to_attrs())
+        record.store_supernet_info(study, info | {"queued": len(best), "screened": len(scored)})
+        logger.info("one-shot screen: %d cells scored; the best %d go to the proxy (one-shot mIoU %.3f to %.3f)",
+                    len(scored), len(best), best[0].oneshot_miou, best[-1].oneshot_miou)
+    return best

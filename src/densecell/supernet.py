@@ -1,0 +1,235 @@
+"""The one-shot supernet (beyond the paper): every cell of the space as a path through shared weights, trained once on
+the cached features, then used to score thousands of cells in the time the proxy trains a few.
+
+Structure, for B branches:
+
+- branch i holds, for each input width it can read (``F``, the backbone's channels, and, from the second branch on,
+  ``Y``, the branches' filters), one 1x1 convolution, one separable 3x3 convolution whose weights serve all 64 rate
+  pairs (the rate is only its dilation) and one pooling 1x1 convolution that serves all 16 grids;
+- the projection of the concatenation and the classifier are shared by every cell.
+
+A cell's path picks in each branch its input and its operation, so ``supernet(features, cell)`` computes what a
+:class:`~densecell.cell.DensePredictionCell` built for that cell computes with the weights it inherits
+(:meth:`Supernet.extract`).
+
+Training is single-path uniform sampling (SPOS, Guo et al. 2020): one uniformly random cell per step, with the proxy's
+optimizer, schedule and loss. The cell and the batch of step i are functions of (seed, i), and the checkpoint holds
+the weights, the optimizer and the random states, so a killed run resumes to the same weights.
+
+Scoring a cell: its BatchNorm statistics are re-estimated on a few cached training batches (shared weights have no
+statistics of their own for a given path), then its single-scale mIoU is measured on the cached val features, as the
+proxy measures.
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from .cache import FeatureCache
+from .cell import ConvBNReLU, DensePredictionCell, PoolingMode, PyramidPooling, SeparableConv, rate_multiplier
+from .checkpoint import load_state
+from .config import ProxySettings, SupernetConfig
+from .errors import CheckpointError, TrainingError
+from .evaluate import ConfusionMatrix, predicted_classes
+from .files import save_torch
+from .optim import autocast_for, make_optimizer, poly_lambda, rng_state, set_rng_state
+from .progress import Progress, report
+from .proxy import resolve_precision
+from .resize import resize_bilinear
+from .space import BACKBONE, Branch, Cell, OpKind, SearchSpace
+from .steps import Precision, proxy_loss
+
+logger = logging.getLogger(__name__)
+
+
+class SuperBranch(nn.Module):
+    """Every operation branch ``index`` can apply, once per input width; ``forward(x, branch)`` runs one."""
+
+    def __init__(self, index: int, in_channels: int, filters: int, output_stride: int, pooling: PoolingMode) -> None:
+        super().__init__()
+        widths = {"F": in_channels} | ({"Y": filters} if index > 0 else {})
+        self.multiplier = rate_multiplier(output_stride)
+        self.conv1x1 = nn.ModuleDict({key: ConvBNReLU(width, filters) for key, width in widths.items()})
+        self.sep3x3 = nn.ModuleDict({key: SeparableConv(width, filters) for key, width in widths.items()})
+        self.pool = nn.ModuleDict({key: PyramidPooling(width, filters, pooling=pooling, output_stride=output_stride)
+                                   for key, width in widths.items()})
+
+    def module_for(self, branch: Branch) -> nn.Module:
+        """The shared module that computes ``branch`` (its weights are the branch's inherited weights)."""
+        key = "F" if branch.input == BACKBONE else "Y"
+        families = {OpKind.CONV1X1: self.conv1x1, OpKind.SEPARABLE: self.sep3x3, OpKind.PYRAMID_POOLING: self.pool}
+        return families[branch.op.kind][key]
+
+    def forward(self, x: torch.Tensor, branch: Branch) -> torch.Tensor:
+        module = self.module_for(branch)
+        if branch.op.kind is OpKind.SEPARABLE:
+            return module(x, rate=(branch.op.rate[0] * self.multiplier, branch.op.rate[1] * self.multiplier))
+        if branch.op.kind is OpKind.PYRAMID_POOLING:
+            return module(x, grid=branch.op.grid)
+        return module(x)
+
+
+class Supernet(nn.Module):
+    """The weight-sharing supernet over a search space, with the proxy's head around it (projection, classifier)."""
+
+    def __init__(self, space: SearchSpace, in_channels: int, num_classes: int, filters: int = 256,
+                 dropout: float = 0.1, output_stride: int = 16, pooling: PoolingMode = "tf") -> None:
+        super().__init__()
+        self.space, self.in_channels, self.filters = space, in_channels, filters
+        self.output_stride, self.pooling, self.dropout_p = output_stride, pooling, dropout
+        self.branches = nn.ModuleList(SuperBranch(i, in_channels, filters, output_stride, pooling)
+                                      for i in range(space.num_branches))
+        self.dropout = nn.Dropout(dropout)
+        self.project = ConvBNReLU(filters * space.num_branches, filters)
+        self.classifier = nn.Conv2d(filters, num_classes, 1)
+        self.precision = Precision()
+        """The autocast mode and layout the supernet computes in (set with the proxy's by :func:`build_supernet`)."""
+
+    def forward(self, features: torch.Tensor, cell: Cell) -> torch.Tensor:
+        """The cell's path. The projection of the concatenation is computed as the sum of each branch's share of
+        the 1x1 convolution (the same function, without copying the branches into one tensor), and the dropout on
+        the concatenation as a dropout of each branch (the same distribution)."""
+        outputs: list[torch.Tensor] = []
+        for branch, module in zip(cell, self.branches):
+            outputs.append(module(features if branch.input == BACKBONE else outputs[branch.input], branch))
+        shares = self.project.conv.weight.split(self.filters, dim=1)
+        merged = sum(F.conv2d(self.dropout(y), weight) for y, weight in zip(outputs, shares))
+        return self.classifier(F.relu(self.project.bn(merged)))
+
+    def extract(self, cell: Cell) -> nn.Module:
+        """The proxy head of ``cell`` (a DensePredictionCell and the classifier) with the supernet's weights."""
+        head = nn.Sequential(DensePredictionCell(cell, self.in_channels, filters=self.filters,
+                                                 concat_channels=self.filters, dropout=self.dropout_p,
+                                                 output_stride=self.output_stride, pooling=self.pooling),
+                             nn.Conv2d(self.filters, self.classifier.out_channels, 1))
+        state = {f"1.{key}": value for key, value in self.classifier.state_dict().items()}
+        state |= {f"0.project.{key}": value for key, value in self.project.state_dict().items()}
+        for i, branch in enumerate(cell):
+            shared = self.branches[i].module_for(branch).state_dict()
+            state |= {f"0.branches.{i}.{key}": value for key, value in shared.items()}
+        head.load_state_dict(state)
+        return head.to(next(self.parameters()).device)
+
+
+def step_cell(space: SearchSpace, seed: int, step: int) -> Cell:
+    """The cell trained at ``step``: uniform, and a function of (seed, step) only."""
+    return space.sample(random.Random(seed * 1_000_003 + step))
+
+
+@dataclass
+class SupernetRun:
+    """A supernet being trained: the module, its optimizer, the step reached, the batch generator, and the
+    precision and layout it computes in (the proxy's, :func:`~densecell.proxy.resolve_precision`)."""
+
+    supernet: Supernet
+    optimizer: torch.optim.Optimizer
+    generator: torch.Generator
+    precision: Precision
+    step: int = 0
+
+    def inputs(self, features: torch.Tensor, device: torch.device) -> torch.Tensor:
+        return features.to(device).float().contiguous(memory_format=self.precision.memory_format)
+
+
+def _checkpoint(run: SupernetRun) -> dict:
+    return {"model": run.supernet.state_dict(), "optimizer": run.optimizer.state_dict(), "step": run.step,
+            "rng": rng_state(), "generator": run.generator.get_state()}
+
+
+def _resume(run: SupernetRun, path: Path) -> None:
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:
+        raise CheckpointError(f"{path}: not a readable supernet checkpoint ({' '.join(str(exc).split())[:200]})") \
+            from None
+    load_state(run.supernet, state["model"], path)
+    run.optimizer.load_state_dict(state["optimizer"])
+    set_rng_state(state["rng"])
+    run.generator.set_state(state["generator"])
+    run.step = int(state["step"])
+
+
+def build_supernet(cache: FeatureCache, space: SearchSpace, proxy: ProxySettings, seed: int,
+                   device: torch.device) -> SupernetRun:
+    precision = resolve_precision(proxy, cache, device)
+    torch.manual_seed(seed)
+    supernet = Supernet(space, cache.channels, len(cache.classes), proxy.filters, output_stride=cache.output_stride)
+    supernet = supernet.to(device, memory_format=precision.memory_format)
+    supernet.precision = precision
+    optimizer = make_optimizer(supernet, proxy.optimizer, proxy.lr, proxy.momentum, proxy.weight_decay)
+    return SupernetRun(supernet, optimizer, torch.Generator().manual_seed(seed), precision)
+
+
+def train_supernet(cache: FeatureCache, space: SearchSpace, proxy: ProxySettings, settings: SupernetConfig,
+                   folder: str | Path, seed: int = 0, device: str | torch.device = "cpu",
+                   progress: Progress | None = None) -> Supernet:
+    """Train (or resume, or load) the supernet in ``folder/supernet.pt`` for ``settings.steps`` steps."""
+    device = torch.device(device)
+    path = Path(folder) / "supernet.pt"
+    run = build_supernet(cache, space, proxy, seed, device)
+    if path.exists():
+        _resume(run, path)
+    schedule = poly_lambda(settings.steps, proxy.power)
+    count = len(cache.train_features)
+    while run.step < settings.steps:
+        run.step += 1
+        cell = step_cell(space, seed, run.step)
+        features, labels = cache.train_batch(torch.randint(count, (proxy.batch_size,), generator=run.generator))
+        run.supernet.train()
+        with autocast_for(run.precision.amp, device):
+            logits = run.supernet(run.inputs(features, device), cell)
+        loss = proxy_loss(logits, labels.to(device), proxy.upsample_logits)
+        if not torch.isfinite(loss):
+            raise TrainingError(f"supernet loss is {loss.item()} at step {run.step}")
+        run.optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        for group in run.optimizer.param_groups:
+            group["lr"] = proxy.lr * schedule(run.step)
+        run.optimizer.step()
+        report(progress, "supernet", run.step, settings.steps, f"loss {loss.item():.3f}")
+        if run.step % settings.checkpoint_every == 0 or run.step == settings.steps:
+            save_torch(_checkpoint(run), path)
+    return run.supernet
+
+
+@torch.no_grad()
+def score_cell(supernet: Supernet, cell: Cell, cache: FeatureCache, settings: SupernetConfig,
+               device: str | torch.device = "cpu") -> float:
+    """The one-shot score of ``cell``: BatchNorm statistics re-estimated for its path on ``settings.bn_batches``
+    fixed cached training batches, then single-scale val mIoU on the cached val features."""
+    device = torch.device(device)
+    norms = [m for m in supernet.modules() if isinstance(m, nn.BatchNorm2d)]
+    saved = [(m.momentum, m.running_mean.clone(), m.running_var.clone(), m.num_batches_tracked.clone()) for m in norms]
+    for module in norms:
+        module.reset_running_stats()
+        module.momentum = None  # a cumulative average over the re-estimation batches
+    precision = supernet.precision
+    supernet.train()
+    supernet.dropout.eval()
+    batch = settings.bn_batch_size
+
+    def logits(features: torch.Tensor) -> torch.Tensor:
+        with autocast_for(precision.amp, device):
+            return supernet(features.to(device).float().contiguous(memory_format=precision.memory_format), cell)
+
+    for start in range(0, min(settings.bn_batches * batch, len(cache.train_features)), batch):
+        logits(cache.train_features[start:start + batch])
+    supernet.eval()
+    matrix = ConfusionMatrix(len(cache.classes))
+    for start in range(0, len(cache.val_features), batch):
+        labels = cache.val_labels[start:start + batch].to(device)
+        matrix.update(predicted_classes(resize_bilinear(logits(cache.val_features[start:start + batch]).float(),
+                                                        labels.shape[-2:])), labels)
+    for module, (momentum, mean, var, tracked) in zip(norms, saved):
+        module.momentum = momentum
+        module.running_mean.copy_(mean)
+        module.running_var.copy_(var)
+        module.num_batches_tracked.copy_(tracked)
+    return matrix.miou()

@@ -1,0 +1,127 @@
+"""The one-shot supernet: a cell's path is the DensePredictionCell with the inherited weights; training resumes
+exactly after a SIGKILL; the screen scores cells into the study and queues the best for the proxy."""
+
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+import torch
+from optuna.trial import TrialState
+
+from densecell import record
+from densecell.cache import FeatureCache
+from densecell.config import ProxySettings, SupernetConfig, load_search_config
+from densecell.space import SearchSpace, load_cell
+from densecell.supernet import Supernet, score_cell, step_cell, train_supernet
+
+MIXED = load_cell('[{"kernel": 3, "rate": [21, 3], "op": "conv", "input": -1}, '
+                  '{"grid_size": [2, 4], "op": "pyramid_pooling", "input": 0}, {"kernel": 1, "op": "conv", "input": 1}, '
+                  '{"grid_size": [8, 1], "op": "pyramid_pooling", "input": -1}, '
+                  '{"kernel": 3, "rate": [1, 1], "op": "conv", "input": 3}]')
+
+
+def randomised(module, seed):
+    generator = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for name, tensor in module.state_dict().items():
+            if tensor.is_floating_point():
+                tensor.copy_(torch.rand(tensor.shape, generator=generator) + (0.5 if "var" in name else -0.5))
+    return module
+
+
+@pytest.mark.parametrize("output_stride", [16, 8])
+def test_a_path_is_the_cell_with_the_inherited_weights(output_stride):
+    space = SearchSpace()
+    supernet = randomised(Supernet(space, 12, 5, filters=8, output_stride=output_stride), 0).eval()
+    features = torch.randn(2, 12, 17, 21)
+    for cell in [MIXED, load_cell("cityscapes-top1"), *(space.sample(seed) for seed in range(6))]:
+        head = supernet.extract(cell).eval()
+        assert torch.allclose(supernet(features, cell), head(features), atol=1e-5), str(cell)
+    assert sum(p.numel() for p in supernet.parameters()) < 5 * 3 * 2 * 12 * 12 * 12  # shared, not one per cell
+
+
+def test_every_branch_shares_its_weights_over_rates_and_grids():
+    supernet = Supernet(SearchSpace(), 12, 5, filters=8)
+    seps = [m for m in supernet.modules() if type(m).__name__ == "SeparableConv"]
+    pools = [m for m in supernet.modules() if type(m).__name__ == "PyramidPooling"]
+    assert len(seps) == len(pools) == 1 + 2 * 4  # branch 0 reads F only; the others F or Y
+    assert step_cell(SearchSpace(), 3, 10) == step_cell(SearchSpace(), 3, 10) != step_cell(SearchSpace(), 3, 11)
+
+
+def small(feature_cache_folder, steps=12):
+    return FeatureCache.load(feature_cache_folder), ProxySettings(batch_size=4, lr=0.01, filters=8,
+                                                                  optimizer="adam"), SupernetConfig(
+        steps=steps, checkpoint_every=3, bn_batches=1, bn_batch_size=8)
+
+
+def test_scores_are_in_range_and_repeatable(feature_cache, tmp_path):
+    cache, proxy, settings = small(feature_cache[0])
+    supernet = train_supernet(cache, SearchSpace(), proxy, settings, tmp_path, seed=1)
+    scores = [score_cell(supernet, cell, cache, settings) for cell in (MIXED, MIXED, load_cell("cityscapes-top1"))]
+    assert scores[0] == scores[1] and all(0 <= s <= 1 for s in scores)
+    state = {k: v.clone() for k, v in supernet.state_dict().items()}
+    score_cell(supernet, MIXED, cache, settings)
+    assert all(torch.equal(state[k], v) for k, v in supernet.state_dict().items())  # scoring leaves the weights
+
+
+@pytest.mark.slow
+def test_a_killed_supernet_training_resumes_to_the_same_weights(synthetic_root, tmp_path):
+    overrides = [f"data.root={synthetic_root}", f"output_dir={tmp_path}", "warmup=null", "allow_random_backbone=true",
+                 "cache.views=1", "proxy.batch_size=4", "proxy.filters=8", "supernet.steps=40",
+                 "supernet.checkpoint_every=4", "search.mode=oneshot", "search.oneshot_cells=3", "search.trials=2"]
+    straight = load_search_config("configs/search-synthetic.yaml", overrides + ["name=straight"])
+    from densecell.pipeline import build_feature_cache
+    from densecell.oneshot import trained_supernet
+
+    build_feature_cache(straight)
+    reference = trained_supernet(straight, FeatureCache.load(straight.cache_dir)).state_dict()
+    args = ["supernet", "--config", "configs/search-synthetic.yaml", *sum((["--set", o] for o in overrides +
+                                                                          ["name=killed"]), [])]
+    process = subprocess.Popen([sys.executable, "-m", "densecell", *args], stdout=subprocess.PIPE,
+                               stderr=subprocess.PIPE, text=True, env=os.environ | {"PYTHONUNBUFFERED": "1"})
+    checkpoint = tmp_path / "killed" / "supernet" / "supernet.pt"
+    deadline = time.time() + 180
+    while time.time() < deadline and process.poll() is None:
+        if checkpoint.exists() and torch.load(checkpoint, weights_only=True)["step"] >= 8:
+            break
+        time.sleep(0.05)
+    process.send_signal(signal.SIGKILL)
+    process.wait()
+    step = torch.load(checkpoint, weights_only=True)["step"]
+    assert 8 <= step < 40, step
+    killed = load_search_config("configs/search-synthetic.yaml", overrides + ["name=killed"])
+    resumed = trained_supernet(killed, FeatureCache.load(killed.cache_dir)).state_dict()
+    for key, value in reference.items():
+        assert torch.equal(value, resumed[key]), key
+
+
+@pytest.mark.slow
+def test_the_screen_scores_cells_into_the_study_and_the_best_go_to_the_proxy(synthetic_root, tmp_path):
+    from densecell.pipeline import run_pipeline
+    from densecell.search import completed_trials, load_study
+
+    from densecell.pipeline import build_feature_cache
+
+    base = load_search_config("configs/search-synthetic.yaml", [
+        f"data.root={synthetic_root}", f"output_dir={tmp_path}", "warmup=null", "allow_random_backbone=true",
+        "cache.views=1"])
+    build_feature_cache(base)
+    config = load_search_config("configs/search-synthetic-oneshot.yaml", [
+        f"data.root={synthetic_root}", f"output_dir={tmp_path}", f"cache.dir={base.cache_dir}",
+        "proxy.iterations=8", "proxy.batch_size=4", "supernet.steps=10", "search.oneshot_cells=12", "search.trials=3",
+        "search.workers=1"])
+    outputs = run_pipeline(config)
+    study, _ = load_study(config.name, config.storage_url)
+    oneshot = record.records(study, (TrialState.COMPLETE,), stage="oneshot")
+    proxy = completed_trials(study)
+    assert len(oneshot) == 12 and len(proxy) == 3  # the screen's trials do not count against the proxy's budget
+    best = sorted({t.cell: t.oneshot_miou for t in oneshot}.items(), key=lambda kv: kv[1], reverse=True)[:3]
+    assert {t.cell for t in proxy} == {cell for cell, _ in best}
+    assert all(t.oneshot_miou is not None and t.stage == "proxy" for t in proxy)
+    summary = (outputs["report"].parent / "summary.json").read_text()
+    assert '"oneshot_cells": 12' in summary and "one-shot mIoU %" in outputs["report"].read_text()
+    run_pipeline(config)  # again: nothing is screened or queued twice
+    assert len(record.records(study, stage="oneshot")) == 12 and len(completed_trials(study)) == 3
