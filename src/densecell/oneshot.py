@@ -1,11 +1,12 @@
-"""The one-shot screen (``search.mode: oneshot``): a sampler searches the space on supernet scores, in the study, and
-the best cells go on to the stand-alone proxy.
+"""The one-shot screen (``search.mode: oneshot``): a sampler searches the space on supernet scores, and the best
+cells go on to the stand-alone proxy, in the same study.
 
-Each screened cell is a trial of the study whose stage is ``oneshot`` and whose value is its one-shot score; the
-proxy's exact-N budget counts only proxy trials, so the screen never takes a slot. When the screen has its
-``search.oneshot_cells`` cells, the ``search.trials`` best distinct ones are queued as proxy trials (carrying their
-one-shot score), which any worker then trains; the record says which score is which. Interrupted, the screen resumes
-where it stopped, and the queueing happens once.
+The sampler (any of the search's) asks and is told in memory; every ``FLUSH`` cells the scored ones are written to
+the study as records of stage ``oneshot`` (:mod:`densecell.record`), which the proxy's exact-N budget does not count.
+When the screen has its ``search.oneshot_cells`` cells, the ``search.trials`` best distinct ones are queued as proxy
+trials carrying their one-shot score, and any worker then trains them: each record says which score is which.
+Interrupted, the screen resumes from what the study holds (losing at most ``FLUSH`` cells), and the queueing happens
+once.
 """
 
 from __future__ import annotations
@@ -13,17 +14,16 @@ from __future__ import annotations
 import logging
 
 import optuna
-from optuna.trial import TrialState
 
 from . import record
 from .cache import FeatureCache
-from .config import SearchConfig
+from .config import SearchConfig, SearchSettings
 from .cost import CellCoster
 from .fidelity import Protocol
 from .lock import RunLock
 from .optim import default_device
 from .progress import Progress, report
-from .search import cell_params, load_study, make_sampler, suggest_cell
+from .search import cell_params, distributions, load_study, make_sampler, suggest_cell
 from .supernet import Supernet, score_cell, train_supernet
 
 logger = logging.getLogger(__name__)
@@ -46,41 +46,41 @@ def oneshot_protocol(config: SearchConfig, progress: Progress | None = None) -> 
     return lambda cell, seed: score_cell(supernet, cell, cache, config.supernet, device)
 
 
+def _replay(records: list[record.TrialRecord], settings: SearchSettings) -> list[optuna.trial.FrozenTrial]:
+    """The scored cells as finished trials, for the sampler's memory."""
+    return [optuna.trial.create_trial(params=cell_params(t.cell), distributions=distributions(settings.space),
+                                      values=list(t.values), user_attrs=t.to_attrs()) for t in records]
+
+
 def screen(config: SearchConfig, progress: Progress | None = None) -> list[record.TrialRecord]:
     """Train the supernet, score ``search.oneshot_cells`` cells with it, queue the best ``search.trials`` for the
-    proxy; returns the queued trials' one-shot records, best first.
-
-    The sampler asks and is told in memory (a database transaction per suggested parameter would cost more than
-    the scoring); every ``FLUSH`` cells the scored trials are written to the study, so an interrupted screen loses at
-    most that many and resumes from the study."""
+    proxy; returns the queued cells' one-shot records, best first."""
     study, settings = load_study(config.name, config.storage_url, worker_seed=config.seed)
     device = default_device()
     cache = FeatureCache.load(config.cache_dir, device)
     supernet = trained_supernet(config, cache, progress)
     coster = CellCoster(cache.channels, config.proxy.filters, cache.image_size, cache.output_stride)
+    scored = record.oneshot_records(study)
     memory = optuna.create_study(directions=settings.directions, sampler=make_sampler(settings, config.seed))
-    done = [t for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
-            if record.stage_of(t) == "oneshot"]
-    memory.add_trials(done)
-    pending: list[optuna.trial.FrozenTrial] = []
-    for count in range(len(done), settings.oneshot_cells):
+    memory.add_trials(_replay(scored, settings))
+    for count in range(len(scored), settings.oneshot_cells):
         trial = memory.ask()
         record.write(trial, stage="oneshot")
         cell = suggest_cell(trial, settings.space)
-        miou = score_cell(supernet, cell, cache, config.supernet, device)
-        cost = coster(cell)
-        record.write(trial, cell=cell, params=cost.params, madds=cost.madds, oneshot_miou=miou)
-        pending.append(memory.tell(trial, miou if settings.objectives == "miou" else (miou, float(cost.madds))))
-        if len(pending) == FLUSH or count + 1 == settings.oneshot_cells:
-            study.add_trials(pending)
-            pending = []
+        miou, cost = score_cell(supernet, cell, cache, config.supernet, device), coster(cell)
+        values = (miou,) if settings.objectives == "miou" else (miou, float(cost.madds))
+        memory.tell(trial, values[0] if len(values) == 1 else values)
+        scored.append(record.TrialRecord(values=values, stage="oneshot", cell=cell, params=cost.params,
+                                         madds=cost.madds, oneshot_miou=miou))
+        if (count + 1) % FLUSH == 0 or count + 1 == settings.oneshot_cells:
+            chunk = count // FLUSH
+            record.store_oneshot_chunk(study, chunk, scored[chunk * FLUSH:(chunk + 1) * FLUSH])
         report(progress, "one-shot screen", count + 1, settings.oneshot_cells)
     return _queue_best(study, settings.trials)
 
 
 def _queue_best(study: optuna.Study, count: int) -> list[record.TrialRecord]:
-    scored = sorted(record.records(study, (TrialState.COMPLETE,), stage="oneshot"), key=lambda t: t.values[0],
-                    reverse=True)
+    scored = sorted(record.oneshot_records(study), key=lambda t: t.values[0], reverse=True)
     best = list({t.cell: t for t in reversed(scored)}.values())  # one per cell: its best score
     best = sorted(best, key=lambda t: t.values[0], reverse=True)[:count]
     info = record.supernet_info(study) or {}

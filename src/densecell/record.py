@@ -2,8 +2,12 @@
 
 Optuna keeps a trial's facts in its user attributes and the study's in the study's user attributes. densecell writes
 and reads them only through this module: :class:`TrialRecord` for a trial, and the functions below for the study
-(its settings, the lone 1x1 baseline, the end-to-end scores of re-ranked trials). A study written by an earlier
-version reads the same way: a key it lacks takes its default.
+(its settings, the lone 1x1 baseline, the end-to-end scores of re-ranked trials, the one-shot screen's scores). A
+study written by an earlier version reads the same way: a key it lacks takes its default.
+
+The study's trials are proxy trials. The one-shot screen's cells (thousands, each scored in a fraction of a second)
+are kept as study attributes in chunks (``oneshot:0``, ``oneshot:1`` ...), one database write per chunk rather than
+one per suggested parameter; :func:`records` returns them as records of stage ``oneshot``, numbered in screen order.
 """
 
 from __future__ import annotations
@@ -24,6 +28,7 @@ _SETTINGS = "densecell"
 _BASELINE = "baseline_miou"
 _FULL_PREFIX = "full_miou:"
 _SUPERNET = "supernet"
+_ONESHOT_PREFIX = "oneshot:"
 
 
 @dataclass(frozen=True)
@@ -91,9 +96,31 @@ def stage_of(trial: FrozenTrial) -> Stage:
 
 def records(study: optuna.Study, states: tuple[TrialState, ...] | None = None,
             stage: Stage | None = "proxy") -> list[TrialRecord]:
-    """The study's trials of one stage (all stages with ``stage=None``) in the given states."""
-    trials = study.get_trials(deepcopy=False, states=states)
-    return [TrialRecord.from_trial(t) for t in trials if stage is None or stage_of(t) == stage]
+    """The study's records of one stage (both with ``stage=None``) in the given states: its trials for ``proxy``,
+    the screen's scored cells (all complete) for ``oneshot``."""
+    found = []
+    if stage in ("proxy", None):
+        found += [TrialRecord.from_trial(t) for t in study.get_trials(deepcopy=False, states=states)
+                  if stage_of(t) == "proxy"]
+    if stage in ("oneshot", None) and (states is None or TrialState.COMPLETE in states):
+        found += oneshot_records(study)
+    return found
+
+
+def oneshot_records(study: optuna.Study) -> list[TrialRecord]:
+    """The cells the one-shot screen scored, in order."""
+    chunks = sorted((int(key.removeprefix(_ONESHOT_PREFIX)), value) for key, value in study.user_attrs.items()
+                    if key.startswith(_ONESHOT_PREFIX))
+    entries = [entry for _, chunk in chunks for entry in chunk]
+    return [TrialRecord(number=i, state=TrialState.COMPLETE, values=tuple(entry["values"]), stage="oneshot",
+                        cell=Cell.from_json(entry["cell"]), params=entry["params"], madds=entry["madds"],
+                        oneshot_miou=entry["values"][0]) for i, entry in enumerate(entries)]
+
+
+def store_oneshot_chunk(study: optuna.Study, index: int, chunk: list[TrialRecord]) -> None:
+    """Chunk ``index`` of the screen's scored cells."""
+    study.set_user_attr(f"{_ONESHOT_PREFIX}{index}", [
+        {"cell": t.cell.to_json(), "values": list(t.values), "params": t.params, "madds": t.madds} for t in chunk])
 
 
 # --- the study's own record ----------------------------------------------------------------------------------------

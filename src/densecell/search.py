@@ -37,6 +37,7 @@ import sys
 import time
 import warnings
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import optuna
@@ -53,6 +54,7 @@ from .cell import DensePredictionCell
 from .config import SearchSettings
 from .cost import CellCoster, measure_latency
 from .errors import DensecellError, SearchError, StudyError, TrainingError
+from .files import make_dirs
 from .optim import default_device
 from .proxy import train_candidate
 from .record import TrialRecord
@@ -200,8 +202,9 @@ def open_storage(url: str, settings: SearchSettings | None = None) -> RDBStorage
     grace = settings.grace_s if settings else 20
     retries = settings.max_retry if settings else 3
     engine_kwargs: dict[str, Any] = {}
-    if url.startswith("sqlite"):
+    if url.startswith("sqlite:///") and not url.startswith("sqlite:///:memory:"):
         engine_kwargs["connect_args"] = {"timeout": 120}
+        make_dirs(Path(url.removeprefix("sqlite:///")).parent)
     else:
         engine_kwargs["pool_pre_ping"] = True
     try:
