@@ -231,3 +231,32 @@ def test_status_fits_80_columns_and_wide_shows_the_cells(feature_cache, tmp_path
     assert len(rows) == 1  # one line per trial, the cell as its digest
     code, out, _ = densecell("search", "status", "--storage", storage, "--study", "status", "--wide")
     assert code == 0 and best[0].cell.short().split()[0] in out and "host" in out
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("pruner", ["median", "successive-halving", "hyperband"])
+def test_pruned_trials_are_pruned_with_their_last_score_and_the_budget_stays_exact(feature_cache, tmp_path, pruner):
+    """Multi-fidelity: trials report their proxy mIoU every eval_every steps and a pruner may stop them. A pruned trial
+    is PRUNED (not failed), keeps its last score and the steps it took, and does not count towards the N complete."""
+    from densecell.record import TrialRecord
+    from densecell.search import run_worker, study_status
+
+    storage = f"sqlite:///{tmp_path / 'study.db'}"
+    proxy = ProxySettings(iterations=12, batch_size=2, lr=0.05, filters=8, eval_every=3)
+    settings = settings_for(feature_cache[0], 8, proxy=proxy, pruner=pruner)
+    create_study("mf", storage, settings)
+    threads = __import__("torch").get_num_threads()
+    try:
+        assert run_worker("mf", storage, worker_seed=0) == 8
+    finally:
+        __import__("torch").set_num_threads(threads)
+    study, trials = finished("mf", storage)
+    records = [TrialRecord.from_trial(t) for t in trials]
+    assert sum(t.state == TrialState.COMPLETE for t in records) == 8
+    pruned = [t for t in records if t.state == TrialState.PRUNED and not t.surplus]
+    assert not [t for t in records if t.state == TrialState.FAIL] and pruned  # measured: 2 to 8 are pruned
+    for t in pruned:
+        assert t.pruned_at in (3, 6, 9) and t.steps == t.pruned_at and t.values and t.values[0] == t.proxy_miou
+    status = study_status(*load_study("mf", storage))
+    assert status.pruned_steps == sum(t.steps for t in pruned)
+    assert status.spent_steps == status.pruned_steps + 8 * 12
