@@ -12,6 +12,7 @@ Layout: ``spec.json`` (the settings, checked on every rerun), ``{train,val}.{fea
 from __future__ import annotations
 
 import json
+import logging
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
@@ -27,6 +28,7 @@ from .errors import CacheError, CacheMissing
 from .files import atomic_path, make_dirs, save_array, write_text
 from .progress import Progress, report
 
+logger = logging.getLogger(__name__)
 CACHE_VERSION = 1
 SPLITS = ("train", "val")
 KINDS = ("features", "labels")
@@ -138,6 +140,8 @@ def build_cache(
     if (out_dir / "complete").exists():
         return out_dir
     device = torch.device(device)
+    logger.info("caching the features of %d training crops and %d val images in %s", len(train_set) * views,
+                len(val_set), out_dir)
     job = _Job(backbone.to(device).eval(), {"train": train_set, "val": val_set}, spec, device, batch_size)
     for split in SPLITS:
         _write_split(job, out_dir, split, progress)

@@ -83,6 +83,7 @@ def proxy_backbone(config: SearchConfig, progress: Progress | None = None) -> tu
     run = warmup_config(config)
     checkpoint = run.run_dir / "checkpoint.pt"
     if not (checkpoint.exists() and load_checkpoint(checkpoint)["iteration"] >= run.optim.iterations):
+        logger.info("backbone warm-up: %d iterations in %s", run.optim.iterations, run.run_dir)
         train(run, resume=True, progress=progress, command="densecell search (backbone warm-up)")
     backbone = load_run(checkpoint).model.backbone
     save_torch(backbone.state_dict(), backbone_weights(config))
@@ -182,7 +183,7 @@ def rerank(config: SearchConfig, study: optuna.Study, top: int | None = None,
 def run_pipeline(config: SearchConfig, progress: Progress | None = None,
                  command: str = "densecell search") -> dict[str, Path]:
     """All the stages, each resumed or skipped if done; returns where the report and the best cell are."""
-    from .report import write_report
+    from .report import report_is_current, write_report
 
     config.data.require_root()
     lock = RunLock(config.run_dir, command, wait=True, on_wait=_waiting("the backbone warm-up and the cache"))
@@ -204,4 +205,7 @@ def run_pipeline(config: SearchConfig, progress: Progress | None = None,
         logger.info("3/4 re-ranking the top %d end to end", config.rerank.top)
         rerank(config, study, progress=progress)
         logger.info("4/4 report")
-        return write_report(study, config.run_dir)
+        current = report_is_current(study, config.run_dir)
+        outputs = write_report(study, config.run_dir)
+        logger.info("report is up to date: %s" if current else "report written: %s", outputs["report"])
+        return outputs

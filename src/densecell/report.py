@@ -227,6 +227,11 @@ def _current(out: Path, stamp: str) -> dict[str, Path] | None:
     return {name: out / file for name, file in summary["files"].items()}
 
 
+def report_is_current(study: optuna.Study, out_dir: str | Path) -> bool:
+    """Whether ``out_dir/report`` already shows the study as it stands."""
+    return _current(Path(out_dir) / "report", fingerprint(study)) is not None
+
+
 def write_report(study: optuna.Study, out_dir: str | Path, top: int = 10, draw: int = 3,
                  checkpoints: Path | None = None) -> dict[str, Path]:
     """Write ``report.md``, ``report.html``, the plots, ``summary.json`` and ``best_cell.json`` into

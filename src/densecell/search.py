@@ -370,10 +370,12 @@ def _worker_process(name: str, storage_url: str, seed: int, device: str | None) 
 
 def start_workers(name: str, storage_url: str, count: int, device: str | None = None) -> list[multiprocessing.Process]:
     """Start ``count`` worker processes on this machine (spawned, so each has its own torch and CUDA context; the
-    storage URL travels through a pipe, never on a command line)."""
+    storage URL travels through a pipe, never on a command line). Their sampler seeds derive from this process's
+    pid, so that the workers of two commands on one study do not propose the same cells."""
     context = multiprocessing.get_context("spawn")
-    workers = [context.Process(target=_worker_process, args=(name, storage_url, seed, device), daemon=False)
-               for seed in range(count)]
+    base = (os.getpid() % 100_000) * 100
+    workers = [context.Process(target=_worker_process, args=(name, storage_url, base + index, device), daemon=False)
+               for index in range(count)]
     for worker in workers:
         worker.start()
     return workers
