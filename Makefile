@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-stamp
 
-.PHONY: demo test bench install clean
+.PHONY: demo test bench fidelity install clean
 
 $(STAMP): pyproject.toml
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -29,6 +29,8 @@ demo: $(STAMP)
 	$(BIN)/densecell predict runs/synthetic-data/leftImg8bit/val/synthcity/synthcity_00000[0-3]_000019_leftImg8bit.png --checkpoint runs/synthetic-mobilenetv2-dpc/checkpoint.pt --output runs/demo/predictions
 	$(BIN)/densecell search --config configs/search-synthetic.yaml --data-root runs/synthetic-data
 	$(BIN)/densecell search status --config configs/search-synthetic.yaml
+	$(BIN)/densecell search --config configs/search-synthetic-oneshot.yaml --data-root runs/synthetic-data
+	$(BIN)/densecell search status --config configs/search-synthetic-oneshot.yaml
 
 bench: $(STAMP)
 	$(BIN)/python -m pip install --quiet -e '.[bench]'
@@ -37,6 +39,16 @@ bench: $(STAMP)
 	$(BIN)/python benchmarks/peer_models.py
 	$(BIN)/python benchmarks/dpc_vs_aspp.py
 	$(BIN)/python benchmarks/memory.py
+	$(BIN)/python benchmarks/report.py
+
+# The ranking studies behind the README's fidelity figures, on the demo's data and cache (run make demo first);
+# each resumes where it stopped. About an hour on 2 CPU cores.
+fidelity: $(STAMP)
+	$(BIN)/densecell fidelity --config configs/search-synthetic.yaml --data-root runs/synthetic-data --cells 31 --against end-to-end
+	$(BIN)/densecell fidelity --config configs/search-synthetic.yaml --data-root runs/synthetic-data --cells 32 --against proxy.upsample_logits=false
+	$(BIN)/densecell fidelity --config configs/search-synthetic-oneshot.yaml --data-root runs/synthetic-data --cells 32 --against oneshot
+	$(BIN)/python benchmarks/search_fidelity.py multifidelity
+	$(BIN)/python benchmarks/search_fidelity.py oneshot
 	$(BIN)/python benchmarks/report.py
 
 clean:

@@ -118,10 +118,36 @@ def memory_section(result: dict) -> list[str]:
                  f"{result['cityscapes_cache_gb_per_view']:.2f} GB"]]), ""]
 
 
+def multifidelity_section(result: dict) -> list[str]:
+    return ["## 6. Multi-fidelity search (synthetic data)", "",
+            f"A search with Optuna's {result['pruner']} pruner (rungs every {result['eval_every']} proxy steps) ran "
+            f"until {result['complete']} trials completed; it touched {result['cells']} cells, each of which was then "
+            "also trained at the full budget. " + provenance(result), "",
+            table(["measure", "value"], [
+                ["proxy steps spent / full budget of the same cells",
+                 f"{result['steps_spent']} / {result['steps_full_budget']}"],
+                ["compute saved", f"{result['compute_saved']:.0%}"],
+                ["Spearman rho, score when stopped vs full score", f"{result['rho_stopped_vs_full']:.3f}"],
+                ["top-5 overlap", f"{result['top5_overlap']}/5"],
+                ["best kept cell, full-budget mIoU", f"{result['best_kept_full_miou']:.3f}"],
+                ["best of all its cells at full budget", f"{result['best_of_all_full_miou']:.3f}"]]), ""]
+
+
+def oneshot_section(result: dict) -> list[str]:
+    return ["## 7. One-shot screen + proxy against random search at equal compute (synthetic data)", "",
+            f"The one-shot search (supernet, {result['oneshot_cells']} cells screened, the best "
+            f"{result['proxy_trials']} trained on the proxy) took {result['seconds']:.0f} s; random search on the "
+            "same proxy was given the same seconds on the same machine. " + provenance(result), "",
+            table(["search", "cells trained on the proxy", "best proxy mIoU"], [
+                ["one-shot screen + proxy top-N", result["proxy_trials"], result["oneshot_best_proxy_miou"]],
+                ["random search", result["random_cells"], result["random_best_proxy_miou"]]]), ""]
+
+
 def main() -> None:
     sections = {"proxy_throughput_cuda": proxy_section, "proxy_throughput_cpu": proxy_section,
                 "search_scaling": scaling_section, "peer_models": peer_section, "dpc_vs_aspp": dpc_section,
-                "memory": memory_section}
+                "memory": memory_section, "search_fidelity_multifidelity": multifidelity_section,
+                "search_fidelity_oneshot": oneshot_section}
     lines = ["# Benchmarks", "",
              "Written by `make bench` (`python benchmarks/report.py` after the scripts in `benchmarks/`) from "
              "`benchmarks/results/*.json`; every figure below can be reproduced with the command under it. Timings "

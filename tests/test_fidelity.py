@@ -45,4 +45,4 @@ def test_cells_come_from_a_number_a_file_or_a_folder(tmp_path):
 
 def test_bad_against_is_one_line(densecell, synthetic_root, tmp_path):
     code, _, err = densecell("fidelity", *base(synthetic_root, tmp_path), "--cells", "3", "--against", "vibes")
-    assert code == 2 and "--against 'vibes'" in err and err.count("\n") == 1
+    assert code == 2 and "protocol 'vibes'" in err and err.count("\n") == 1

@@ -72,35 +72,34 @@ SEARCH = ["warmup.iterations=6", "cache.views=1", "proxy.iterations=12", "proxy.
           "search.workers=1", "rerank.top=1", "rerank.optim.iterations=2"]
 
 
-@pytest.mark.slow
-def test_two_search_commands_on_one_run_share_the_work(synthetic_root, tmp_path):
-    args = ["search", "--config", "configs/search-synthetic.yaml", "--data-root", synthetic_root,
+def twice(command, synthetic_root, tmp_path):
+    """``densecell COMMAND`` on the synthetic search recipe, a second time once the first holds the run: both
+    outputs, after checking that both exit 0 and that the warm-up and the cache were built once."""
+    args = [command, "--config", "configs/search-synthetic.yaml", "--data-root", synthetic_root,
             *as_set(SEARCH + [f"output_dir={tmp_path}"])]
     first = cli(*args)
     wait_for(tmp_path / "search-synthetic" / ".lock.json", first)
     second = cli(*args)
     outputs = [p.communicate(timeout=600) for p in (first, second)]
     assert first.returncode == second.returncode == 0, outputs
+    said = "".join(out for out, _ in outputs)
+    assert f"waiting for densecell {command}" in said
+    assert said.count("backbone warm-up: 6 iterations") == 1 and said.count("caching the features") == 1
+    return outputs, said
+
+
+@pytest.mark.slow
+def test_two_search_commands_on_one_run_share_the_work(synthetic_root, tmp_path):
+    outputs, said = twice("search", synthetic_root, tmp_path)
     run = tmp_path / "search-synthetic"
     study = optuna.load_study(study_name="search-synthetic", storage=f"sqlite:///{run / 'study.db'}")
     complete = [t for t in study.trials if t.state == TrialState.COMPLETE]
     assert len(complete) == 4 and len({t.user_attrs["cell"] for t in complete}) == 4
-    said = "".join(out for out, _ in outputs)
-    assert "waiting for densecell search" in said
-    assert said.count("backbone warm-up: 6 iterations") == 1 and said.count("caching the features") == 1
     assert said.count("report written") == 1 and said.count("report is up to date") == 1
     assert all("2/4 search" in out for out, _ in outputs)  # both ran the search stage (as workers of one study)
 
 
 @pytest.mark.slow
 def test_two_cache_commands_build_one_cache(synthetic_root, tmp_path):
-    args = ["cache", "--config", "configs/search-synthetic.yaml", "--data-root", synthetic_root,
-            *as_set(SEARCH + [f"output_dir={tmp_path}"])]
-    first = cli(*args)
-    wait_for(tmp_path / "search-synthetic" / ".lock.json", first)
-    second = cli(*args)
-    outputs = [p.communicate(timeout=300) for p in (first, second)]
-    assert first.returncode == second.returncode == 0, outputs
-    assert "waiting for densecell cache" in outputs[1][0] and "feature cache complete" in outputs[1][0]
-    said = "".join(out for out, _ in outputs)
-    assert said.count("backbone warm-up: 6 iterations") == 1 and said.count("caching the features") == 1
+    outputs, _ = twice("cache", synthetic_root, tmp_path)
+    assert all("feature cache complete" in out for out, _ in outputs)

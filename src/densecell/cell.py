@@ -3,8 +3,8 @@
 Every operation is convolution + BatchNorm + ReLU with ``filters`` outputs (TF's slim arg_scope). A 3x3 operation is a
 *split* separable convolution: depthwise atrous 3x3 + BN + ReLU, then pointwise 1x1 + BN + ReLU (TF's
 ``split_separable_conv2d``). Submodules are named (``conv_dw``, ``bn_dw``, ``conv_pw``, ``bn_pw``, ``conv``, ``bn``,
-``project``) so that a state-dict key says what it holds: ``head.branches.1.conv_dw.weight``. The branch outputs are concatenated, then dropout and a 1x1 projection (DPC), or a 1x1
-projection and then dropout (ASPP, as in DeepLabv3+).
+``project``) so that a state-dict key says what it holds: ``head.branches.1.conv_dw.weight``. The branch outputs are
+concatenated, then dropout and a 1x1 projection (DPC), or a 1x1 projection and then dropout (ASPP, as in DeepLabv3+).
 
 Pyramid pooling comes in two flavours, because the paper's text and the released code differ:
 
@@ -226,7 +226,8 @@ class DensePredictionCell(nn.Module):
 
 class ASPP(DensePredictionCell):
     """DeepLabv3/v3+ atrous spatial pyramid pooling: 1x1 conv, separable 3x3 convs at ``rates`` (given at OS 16,
-    doubled at OS 8), image-level pooling, all on ``F``; then projection and dropout. It is a fixed cell of the space."""
+    doubled at OS 8), image-level pooling, all on ``F``; then projection and dropout. It is a fixed cell of the
+    space."""
 
     dropout_before_projection = False
 

@@ -589,7 +589,8 @@ def search_top(
 def rerank_command(
     config: SearchConfigPath = None,
     data_root: DataRoot = None,
-    top: Annotated[int | None, typer.Option("--top", help="How many of the best proxy cells (default: recipe).")] = None,
+    top: Annotated[int | None, typer.Option("--top", help="How many of the best proxy cells (default: the recipe's)."
+                                            )] = None,
     overrides: Overrides = None,
 ) -> None:
     """Re-train the top K proxy cells end to end and record their val mIoU in the study (resumable)."""

@@ -193,7 +193,8 @@ def predict_files(model: nn.Module, images: Sequence[Path], output: Path, palett
     for done, path in enumerate(images, 1):
         pixels = read_image(path)
         image = normalize(torch.from_numpy(pixels).permute(2, 0, 1), normalization)[None].to(device)
-        train_ids = predicted_classes(predict_probabilities(model, image, scales, flip, window, pad_to))[0].cpu().numpy()
+        probabilities = predict_probabilities(model, image, scales, flip, window, pad_to)
+        train_ids = predicted_classes(probabilities)[0].cpu().numpy()
         train_ids = train_ids.astype(np.uint8)
         stem = path.stem.removesuffix("_leftImg8bit")
         targets = {f"{stem}_trainIds.png": train_ids,

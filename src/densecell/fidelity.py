@@ -65,7 +65,7 @@ def choose_cells(spec: str, space: SearchSpace, seed: int = 0) -> list[Cell]:
     if path.is_dir():
         return [load_cell(file, space) for file in sorted(path.glob("*.json"))]
     if not path.is_file():
-        raise ConfigError(f"{path}: --cells is neither a number nor a cell file or folder")
+        raise ConfigError(f"{path}: the cells are neither a number nor a cell file or folder")
     records = json.loads(path.read_text())
     if not isinstance(records, list) or not records or not isinstance(records[0], list):
         raise ConfigError(f"{path}: expected a JSON list of cells, each a list of branches")
@@ -112,7 +112,7 @@ def _other_backbone(config: SearchConfig, name: str, out_dir: Path, progress: Pr
 def check_against(against: str) -> str:
     """``against`` if it names a protocol, else a one-line error."""
     if not re.fullmatch(r"end-to-end|oneshot|backbone=\S+|proxy\.\w+=\S+", against):
-        raise ConfigError(f"--against {against!r}: expected end-to-end, oneshot, backbone=NAME or proxy.FIELD=VALUE")
+        raise ConfigError(f"protocol {against!r}: expected end-to-end, oneshot, backbone=NAME or proxy.FIELD=VALUE")
     return against
 
 

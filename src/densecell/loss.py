@@ -13,6 +13,8 @@
 
 from __future__ import annotations
 
+from functools import lru_cache
+
 import torch
 import torch.nn.functional as F
 
@@ -46,7 +48,9 @@ def subsample_labels(labels: torch.Tensor, size: tuple[int, int]) -> torch.Tenso
     return labels.index_select(-2, rows).index_select(-1, cols)
 
 
+@lru_cache(maxsize=64)
 def _nearest_indices(out_size: int, in_size: int, device: torch.device) -> torch.Tensor:
+    """Kept per device, as :func:`~densecell.resize.bilinear_matrix`, for CUDA graph capture."""
     scale = (in_size - 1) / (out_size - 1) if out_size > 1 else 0.0
     return torch.round(torch.arange(out_size, dtype=torch.float64) * scale).long().clamp(max=in_size - 1).to(device)
 
@@ -56,7 +60,8 @@ class _UpsampledCrossEntropy(torch.autograd.Function):
     stored gradient."""
 
     @staticmethod
-    def forward(ctx, logits: torch.Tensor, labels: torch.Tensor, chunk_rows: int) -> torch.Tensor:  # type: ignore[override]
+    def forward(ctx, logits: torch.Tensor, labels: torch.Tensor,  # type: ignore[override]
+                chunk_rows: int) -> torch.Tensor:
         logits = logits.float()
         height, width = labels.shape[-2:]
         a_h = bilinear_matrix(height, logits.shape[-2], logits.device)

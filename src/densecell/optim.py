@@ -35,10 +35,11 @@ def autocast_dtype(amp: Amp, device: torch.device) -> torch.dtype | None:
     return torch.float16 if amp == "fp16" else torch.bfloat16
 
 
-def autocast_for(amp: Amp, device: torch.device) -> Any:
-    """The autocast context of :func:`autocast_dtype` (a no-op in fp32)."""
+def autocast_for(amp: Amp, device: torch.device, cache_enabled: bool = True) -> Any:
+    """The autocast context of :func:`autocast_dtype` (a no-op in fp32). A step captured as a CUDA graph needs
+    ``cache_enabled=False`` (autocast's cache of cast weights does not survive the capture)."""
     dtype = autocast_dtype(amp, device)
-    return nullcontext() if dtype is None else torch.autocast(device.type, dtype=dtype)
+    return nullcontext() if dtype is None else torch.autocast(device.type, dtype=dtype, cache_enabled=cache_enabled)
 
 
 def poly_lambda(iterations: int, power: float) -> Callable[[int], float]:

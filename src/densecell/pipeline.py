@@ -120,7 +120,8 @@ def run_search(config: SearchConfig, progress: Progress | None = None) -> optuna
     try:
         while any(worker.is_alive() for worker in workers):
             now = counts(study)
-            report(progress, "search", now.complete, config.search.trials, f"{now.running} running, {now.failed} failed")
+            report(progress, "search", now.complete, config.search.trials,
+                   f"{now.running} running, {now.failed} failed")
             time.sleep(1)
     except KeyboardInterrupt:  # the workers stop too; their finished trials are in the study
         for worker in workers:

@@ -34,8 +34,14 @@ def _matrix(out_size: int, in_size: int) -> torch.Tensor:
 
 def bilinear_matrix(out_size: int, in_size: int, device: torch.device | str = "cpu",
                     dtype: torch.dtype = torch.float32) -> torch.Tensor:
-    """``A`` of one axis: ``resize(x)[..., i] = sum_j A[i, j] x[..., j]`` (align_corners=True)."""
-    return _matrix(int(out_size), int(in_size)).to(device=device, dtype=dtype)
+    """``A`` of one axis: ``resize(x)[..., i] = sum_j A[i, j] x[..., j]`` (align_corners=True). Kept per device and
+    dtype, so that a step captured as a CUDA graph finds it there (a copy from the host cannot be captured)."""
+    return _on_device(int(out_size), int(in_size), torch.device(device), dtype)
+
+
+@lru_cache(maxsize=64)
+def _on_device(out_size: int, in_size: int, device: torch.device, dtype: torch.dtype) -> torch.Tensor:
+    return _matrix(out_size, in_size).to(device=device, dtype=dtype)
 
 
 def resize_by_matrices(x: torch.Tensor, size: Sequence[int]) -> torch.Tensor:

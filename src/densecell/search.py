@@ -238,7 +238,8 @@ def load_study(name: str, storage_url: str, worker_seed: int = 0) -> tuple[optun
     except Exception as exc:
         raise StudyError(f"cannot read {redact(storage_url)}: {' '.join(str(exc).split())[:200]}") from None
     if name not in summary:
-        raise StudyError(f"no study {name!r} in {redact(storage_url)} (studies: {', '.join(sorted(summary)) or 'none'})")
+        known = ", ".join(sorted(summary)) or "none"
+        raise StudyError(f"no study {name!r} in {redact(storage_url)} (studies: {known})")
     stored = record.stored_settings(optuna.load_study(study_name=name, storage=probe))
     if stored is None:
         raise StudyError(f"study {name!r} was not created by densecell (no settings stored)")

@@ -75,20 +75,19 @@ class Operation:
     def pooling(cls, grid_h: int, grid_w: int) -> Operation:
         return cls(OpKind.PYRAMID_POOLING, grid=(grid_h, grid_w))
 
-    def __str__(self) -> str:
+    def _named(self, conv: str, separable: str, pooling: str) -> str:
         if self.rate is not None:
-            return f"sep3x3 rate {self.rate[0]}x{self.rate[1]}"
+            return f"{separable}{self.rate[0]}x{self.rate[1]}"
         if self.grid is not None:
-            return f"pool grid {self.grid[0]}x{self.grid[1]}"
-        return "conv1x1"
+            return f"{pooling}{self.grid[0]}x{self.grid[1]}"
+        return conv
+
+    def __str__(self) -> str:
+        return self._named("conv1x1", "sep3x3 rate ", "pool grid ")
 
     def short(self) -> str:
         """``c1``, ``s6x21`` or ``p2x4``: the operation in a few characters."""
-        if self.rate is not None:
-            return f"s{self.rate[0]}x{self.rate[1]}"
-        if self.grid is not None:
-            return f"p{self.grid[0]}x{self.grid[1]}"
-        return "c1"
+        return self._named("c1", "s", "p")
 
 
 @dataclass(frozen=True, order=True)

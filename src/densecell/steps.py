@@ -129,7 +129,7 @@ class GraphStep:
     def _eager(self) -> None:
         self.head.train()
         features, labels = self._batch()
-        with autocast_for(self.precision.amp, self.device):
+        with autocast_for(self.precision.amp, self.device, cache_enabled=False):
             logits = self.head(features)
         loss = proxy_loss(logits, labels, self.settings.upsample_logits)
         grads = list(torch.autograd.grad(loss * self.scale, self.params))
