@@ -36,6 +36,9 @@ from densecell.proxy import train_candidate
 from densecell.ranking import spearman, top_overlap
 from densecell.search import completed_trials, create_study, load_study, run_worker
 
+THREADS = 2
+"""torch threads for the in-process proxy runs (the recipes' workers run one thread each, two at a time)."""
+
 
 def full_scores(cells, cache, proxy) -> list[float]:
     full = proxy.model_copy(update={"eval_every": 0})
@@ -51,8 +54,7 @@ def multifidelity(args) -> dict:
             update={"dir": cache_folder})})
         settings = config.search_settings().model_copy(update={"pruner": args.pruner, "sampler": "random",
                                                                "trials": args.complete})
-        create_study("mf", f"sqlite:///{tmp}/study.db", settings)
-        torch.set_num_threads(2)
+        create_study("mf", f"sqlite:///{tmp}/study.db", settings.model_copy(update={"threads": THREADS}))
         run_worker("mf", f"sqlite:///{tmp}/study.db", worker_seed=0)
         study, _ = load_study("mf", f"sqlite:///{tmp}/study.db")
         touched = [t for t in record.records(study) if t.state in (TrialState.COMPLETE, TrialState.PRUNED)
@@ -89,7 +91,7 @@ def oneshot(args) -> dict:
         study, _ = load_study(config.name, config.storage_url)
         found = completed_trials(study)[0]
         pairs = [(t.oneshot_miou, t.values[0]) for t in completed_trials(study)]
-    torch.set_num_threads(2)
+    torch.set_num_threads(THREADS)
     best_random, tried = random_search(cache, config.proxy, config.search_settings().space, seconds, args.seed)
     return {"seconds": seconds, "oneshot_cells": config.search.oneshot_cells, "proxy_trials": config.search.trials,
             "oneshot_best_proxy_miou": found.values[0], "oneshot_best_cell": found.cell.to_json(),

@@ -153,3 +153,12 @@ def test_sliding_average_is_avg_pool(kernel):
     (grad,) = torch.autograd.grad(got.sum(), x)
     (expected_grad,) = torch.autograd.grad(expected.sum(), x)
     assert torch.allclose(grad, expected_grad, atol=1e-5)
+
+
+def test_grid_average_matrices_are_adaptive_pooling():
+    from densecell.cell import _bin_matrix
+
+    x = torch.randn(2, 3, 17, 31)
+    for grid in [(1, 1), (2, 4), (8, 8), (3, 5)]:
+        rows, cols = _bin_matrix(grid[0], 17), _bin_matrix(grid[1], 31)
+        assert torch.allclose(rows @ x @ cols.T, torch.nn.functional.adaptive_avg_pool2d(x, grid), atol=1e-6)

@@ -96,6 +96,25 @@ def sliding_average(x: torch.Tensor, kernel: Sequence[int]) -> torch.Tensor:
     return ((cols[..., kw:] - cols[..., :-kw]) / (kh * kw)).to(x.dtype)
 
 
+def grid_average(x: torch.Tensor, grid: Sequence[int]) -> torch.Tensor:
+    """``F.adaptive_avg_pool2d(x, grid)``; on a GPU in deterministic mode as a product with averaging matrices,
+    whose backward is deterministic (the kernel's adds with atomics)."""
+    if not (x.is_cuda and torch.are_deterministic_algorithms_enabled()):
+        return F.adaptive_avg_pool2d(x, tuple(grid))
+    rows = _bin_matrix(int(grid[0]), x.shape[-2]).to(x.device, x.dtype)
+    cols = _bin_matrix(int(grid[1]), x.shape[-1]).to(x.device, x.dtype)
+    return torch.matmul(torch.matmul(rows, x), cols.transpose(0, 1))
+
+
+def _bin_matrix(bins: int, size: int) -> torch.Tensor:
+    """[bins, size]: row i averages PyTorch's adaptive bin i, ``floor(i * size / bins)`` to ``ceil((i + 1) * ...)``."""
+    matrix = torch.zeros(bins, size)
+    for i in range(bins):
+        start, end = (i * size) // bins, -((-(i + 1) * size) // bins)
+        matrix[i, start:end] = 1.0 / (end - start)
+    return matrix
+
+
 class PyramidPooling(ConvBNReLU):
     """Average spatial pyramid pooling with grid ``g_h x g_w``, a 1x1 conv + BN + ReLU, and a bilinear resize back.
 
@@ -123,7 +142,7 @@ class PyramidPooling(ConvBNReLU):
         grid = self.grid if grid is None else grid
         size = x.shape[-2:]
         if self.pooling == "grid":
-            pooled = F.adaptive_avg_pool2d(x, grid)
+            pooled = grid_average(x, grid)
         else:
             crops = self.crop_size or (None, None)
             kernel = [tf_pool_window(int(size[axis]), self.output_stride, grid[axis], crops[axis]) for axis in (0, 1)]
