@@ -81,7 +81,8 @@ def test_a_killed_supernet_training_resumes_to_the_same_weights(synthetic_root, 
     args = ["supernet", "--config", "configs/search-synthetic.yaml", *sum((["--set", o] for o in overrides +
                                                                           ["name=killed"]), [])]
     process = subprocess.Popen([sys.executable, "-m", "densecell", *args], stdout=subprocess.PIPE,
-                               stderr=subprocess.PIPE, text=True, env=os.environ | {"PYTHONUNBUFFERED": "1"})
+                               stderr=subprocess.PIPE, text=True,  # on the CPU, as the reference
+                               env=os.environ | {"PYTHONUNBUFFERED": "1", "CUDA_VISIBLE_DEVICES": ""})
     checkpoint = tmp_path / "killed" / "supernet" / "supernet.pt"
     deadline = time.time() + 180
     while time.time() < deadline and process.poll() is None:
