@@ -69,7 +69,8 @@ def scaling_section(result: dict) -> list[str]:
             f"{result['trials']} trials of {result['iterations_per_trial']} proxy steps each, one SQLite study, one "
             "torch thread per worker. " + provenance(result), "",
             table(["workers", "trials/min", "wall s with start-up", "trials/min with start-up"],
-                  [[w, r["trials_per_min"], r["wall_s"], r["trials_per_min_with_startup"]] for w, r in workers.items()]),
+                  [[w, r["trials_per_min"], r["wall_s"], r["trials_per_min_with_startup"]]
+                   for w, r in workers.items()]),
             "", f"2 workers / 1 worker: {result['speedup_2_over_1']:.2f}x (target >= 1.7x): "
             f"{verdict(result['speedup_2_over_1'] >= 1.7)}.", ""]
 
@@ -107,13 +108,16 @@ def dpc_section(result: dict) -> list[str]:
 
 
 def memory_section(result: dict) -> list[str]:
-    return ["## 5. Memory", "", f"Measured on {result['images_measured']} synthetic 1024x2048 images. "
+    size = result.get("image_size", "1024x2048")
+    return ["## 5. Memory", "", f"Measured on {result['images_measured']} synthetic {size} images. "
             + provenance(result), "",
             table(["what", "measured"], [
                 ["peak RSS, `densecell cache`", f"{result['cache_peak_rss_mib']:.0f} MiB"],
-                ["peak RSS, `densecell search worker` (batch 8, 256 filters)", f"{result['worker_peak_rss_mib']:.0f} MiB"],
-                ["cache per training crop (769x769: features + labels)", f"{result['bytes_per_train_crop'] / 1e6:.2f} MB"],
-                ["cache per val image (1024x2048)", f"{result['bytes_per_val_image'] / 1e6:.2f} MB"],
+                ["peak RSS, `densecell search worker` (batch 8, 256 filters)",
+                 f"{result['worker_peak_rss_mib']:.0f} MiB"],
+                ["cache per training crop (769x769: features + labels)",
+                 f"{result['bytes_per_train_crop'] / 1e6:.2f} MB"],
+                [f"cache per val image ({size})", f"{result['bytes_per_val_image'] / 1e6:.2f} MB"],
                 ["Cityscapes (2975 + 500 images), one view, extrapolated",
                  f"{result['cityscapes_cache_gb_per_view']:.2f} GB"]]), ""]
 

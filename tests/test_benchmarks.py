@@ -15,7 +15,7 @@ RUNS = {
     "proxy_throughput": ["--crop", "65", "--images", "2", "--steps", "1", "--ks", "1,2", "--skip-compile"],
     "search_scaling": ["--trials", "2", "--iterations", "2"],
     "dpc_vs_aspp": ["--sizes", "65x65", "--backbone", "mobilenetv2_100", "--repeats", "1"],
-    "memory": ["--images", "1"],
+    "memory": ["--images", "1", "--image-size", "769x769", "--steps", "1"],
 }
 
 

@@ -75,7 +75,8 @@ def test_cell_importance_is_the_l1_norm_of_each_branchs_projection_weights(dense
     from densecell.config import load_config
     from densecell.train import train
 
-    train(load_config(None, tiny_overrides(synthetic_root, tmp_path, "imp", iterations=1, **{"data.val_split": "null"})))
+    overrides = tiny_overrides(synthetic_root, tmp_path, "imp", iterations=1, **{"data.val_split": "null"})
+    train(load_config(None, overrides))
     checkpoint = tmp_path / "imp" / "checkpoint.pt"
     code, out, err = densecell("cell", "importance", checkpoint, "--format", "json", "--plot", tmp_path / "imp.png")
     assert code == 0, err

@@ -21,15 +21,15 @@ from densecell.space import Cell
 def test_search_pipeline_end_to_end_and_resumed(tmp_path):
     root = write_synthetic_cityscapes(tmp_path / "data", train=24, val=8, seed=2)
     config = load_search_config("configs/search-synthetic.yaml", [
-        f"data.root={root}", f"output_dir={tmp_path / 'runs'}", "warmup.iterations=80", "cache.views=1",
-        "search.trials=8", "rerank.top=2", "rerank.optim.iterations=10"])
+        f"data.root={root}", f"output_dir={tmp_path / 'runs'}", "warmup.iterations=40", "cache.views=1",
+        "search.trials=6", "rerank.top=2", "rerank.optim.iterations=10"])
     outputs = run_pipeline(config)
     for key in ("report", "html", "best_cell", "histogram", "pareto", "correlation", "cell 1"):
         assert outputs[key].is_file(), key
     best = Cell.from_json(outputs["best_cell"])
     study = optuna.load_study(study_name=config.name, storage=config.storage_url)
     complete = completed_trials(study)
-    assert len(complete) == 8
+    assert len(complete) == 6
     summary = json.loads((outputs["report"].parent / "summary.json").read_text())
     assert summary["reranked"] == 2 and summary["best_by"].startswith("end-to-end")
     assert best == next(t for t in complete if t.number == summary["best_trial"]).cell
@@ -57,4 +57,4 @@ def test_search_pipeline_end_to_end_and_resumed(tmp_path):
     assert [p.stat().st_mtime_ns for p in checkpoints] == stamps
     assert (config.cache_dir / "train.features.npy").stat().st_mtime_ns == cache_stamp
     trials = optuna.load_study(study_name=config.name, storage=config.storage_url).get_trials()
-    assert sum(t.state == TrialState.COMPLETE for t in trials) == 8
+    assert sum(t.state == TrialState.COMPLETE for t in trials) == 6

@@ -241,8 +241,9 @@ def test_unreachable_database_through_the_cli_hides_the_password(densecell):
 # ---- crashes ------------------------------------------------------------------------------------------------------
 
 def cache_overrides(root, output_dir):
-    return ["warmup=null", "allow_random_backbone=true", "cache.views=2", "cache.shard_size=2", "data.crop_size=[64,64]",
-            "backbone.feature_stages=null", "backbone.decoder=true", f"data.root={root}", f"output_dir={output_dir}"]
+    return ["warmup=null", "allow_random_backbone=true", "cache.views=2", "cache.shard_size=2",
+            "data.crop_size=[64,64]", "backbone.feature_stages=null", "backbone.decoder=true", f"data.root={root}",
+            f"output_dir={output_dir}"]
 
 
 @pytest.mark.slow

@@ -16,6 +16,7 @@ from optuna.trial import TrialState
 from densecell.config import ProxySettings, SearchSettings
 from densecell.errors import ConfigError, StudyError
 from densecell.search import (
+    EvolutionSampler,
     LocalSampler,
     cell_from_params,
     cell_params,
@@ -66,6 +67,22 @@ def test_local_sampler_mutates_the_best_cells(feature_cache, tmp_path):
         child = suggest_cell(trial, space)
         study.tell(trial, 0.0)
         assert sum(a != b for a, b in zip(child, best)) == 1  # always one branch away from the best
+
+
+@pytest.mark.parametrize("make", [lambda space: LocalSampler(space, explore=0.5, top=1, seed=0),
+                                  lambda space: EvolutionSampler(space, population=2, sample=2, seed=0)])
+def test_mutation_samplers_never_repeat_a_proposed_cell_while_others_remain(make):
+    """Two branches, one rate, one grid: 2 x 3**2 = 18 cells, where one-branch mutations often undo each other."""
+    from densecell.search import suggest_cell
+
+    space = SearchSpace(num_branches=2, rates=(1,), grids=(1,))
+    study = optuna.create_study(direction="maximize", sampler=make(space))
+    cells = []
+    for i in range(space.size()):
+        trial = study.ask()
+        cells.append(suggest_cell(trial, space))
+        study.tell(trial, float(i % 3))
+    assert len(set(cells)) == space.size() == 18
 
 
 def _dists(space):

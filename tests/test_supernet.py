@@ -18,7 +18,8 @@ from densecell.space import SearchSpace, load_cell
 from densecell.supernet import Supernet, score_cell, step_cell, train_supernet
 
 MIXED = load_cell('[{"kernel": 3, "rate": [21, 3], "op": "conv", "input": -1}, '
-                  '{"grid_size": [2, 4], "op": "pyramid_pooling", "input": 0}, {"kernel": 1, "op": "conv", "input": 1}, '
+                  '{"grid_size": [2, 4], "op": "pyramid_pooling", "input": 0}, '
+                  '{"kernel": 1, "op": "conv", "input": 1}, '
                   '{"grid_size": [8, 1], "op": "pyramid_pooling", "input": -1}, '
                   '{"kernel": 3, "rate": [1, 1], "op": "conv", "input": 3}]')
 

@@ -102,8 +102,10 @@ def suggest_cell(trial: optuna.Trial, space: SearchSpace) -> Cell:
 
 
 class _MutationSampler(BaseSampler):
-    """A sampler that proposes whole cells (a parent's mutation, or nothing for a uniform draw) among the completed
-    trials of the trial's own stage."""
+    """A sampler that proposes whole cells: a mutation of a parent among the completed trials of the trial's own
+    stage, or a uniform draw; never a cell the stage has already proposed, while there are others."""
+
+    attempts = 1000
 
     def __init__(self, space: SearchSpace, seed: int | None = None) -> None:
         self.space = space
@@ -117,13 +119,21 @@ class _MutationSampler(BaseSampler):
         raise NotImplementedError
 
     def sample_relative(self, study: optuna.Study, trial: FrozenTrial, search_space: dict[str, Any]) -> dict[str, Any]:
+        """A cell no trial of this stage has proposed yet: a mutation can undo an earlier one (a branch's input
+        changed back), and two workers can mutate one parent alike, so repeats are drawn again."""
         stage = record.stage_of(trial)
-        done = [t for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
-                if record.stage_of(t) == stage]
-        parent = self.parent(done) if done else None
-        if parent is None:
-            return {}
-        return cell_params(self.space.mutate(cell_from_params(parent.params, self.space), self._rng))
+        others = [t for t in study.get_trials(deepcopy=False) if t.number != trial.number and
+                  record.stage_of(t) == stage]
+        done = [t for t in others if t.state == TrialState.COMPLETE]
+        proposed = {tuple(sorted(t.params.items())) for t in others}
+        for attempt in range(self.attempts):
+            parent = self.parent(done) if done and attempt < self.attempts // 10 else None
+            cell = (self.space.sample(self._rng) if parent is None  # (a parent's neighbours may all be taken)
+                    else self.space.mutate(cell_from_params(parent.params, self.space), self._rng))
+            params = cell_params(cell)
+            if tuple(sorted(params.items())) not in proposed:
+                break
+        return params  # after `attempts` repeats (a tiny space, nearly all proposed), the last one
 
     def sample_independent(self, study: optuna.Study, trial: FrozenTrial, param_name: str,
                            param_distribution: Any) -> Any:

@@ -34,7 +34,8 @@ def _object_texture(rng: np.random.Generator, height: int, width: int) -> np.nda
     """One shared texture for every object: a fine diagonal checker in two colours, with a little noise."""
     yy, xx = np.mgrid[0:height, 0:width]
     checker = ((yy + xx) // 2 % 2).astype(np.float32)
-    base = np.array([200.0, 60.0, 40.0]) * checker[..., None] + np.array([240.0, 200.0, 60.0]) * (1 - checker[..., None])
+    dark, light = np.array([200.0, 60.0, 40.0]), np.array([240.0, 200.0, 60.0])
+    base = dark * checker[..., None] + light * (1 - checker[..., None])
     return base + rng.normal(0, 12, (height, width, 3))
 
 
