@@ -74,10 +74,17 @@ def write_result(name: str, result: dict[str, Any]) -> Path:
     return path
 
 
+def versus_paper(ratio: float) -> str:
+    """How a candidate's time compares with the paper's 90 GPU-minutes, in words that read right either way."""
+    return f"{ratio:.1f}x faster" if ratio >= 1 else f"{1 / ratio:.1f}x slower"
+
+
 def table(header: list[str], rows: list[list[Any]]) -> str:
     """A Markdown table (also readable in a terminal)."""
     def cell(value: Any) -> str:
-        return f"{value:.3g}" if isinstance(value, float) else str(value)
+        if isinstance(value, float):
+            return f"{value:,.0f}" if abs(value) >= 1000 else f"{value:.3g}"
+        return str(value)
 
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     lines += ["| " + " | ".join(cell(v) for v in row) + " |" for row in rows]

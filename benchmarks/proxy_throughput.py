@@ -31,7 +31,7 @@ from pathlib import Path
 
 import torch
 import torch.nn.functional as F
-from common import seconds_per_call, sync, table, write_result
+from common import seconds_per_call, sync, table, versus_paper, write_result
 from torch import nn
 
 from densecell.cache import FeatureCache, FrozenBackboneFeatures, build_cache
@@ -276,7 +276,7 @@ def report(args, rows, compile_s, summary, shared, profiles, feature, device) ->
           f"({summary['fastest_paper_loss_step']}) = {summary['candidate_seconds_paper_loss']:.0f} s; "
           f"{summary['candidates_per_hour_one_at_a_time']:.1f} candidates per device-hour")
     print(f"the paper: 90 minutes per candidate on one GPU; here {summary['candidate_seconds_paper_loss']:.0f} s, "
-          f"{summary['vs_paper_90_min']:.1f}x faster")
+          f"{versus_paper(summary['vs_paper_90_min'])}")
     for mode, values in shared.items():
         one = values[min(values)]
         print(table([f"K candidates sharing the device ({mode})", "candidate steps/s", "x one at a time"],

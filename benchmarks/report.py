@@ -7,7 +7,7 @@ import json
 import os
 from pathlib import Path
 
-from common import RESULTS, table
+from common import RESULTS, table, versus_paper
 
 OUT = Path(os.environ.get("DENSECELL_BENCH_REPORT", Path(__file__).parent.parent / "BENCHMARKS.md"))
 
@@ -44,7 +44,7 @@ def proxy_section(result: dict) -> list[str]:
     lines += [f"One candidate at the paper's loss: {result['setup_s']:.1f} s of setup (build, capture, scoring) + 30K "
               f"steps of `{result['fastest_paper_loss_step']}` = **{seconds:.0f} s**, "
               f"{result['candidates_per_hour_one_at_a_time']:.1f} candidates per device-hour. The paper: 90 minutes "
-              f"per candidate on one GPU; this is {result['vs_paper_90_min']:.1f}x faster.", ""]
+              f"per candidate on one GPU; this is {versus_paper(result['vs_paper_90_min'])}.", ""]
     for mode, values in result["shared_steps_per_s"].items():
         one = values[min(values, key=int)]
         lines += [table([f"K candidates sharing the device ({mode})", "candidate steps/s", "x one at a time"],
