@@ -70,7 +70,8 @@ def test_local_sampler_mutates_the_best_cells(feature_cache, tmp_path):
 
 
 @pytest.mark.parametrize("make", [lambda space: LocalSampler(space, explore=0.5, top=1, seed=0),
-                                  lambda space: EvolutionSampler(space, population=2, sample=2, seed=0)])
+                                  lambda space: EvolutionSampler(space, population=2, sample=2, seed=0)],
+                         ids=["local", "evolution"])
 def test_mutation_samplers_never_repeat_a_proposed_cell_while_others_remain(make):
     """Two branches, one rate, one grid: 2 x 3**2 = 18 cells, where one-branch mutations often undo each other."""
     from densecell.search import suggest_cell
