@@ -203,7 +203,10 @@ def run_pipeline(config: SearchConfig, progress: Progress | None = None,
         scores = sorted(trial.values[0] for trial in top_cells(study, config.search.trials))
         logger.info("proxy mIoU: best %.3f, median %.3f, worst %.3f; a lone 1x1 convolution (no context) %.3f",
                     scores[-1], scores[len(scores) // 2], scores[0], proxy_baseline(config, study))
-        logger.info("3/4 re-ranking the top %d end to end", config.rerank.top)
+        if config.rerank.top:
+            logger.info("3/4 re-ranking the top %d end to end", config.rerank.top)
+        else:
+            logger.info("3/4 re-ranking: none asked for (rerank.top is 0)")
         rerank(config, study, progress=progress)
         logger.info("4/4 report")
         current = report_is_current(study, config.run_dir)
