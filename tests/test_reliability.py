@@ -48,8 +48,11 @@ def worker_threads():
 
 
 def cli_process(*args, env=None):
+    """``densecell ARGS`` in a child whose Ctrl-C is Python's default, even when the suite itself runs where SIGINT
+    is ignored (a background job of a shell without job control passes SIG_IGN on to its children)."""
     return subprocess.Popen([sys.executable, "-m", "densecell", *map(str, args)], stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True, env=os.environ | {"PYTHONUNBUFFERED": "1"} | (env or {}))
+                            stderr=subprocess.PIPE, text=True, env=os.environ | {"PYTHONUNBUFFERED": "1"} | (env or {}),
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
 
 
 # ---- cell JSON ----------------------------------------------------------------------------------------------------
