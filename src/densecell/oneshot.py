@@ -24,6 +24,7 @@ from .lock import RunLock
 from .optim import default_device
 from .progress import Progress, report
 from .search import cell_params, distributions, load_study, make_sampler, suggest_cell
+from .space import Cell
 from .supernet import Supernet, score_cell, train_supernet
 
 logger = logging.getLogger(__name__)
@@ -76,13 +77,15 @@ def screen(config: SearchConfig, progress: Progress | None = None) -> list[recor
             chunk = count // FLUSH
             record.store_oneshot_chunk(study, chunk, scored[chunk * FLUSH:(chunk + 1) * FLUSH])
         report(progress, "one-shot screen", count + 1, settings.oneshot_cells)
-    return _queue_best(study, settings.trials)
+    return _queue_best(study, scored, settings.trials)
 
 
-def _queue_best(study: optuna.Study, count: int) -> list[record.TrialRecord]:
-    scored = sorted(record.oneshot_records(study), key=lambda t: t.values[0], reverse=True)
-    best = list({t.cell: t for t in reversed(scored)}.values())  # one per cell: its best score
-    best = sorted(best, key=lambda t: t.values[0], reverse=True)[:count]
+def _queue_best(study: optuna.Study, scored: list[record.TrialRecord], count: int) -> list[record.TrialRecord]:
+    """Queue the ``count`` best distinct cells of ``scored`` (the screen's records) as proxy trials, once."""
+    distinct: dict[Cell, record.TrialRecord] = {}
+    for trial in sorted(scored, key=lambda t: t.values[0], reverse=True):
+        distinct.setdefault(trial.cell, trial)  # one per cell: its best score
+    best = list(distinct.values())[:count]
     info = record.supernet_info(study) or {}
     if not info.get("queued"):
         for trial in best:

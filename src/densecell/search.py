@@ -66,11 +66,8 @@ logger = logging.getLogger(__name__)
 # --- the cell as Optuna parameters -------------------------------------------------------------------------------
 
 def op_name(op: Operation) -> str:
-    if op.rate is not None:
-        return f"sep3x3_{op.rate[0]}x{op.rate[1]}"
-    if op.grid is not None:
-        return f"pool_{op.grid[0]}x{op.grid[1]}"
-    return "conv1x1"
+    """The operation as an Optuna choice: ``conv1x1``, ``sep3x3_6x21``, ``pool_2x4``."""
+    return op.label("conv1x1", "sep3x3_", "pool_")
 
 
 def distributions(space: SearchSpace) -> dict[str, CategoricalDistribution]:
@@ -101,6 +98,11 @@ def suggest_cell(trial: optuna.Trial, space: SearchSpace) -> Cell:
     return cell_from_params(params, space)
 
 
+def _proposal(params: dict[str, Any]) -> tuple[tuple[str, Any], ...]:
+    """A trial's parameters as a hashable key, whatever order they were suggested in."""
+    return tuple(sorted(params.items()))
+
+
 class _MutationSampler(BaseSampler):
     """A sampler that proposes whole cells: a mutation of a parent among the completed trials of the trial's own
     stage, or a uniform draw; never a cell the stage has already proposed, while there are others."""
@@ -125,13 +127,13 @@ class _MutationSampler(BaseSampler):
         others = [t for t in study.get_trials(deepcopy=False) if t.number != trial.number and
                   record.stage_of(t) == stage]
         done = [t for t in others if t.state == TrialState.COMPLETE]
-        proposed = {tuple(sorted(t.params.items())) for t in others}
+        proposed = {_proposal(t.params) for t in others}
         for attempt in range(self.attempts):
             parent = self.parent(done) if done and attempt < self.attempts // 10 else None
             cell = (self.space.sample(self._rng) if parent is None  # (a parent's neighbours may all be taken)
                     else self.space.mutate(cell_from_params(parent.params, self.space), self._rng))
             params = cell_params(cell)
-            if tuple(sorted(params.items())) not in proposed:
+            if _proposal(params) not in proposed:
                 break
         return params  # after `attempts` repeats (a tiny space, nearly all proposed), the last one
 

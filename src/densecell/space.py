@@ -75,7 +75,8 @@ class Operation:
     def pooling(cls, grid_h: int, grid_w: int) -> Operation:
         return cls(OpKind.PYRAMID_POOLING, grid=(grid_h, grid_w))
 
-    def _named(self, conv: str, separable: str, pooling: str) -> str:
+    def label(self, conv: str, separable: str, pooling: str) -> str:
+        """The operation as ``conv``, or a prefix and its rate or grid (``label("c1", "s", "p")`` is ``s6x21``)."""
         if self.rate is not None:
             return f"{separable}{self.rate[0]}x{self.rate[1]}"
         if self.grid is not None:
@@ -83,11 +84,11 @@ class Operation:
         return conv
 
     def __str__(self) -> str:
-        return self._named("conv1x1", "sep3x3 rate ", "pool grid ")
+        return self.label("conv1x1", "sep3x3 rate ", "pool grid ")
 
     def short(self) -> str:
         """``c1``, ``s6x21`` or ``p2x4``: the operation in a few characters."""
-        return self._named("c1", "s", "p")
+        return self.label("c1", "s", "p")
 
 
 @dataclass(frozen=True, order=True)

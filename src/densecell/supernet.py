@@ -92,6 +92,11 @@ class Supernet(nn.Module):
         self.precision = Precision()
         """The autocast mode and layout the supernet computes in (set with the proxy's by :func:`build_supernet`)."""
 
+    def inputs(self, features: torch.Tensor) -> torch.Tensor:
+        """Cached (fp16) features on the supernet's device, in float and its layout."""
+        device = self.classifier.weight.device
+        return features.to(device).float().contiguous(memory_format=self.precision.memory_format)
+
     def forward(self, features: torch.Tensor, cell: Cell) -> torch.Tensor:
         """The cell's path. The projection of the concatenation is computed as the sum of each branch's share of
         the 1x1 convolution (the same function, without copying the branches into one tensor), and the dropout on
@@ -133,9 +138,6 @@ class SupernetRun:
     generator: torch.Generator
     precision: Precision
     step: int = 0
-
-    def inputs(self, features: torch.Tensor, device: torch.device) -> torch.Tensor:
-        return features.to(device).float().contiguous(memory_format=self.precision.memory_format)
 
 
 def _checkpoint(run: SupernetRun) -> dict:
@@ -184,7 +186,7 @@ def train_supernet(cache: FeatureCache, space: SearchSpace, proxy: ProxySettings
         features, labels = cache.train_batch(torch.randint(count, (proxy.batch_size,), generator=run.generator))
         run.supernet.train()
         with autocast_for(run.precision.amp, device):
-            logits = run.supernet(run.inputs(features, device), cell)
+            logits = run.supernet(run.supernet.inputs(features), cell)
         loss = proxy_loss(logits, labels.to(device), proxy.upsample_logits)
         if not torch.isfinite(loss):
             raise TrainingError(f"supernet loss is {loss.item()} at step {run.step}")
@@ -217,7 +219,7 @@ def score_cell(supernet: Supernet, cell: Cell, cache: FeatureCache, settings: Su
 
     def logits(features: torch.Tensor) -> torch.Tensor:
         with autocast_for(precision.amp, device):
-            return supernet(features.to(device).float().contiguous(memory_format=precision.memory_format), cell)
+            return supernet(supernet.inputs(features), cell)
 
     for start in range(0, min(settings.bn_batches * batch, len(cache.train_features)), batch):
         logits(cache.train_features[start:start + batch])
