@@ -42,6 +42,9 @@ from densecell.model import build_model
 from densecell.optim import make_optimizer
 from densecell.proxy import advance, build_proxy_head, resolve_precision, train_candidates
 from densecell.steps import EagerStep, GraphStep, Precision
+from densecell.model import resolve_normalization  # noqa: E402
+
+NORMALIZATION = resolve_normalization("mobilenetv2_100")  # the random MobileNet-v2s here: ImageNet's
 
 PAPER_ITERATIONS = 30_000
 PAPER_SECONDS = 90 * 60  # "a proxy task that runs in 90 minutes on a GPU"
@@ -242,8 +245,8 @@ def make_cache(args, tmp: Path, device: torch.device):
     root = write_synthetic_cityscapes(tmp / "data", train=args.images, val=1, size=crop)
     torch.manual_seed(0)
     backbone = build_model(backbone="mobilenetv2_100", num_classes=19).backbone.to(device)
-    train_set = Cityscapes(root, "train", TrainTransform(crop, 1.0, 1.0))
-    folder = build_cache(backbone, train_set, Cityscapes(root, "val", EvalTransform()), tmp / "cache",
+    train_set = Cityscapes(root, "train", TrainTransform(crop, 1.0, 1.0, normalization=NORMALIZATION))
+    folder = build_cache(backbone, train_set, Cityscapes(root, "val", EvalTransform(NORMALIZATION)), tmp / "cache",
                          output_stride=16, crop_size=crop, device=device)
     cache = FeatureCache.load(folder, device)
     return folder, cache, FrozenBackboneFeatures(cache, backbone, train_set, device)

@@ -29,6 +29,9 @@ from densecell.model import build_model
 from densecell.cache import build_cache
 from densecell.config import ProxySettings, SearchSettings
 from densecell.search import create_study
+from densecell.model import resolve_normalization  # noqa: E402
+
+NORMALIZATION = resolve_normalization("mobilenetv2_100")  # the random MobileNet-v2s here: ImageNet's
 
 
 def run(cache: Path, storage: str, workers: int, trials: int, iterations: int) -> dict[str, float]:
@@ -58,8 +61,8 @@ def main() -> None:
         root = write_synthetic_cityscapes(Path(tmp) / "data", train=16, val=4, size=(128, 256))
         torch.manual_seed(0)
         backbone = build_model(backbone="mobilenetv2_100", num_classes=19, feature_stages=2).backbone
-        cache = build_cache(backbone, Cityscapes(root, "train", TrainTransform((128, 128), 1.0, 1.0)),
-                            Cityscapes(root, "val", EvalTransform()), Path(tmp) / "cache", output_stride=16,
+        cache = build_cache(backbone, Cityscapes(root, "train", TrainTransform((128, 128), 1.0, 1.0, normalization=NORMALIZATION)),
+                            Cityscapes(root, "val", EvalTransform(NORMALIZATION)), Path(tmp) / "cache", output_stride=16,
                             crop_size=(128, 128))
         storage = f"sqlite:///{Path(tmp) / 'study.db'}"
         results = {workers: run(cache, storage, workers, args.trials, args.iterations) for workers in (1, 2)}

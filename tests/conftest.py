@@ -6,6 +6,9 @@ import pytest
 sys.path.insert(0, str(Path(__file__).parent))  # tests/layouts.py
 
 from densecell.data.synthetic import write_synthetic_cityscapes  # noqa: E402
+from densecell.model import resolve_normalization  # noqa: E402
+
+NORMALIZATION = resolve_normalization("mobilenetv2_100")  # the random MobileNet-v2s here: ImageNet's
 
 
 @pytest.fixture
@@ -52,7 +55,7 @@ def feature_cache(synthetic_root, tmp_path_factory):
     torch.manual_seed(0)
     backbone = build_model(num_classes=19).backbone
     folder = tmp_path_factory.mktemp("cache") / "cache"
-    build_cache(backbone, Cityscapes(synthetic_root, "train", TrainTransform((64, 64), 1.0, 1.0)),
-                Cityscapes(synthetic_root, "val", EvalTransform()), folder, output_stride=16, crop_size=(64, 64),
+    build_cache(backbone, Cityscapes(synthetic_root, "train", TrainTransform((64, 64), 1.0, 1.0, normalization=NORMALIZATION)),
+                Cityscapes(synthetic_root, "val", EvalTransform(NORMALIZATION)), folder, output_stride=16, crop_size=(64, 64),
                 views=2, shard_size=12)
     return folder, backbone

@@ -17,6 +17,9 @@ from densecell.data import (
     build_dataset,
 )
 from densecell.data.cityscapes import train_classes, train_id_to_label_id
+from densecell.model import resolve_normalization  # noqa: E402
+
+NORMALIZATION = resolve_normalization("mobilenetv2_100")  # the random MobileNet-v2s here: ImageNet's
 
 
 def label_map(values, size=(16, 32)):
@@ -223,7 +226,7 @@ def test_folder_classes_file_errors(tmp_path, text, message):
 def test_train_transform_is_deterministic_and_pads_with_ignore():
     image = torch.randint(0, 256, (3, 20, 30), dtype=torch.uint8)
     label = torch.randint(0, 5, (20, 30))
-    transform = TrainTransform((64, 64), 0.5, 2.0)
+    transform = TrainTransform((64, 64), 0.5, 2.0, normalization=NORMALIZATION)
     a = transform(image, label, random.Random(3))
     b = transform(image, label, random.Random(3))
     assert torch.equal(a[0], b[0]) and torch.equal(a[1], b[1])
@@ -235,7 +238,7 @@ def test_train_transform_is_deterministic_and_pads_with_ignore():
 def test_train_transform_flips_image_and_label_together():
     columns = torch.arange(32).repeat(16, 1)
     image = torch.stack([columns.to(torch.uint8)] * 3)
-    transform = TrainTransform((16, 32), 1.0, 1.0, flip=True)
+    transform = TrainTransform((16, 32), 1.0, 1.0, flip=True, normalization=NORMALIZATION)
     flipped = 0
     for seed in range(20):
         out_image, out_label = transform(image, columns, random.Random(seed))
@@ -246,7 +249,7 @@ def test_train_transform_flips_image_and_label_together():
 
 
 def test_eval_transform_only_normalises(cityscapes):
-    data = Cityscapes(cityscapes, "val", EvalTransform())
+    data = Cityscapes(cityscapes, "val", EvalTransform(NORMALIZATION))
     image, label = data[0]
     raw, raw_label = data.load(0)
     assert image.shape == (3, 16, 32) and image.dtype == torch.float32

@@ -13,6 +13,9 @@ from densecell.config import load_config
 from densecell.data import Cityscapes, EvalTransform
 from densecell.evaluate import ConfusionMatrix, evaluate, predict_probabilities, sliding_window_logits
 from densecell.train import train
+from densecell.model import resolve_normalization  # noqa: E402
+
+NORMALIZATION = resolve_normalization("mobilenetv2_100")  # the random MobileNet-v2s here: ImageNet's
 
 
 def test_miou_matches_torchmetrics_on_random_data():
@@ -78,7 +81,7 @@ def test_evaluate_counts_a_constant_model(synthetic_root):
             logits[:, 0] = 1
             return logits
 
-    data = Cityscapes(synthetic_root, "val", EvalTransform())
+    data = Cityscapes(synthetic_root, "val", EvalTransform(NORMALIZATION))
     result = evaluate(Constant(), data)
     labels = np.concatenate([data.load(i)[1].ravel() for i in range(len(data))])
     labels = labels[labels != 255]

@@ -11,6 +11,9 @@ from densecell.errors import CacheError, ConfigError, TrainingError
 from densecell.loss import subsample_labels
 from densecell.proxy import train_candidate
 from densecell.space import Branch, Cell, Operation
+from densecell.model import resolve_normalization  # noqa: E402
+
+NORMALIZATION = resolve_normalization("mobilenetv2_100")  # the random MobileNet-v2s here: ImageNet's
 
 ONLY_1X1 = Cell(tuple(Branch(i - 1, Operation.conv1x1()) for i in range(5)))
 FAST = ProxySettings(iterations=30, batch_size=4, lr=0.05, filters=16)
@@ -26,7 +29,7 @@ def test_cache_layout_and_contents(feature_cache, synthetic_root):
     spec = json.loads((folder / "spec.json").read_text())
     assert spec["views"] == 2 and spec["classes"][0] == "road"
     # item 5 is image 2, view 1: the same crop the training transform makes with that seed, through the backbone
-    data = Cityscapes(synthetic_root, "train", TrainTransform((64, 64), 1.0, 1.0))
+    data = Cityscapes(synthetic_root, "train", TrainTransform((64, 64), 1.0, 1.0, normalization=NORMALIZATION))
     image, label = data[(2, 2 * 2 + 1)]
     with torch.inference_mode():
         expected = backbone.eval()(image[None])[-1][0]
@@ -36,8 +39,8 @@ def test_cache_layout_and_contents(feature_cache, synthetic_root):
 
 def test_cache_is_deterministic_and_refuses_other_settings(feature_cache, synthetic_root, tmp_path):
     folder, backbone = feature_cache
-    train = Cityscapes(synthetic_root, "train", TrainTransform((64, 64), 1.0, 1.0))
-    val = Cityscapes(synthetic_root, "val", EvalTransform())
+    train = Cityscapes(synthetic_root, "train", TrainTransform((64, 64), 1.0, 1.0, normalization=NORMALIZATION))
+    val = Cityscapes(synthetic_root, "val", EvalTransform(NORMALIZATION))
     again = build_cache(backbone, train, val, tmp_path / "again", output_stride=16, crop_size=(64, 64), views=2,
                         shard_size=5)
     for name in ("train.features.npy", "train.labels.npy", "val.features.npy", "val.labels.npy"):
@@ -51,8 +54,8 @@ def test_cache_is_deterministic_and_refuses_other_settings(feature_cache, synthe
 def test_cache_resumes_after_a_crash(feature_cache, synthetic_root, tmp_path):
     """A crash between shards leaves finished shards on disk; the rerun keeps them and ends with the same files."""
     folder, backbone = feature_cache
-    train = Cityscapes(synthetic_root, "train", TrainTransform((64, 64), 1.0, 1.0))
-    val = Cityscapes(synthetic_root, "val", EvalTransform())
+    train = Cityscapes(synthetic_root, "train", TrainTransform((64, 64), 1.0, 1.0, normalization=NORMALIZATION))
+    val = Cityscapes(synthetic_root, "val", EvalTransform(NORMALIZATION))
     calls = {"n": 0}
 
     class Crashing(torch.nn.Module):
@@ -113,7 +116,7 @@ def test_cached_proxy_matches_frozen_backbone_training(feature_cache, synthetic_
     folder, backbone = feature_cache
     cache = FeatureCache.load(folder)
     fresh = FrozenBackboneFeatures(cache, backbone, Cityscapes(synthetic_root, "train",
-                                                                TrainTransform((64, 64), 1.0, 1.0)))
+                                                                TrainTransform((64, 64), 1.0, 1.0, normalization=NORMALIZATION)))
     settings = ProxySettings(iterations=40, batch_size=4, lr=0.05, filters=16)
     cached = train_candidate("cityscapes-top1", cache, settings, seed=3)
     computed = train_candidate("cityscapes-top1", fresh, settings, seed=3)

@@ -11,6 +11,9 @@ from densecell.data import Cityscapes, EvalTransform
 from densecell.data.synthetic import LABEL_IDS, draw_image, write_synthetic_cityscapes
 from densecell.evaluate import ConfusionMatrix
 from densecell.space import Branch, Cell, Operation
+from densecell.model import resolve_normalization  # noqa: E402
+
+NORMALIZATION = resolve_normalization("mobilenetv2_100")  # the random MobileNet-v2s here: ImageNet's
 
 ONLY_1X1 = Cell(tuple(Branch(i - 1, Operation.conv1x1()) for i in range(5)))
 
@@ -22,7 +25,7 @@ def local_features(images: torch.Tensor) -> torch.Tensor:
 
 
 def load_split(root, split):
-    data = Cityscapes(root, split, EvalTransform())
+    data = Cityscapes(root, split, EvalTransform(NORMALIZATION))
     images, labels = zip(*(data[i] for i in range(len(data))))
     labels = torch.stack(labels)[:, 2::4, 2::4]  # the label at each feature's centre
     return local_features(torch.stack(images)), labels

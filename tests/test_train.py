@@ -14,6 +14,9 @@ from densecell.config import load_config
 from densecell.data import Cityscapes, TrainTransform
 from densecell.errors import RunExistsError, TrainingError
 from densecell.train import IterationSampler, train
+from densecell.model import resolve_normalization  # noqa: E402
+
+NORMALIZATION = resolve_normalization("mobilenetv2_100")  # the random MobileNet-v2s here: ImageNet's
 
 
 def take(iterator, n):
@@ -40,7 +43,7 @@ def test_ranks_split_each_global_batch():
 
 def test_batches_do_not_depend_on_the_number_of_workers(synthetic_root):
     """Same items, same augmentation; only the resize's float rounding differs (workers run one thread)."""
-    data = Cityscapes(synthetic_root, "train", TrainTransform((32, 32)))
+    data = Cityscapes(synthetic_root, "train", TrainTransform((32, 32), normalization=NORMALIZATION))
     batches = []
     for workers in (0, 2):
         loader = DataLoader(data, batch_size=4, sampler=IterationSampler(len(data), 4, seed=0), num_workers=workers)

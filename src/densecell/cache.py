@@ -2,36 +2,68 @@
 
 The cache holds the last backbone feature map of ``views`` fixed augmented crops of every training image (each crop a
 pure function of the image index, the view and the seed, :func:`~densecell.data.item_seed`) and of every validation
-image (padded to one size, as DeepLab's evaluation does). Features are stored in half precision with their labels in
-``.npy`` shards, each written atomically, so that a crashed caching job resumes at the first missing shard and ends
-with identical files; the shards are then joined into one memory-mappable array per split and kind.
+image (padded to one size, the largest val image's unless ``val_size`` says, as TF pads to its eval crop). Features
+are stored in half precision with their labels in ``.npy`` shards, each written atomically, so that a crashed caching
+job resumes at the first missing shard and ends with identical files; the shards are then joined into one
+memory-mappable array per split and kind.
 
-Layout: ``spec.json`` (the settings, checked on every rerun), ``{train,val}.{features,labels}.npy``, ``complete``.
+Layout: ``spec.json`` (the settings, checked on every rerun, with the :class:`CacheSource`),
+``{train,val}.{features,labels}.npy``, ``complete``; beside them, measurements kept per cache (``autotune.json``,
+``baselines.json``) through :func:`remembered`. Opening a cache checks every array once (:func:`check_cache`), so a
+damaged file is named before any work starts.
 """
 
 from __future__ import annotations
 
 import json
 import logging
+import os
 import warnings
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import filelock
 import numpy as np
 import torch
 import torch.nn.functional as F
+from pydantic import BaseModel, ConfigDict, model_validator
 from torch import nn
 
 from .data import IGNORE_INDEX, SegmentationDataset, item_seed
-from .errors import CacheError, CacheMissing
+from .errors import CacheDamaged, CacheError, CacheMissing
 from .files import atomic_path, make_dirs, save_array, write_text
+from .model import resolve_weights
 from .progress import Progress, report
 
 logger = logging.getLogger(__name__)
 CACHE_VERSION = 1
 SPLITS = ("train", "val")
 KINDS = ("features", "labels")
+
+
+class CacheSource(BaseModel):
+    """What the cached features were computed with: the backbone, the weights it loaded (as
+    :func:`~densecell.model.resolve_weights` writes them: a timm tag, a file, or None for random weights) and the
+    input normalisation. Re-ranking starts from these weights, so they are stored resolved, never as ``true``."""
+
+    model_config = ConfigDict(frozen=True, extra="ignore")
+
+    backbone: str
+    weights: str | None = None
+    mean: tuple[float, ...] | None = None
+    std: tuple[float, ...] | None = None
+
+    @model_validator(mode="before")
+    @classmethod
+    def _resolved(cls, values: Any) -> Any:
+        """Caches written before 0.3 stored ``pretrained: true`` as the text "True": resolve it to timm's tag."""
+        if isinstance(values, dict) and isinstance(values.get("weights"), str) and "backbone" in values:
+            flag = values["weights"].strip().lower()
+            if flag in ("true", "false", "none"):
+                values = values | {"weights": resolve_weights(values["backbone"], flag == "true")}
+        return values
 
 
 def pad_to(image: torch.Tensor, label: torch.Tensor, size: tuple[int, int]) -> tuple[torch.Tensor, torch.Tensor]:
@@ -76,14 +108,25 @@ class _Job:
 
 def cache_spec(train_set: SegmentationDataset, val_set: SegmentationDataset, *, output_stride: int,
                crop_size: tuple[int, int], val_size: tuple[int, int] | None, views: int, seed: int, shard_size: int,
-               source: dict[str, Any] | None) -> dict[str, Any]:
+               source: CacheSource | None) -> dict[str, Any]:
     """The settings a cache is built with; a rerun with other settings on the same folder is refused."""
     if val_size is None:
-        val_size = tuple(val_set.load(0)[1].shape)  # type: ignore[assignment]
+        val_size = largest_size(val_set)
     return {"version": CACHE_VERSION, "output_stride": output_stride, "crop_size": list(crop_size),
             "val_size": list(val_size), "views": views, "seed": seed, "shard_size": shard_size,
             "classes": list(train_set.classes), "train_images": len(train_set), "val_images": len(val_set),
-            "source": source or {}}
+            "source": source.model_dump(mode="json") if source else {}}
+
+
+def largest_size(dataset: SegmentationDataset) -> tuple[int, int]:
+    """The largest height and width among a dataset's images (read from their headers): the size every val image is
+    padded to by default, as TF pads to its eval crop. VOC's and Person-Part's images vary in size."""
+    sizes = [dataset.image_size(index) for index in range(len(dataset))]
+    size = (max(h for h, _ in sizes), max(w for _, w in sizes))
+    logger.info("val images: %d of %s; their features are cached padded to %dx%d, the largest (cache.val_size sets "
+                "another size)", len(sizes), f"{sizes[0][0]}x{sizes[0][1]}" if len(set(sizes)) == 1 else
+                f"{len(set(sizes))} sizes", *size)
+    return size
 
 
 def _check_spec(out_dir: Path, spec: dict[str, Any]) -> None:
@@ -103,7 +146,7 @@ def _write_split(job: _Job, out_dir: Path, split: str, progress: Progress | None
     for number, start in enumerate(range(0, len(items), size)):
         shard = items[start:start + size]
         paths = {kind: folder / f"shard-{number:05d}.{kind}.npy" for kind in KINDS}
-        if not all(path.exists() for path in paths.values()):
+        if not all(_whole(path) for path in paths.values()):
             features, labels = job.features(split, shard)
             save_array(labels, paths["labels"])
             save_array(features, paths["features"])
@@ -127,7 +170,7 @@ def build_cache(
     batch_size: int = 8,
     device: str | torch.device = "cpu",
     progress: Progress | None = None,
-    source: dict[str, Any] | None = None,
+    source: CacheSource | None = None,
 ) -> Path:
     """Cache the last backbone feature map of ``views`` fixed crops of every training image and of every val image.
 
@@ -138,6 +181,7 @@ def build_cache(
                       views=views, seed=seed, shard_size=shard_size, source=source)
     _check_spec(out_dir, spec)
     if (out_dir / "complete").exists():
+        check_cache(out_dir)
         return out_dir
     device = torch.device(device)
     logger.info("caching the features of %d training crops and %d val images in %s", len(train_set) * views,
@@ -150,6 +194,100 @@ def build_cache(
             _consolidate(sorted((out_dir / split).glob(f"shard-*.{kind}.npy")), out_dir / f"{split}.{kind}.npy")
     write_text(out_dir / "complete", "ok")
     return out_dir
+
+
+def _array_header(path: Path) -> tuple[tuple[int, ...], np.dtype, int]:
+    """The shape, dtype and data offset that a ``.npy`` file's header declares."""
+    with open(path, "rb") as handle:
+        version = np.lib.format.read_magic(handle)
+        read = np.lib.format.read_array_header_1_0 if version == (1, 0) else np.lib.format.read_array_header_2_0
+        shape, _, dtype = read(handle)
+        return tuple(shape), dtype, handle.tell()
+
+
+def _array_problem(path: Path) -> str | None:
+    """Why ``path`` is not a whole ``.npy`` file (missing, an unreadable header, fewer bytes than its header
+    declares), or None."""
+    if not path.is_file():
+        return "missing"
+    try:
+        shape, dtype, offset = _array_header(path)
+    except (OSError, ValueError, EOFError) as exc:
+        return f"unreadable header: {' '.join(str(exc).split())}"
+    expected, actual = offset + int(np.prod(shape)) * dtype.itemsize, os.path.getsize(path)
+    return None if actual == expected else f"{actual:,} bytes where its header declares {expected:,}"
+
+
+def _whole(path: Path) -> bool:
+    """A shard that a crash or a disk fault left unreadable is made again, with a warning."""
+    problem = _array_problem(path)
+    if problem not in (None, "missing"):
+        logger.warning("%s: damaged cache shard (%s): computing it again", path, problem)
+    return problem is None
+
+
+def check_cache(folder: str | Path) -> dict[str, Any]:
+    """The spec of the complete cache in ``folder``, after checking it whole, in one place: a readable spec, and
+    four arrays whose headers read, whose sizes are what the headers declare, and whose item counts and crop sizes
+    are the spec's. Raises :class:`~densecell.errors.CacheMissing` or :class:`~densecell.errors.CacheDamaged`, which
+    names the file."""
+    folder = Path(folder)
+    if not (folder / "complete").exists():
+        raise CacheMissing(folder)
+    try:
+        spec = json.loads((folder / "spec.json").read_text())
+        counts = {"train": spec["train_images"] * spec["views"], "val": spec["val_images"]}
+        sizes = {"train": tuple(spec["crop_size"]), "val": tuple(spec["val_size"])}
+    except (OSError, ValueError, KeyError, TypeError) as exc:
+        raise CacheDamaged(folder, folder / "spec.json", f"unreadable: {' '.join(str(exc).split())[:120]}") from None
+    for split in SPLITS:
+        for kind, dtype in zip(KINDS, (np.float16, np.uint8)):
+            path = folder / f"{split}.{kind}.npy"
+            if (problem := _array_problem(path)) is not None:
+                raise CacheDamaged(folder, path, problem)
+            shape, found, _ = _array_header(path)
+            wanted = (counts[split],) + (sizes[split] if kind == "labels" else shape[1:])
+            if found != dtype or shape != wanted:
+                raise CacheDamaged(folder, path, f"{found} {list(shape)} where the spec says {np.dtype(dtype)} "
+                                                 f"{list(wanted)}")
+    return spec
+
+
+def _source(spec: dict[str, Any]) -> CacheSource | None:
+    return CacheSource(**spec["source"]) if spec.get("source") else None
+
+
+def cache_source(folder: str | Path) -> CacheSource | None:
+    """What the complete cache in ``folder`` was computed with (:class:`CacheSource`), without loading its arrays."""
+    return _source(check_cache(folder))
+
+
+def remembered(folder: Path | None, file: str, key: str, compute: Callable[[], Any]) -> Any:
+    """``compute()`` once per ``key`` for a cache: kept in the JSON object ``folder/file`` and computed under a file
+    lock, so that every worker sharing the cache gets the same value (the proxy's measured precision, the lone 1x1
+    baseline). A damaged file is computed anew; a folder that cannot be written (another user's cache) only
+    computes."""
+    if folder is None:
+        return compute()
+    path = folder / file
+    try:
+        lock = filelock.FileLock(folder / f".{file}.lock")
+        lock.acquire()
+    except OSError as exc:
+        logger.warning("%s: cannot lock it (%s): computing without keeping the result", path, exc)
+        return compute()
+    try:
+        try:
+            stored = json.loads(path.read_text()) if path.exists() else {}
+        except (OSError, ValueError) as exc:
+            logger.warning("%s: unreadable (%s): computing its values again", path, " ".join(str(exc).split()))
+            stored = {}
+        if key not in stored:
+            stored[key] = compute()
+            write_text(path, json.dumps(stored, indent=1))
+        return stored[key]
+    finally:
+        lock.release()
 
 
 def _consolidate(shards: list[Path], target: Path) -> None:
@@ -184,6 +322,12 @@ class FeatureCache:
     folder: Path | None = None
 
     @property
+    def source(self) -> CacheSource | None:
+        """The backbone, weights and normalisation the features were computed with (None for a cache that does not
+        say)."""
+        return _source(self.spec)
+
+    @property
     def channels(self) -> int:
         return self.train_features.shape[1]
 
@@ -205,9 +349,7 @@ class FeatureCache:
         """Memory-map the arrays (on the CPU every process that maps them shares the pages) or copy them to
         ``device`` once."""
         folder = Path(folder)
-        if not (folder / "complete").exists():
-            raise CacheMissing(folder)
-        spec = json.loads((folder / "spec.json").read_text())
+        spec = check_cache(folder)
         device = torch.device(device)
 
         def read(name: str) -> torch.Tensor:

@@ -155,6 +155,20 @@ class PyramidPooling(ConvBNReLU):
         return resize_bilinear(super().forward(pooled), size)
 
 
+class CellDropout(nn.Dropout):
+    """``nn.Dropout`` that draws from its own ``generator`` when it is given one. The proxy gives each candidate its
+    own (:mod:`densecell.steps`), so that candidates trained side by side draw what each would draw alone; without
+    one it is ``nn.Dropout``, on the global generator."""
+
+    generator: torch.Generator | None = None
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if not self.training or self.p == 0 or self.generator is None:
+            return super().forward(x)
+        keep = torch.empty_like(x).bernoulli_(1.0 - self.p, generator=self.generator)
+        return x * keep / (1.0 - self.p)
+
+
 def build_operation(
     op: Operation,
     in_channels: int,
@@ -221,7 +235,7 @@ class DensePredictionCell(nn.Module):
             )
             for branch in self.cell
         )
-        self.dropout = nn.Dropout(dropout)
+        self.dropout = CellDropout(dropout)
         self.project = ConvBNReLU(filters * len(self.cell), concat_channels, 1, bn_momentum=bn_momentum)
 
     def branch_outputs(self, features: torch.Tensor) -> list[torch.Tensor]:

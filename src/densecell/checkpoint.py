@@ -2,7 +2,8 @@
 
 A checkpoint is a plain dict: ``model_config`` (the keyword arguments of :func:`~densecell.model.build_model`, with the
 input normalisation), ``model`` (the state dict), ``classes``, ``palette`` and, for a training checkpoint,
-``optimizer``, ``scheduler``, ``iteration``, ``rng`` and the run's ``config``. Nothing in it needs unpickling of
+``optimizer``, ``scheduler``, ``scaler``, ``iteration``, ``rng``, the run's ``config`` and ``backbone_weights`` (what
+the backbone started from: a timm tag, a file, a checkpoint, or None for random weights). Nothing in it needs unpickling of
 arbitrary objects. This module is the only one that knows the keys; everyone else gets a :class:`Run`.
 """
 
@@ -72,6 +73,8 @@ class Run:
     palette: tuple[tuple[int, int, int], ...]
     iteration: int | None
     config: TrainConfig | None
+    backbone_weights: str | None = None
+    """What the backbone started from (a timm tag, a file, a checkpoint); None: random weights, or not recorded."""
 
     @property
     def dataset(self) -> str | None:
@@ -92,4 +95,4 @@ def load_run(path: str | Path, **overrides: Any) -> Run:
         raise CheckpointError(f"{path}: its training recipe does not read ({exc})") from None
     palette = tuple(tuple(c) for c in payload.get("palette", ()))
     return Run(path, model.eval(), tuple(payload.get("classes", ())), palette,  # type: ignore[arg-type]
-               payload.get("iteration"), config)
+               payload.get("iteration"), config, payload.get("backbone_weights"))

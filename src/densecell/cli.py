@@ -140,13 +140,17 @@ def with_data_root(overrides: list[str] | None, data_root: Path | None) -> list[
 
 def search_config(config: Path | None, data_root: Path | None = None, overrides: list[str] | None = None) -> Any:
     from .config import load_search_config
+    from .search import own_process
 
+    own_process()  # this process runs the search's stages: Optuna's per-trial lines are ours to report
     return load_search_config(config, with_data_root(overrides, data_root))
 
 
 def open_study(config: Path | None, storage: str | None, study: str | None) -> Any:
     """The study named by a recipe, or by --storage and --study, with its settings."""
-    from .search import load_study
+    from .search import load_study, own_process
+
+    own_process()
 
     if config is not None:
         settings = search_config(config)
@@ -448,10 +452,9 @@ def predict(
     run = load_run(checkpoint)
     device = default_device()
     with shown_progress() as progress:
-        written = predict_files(run.model.to(device), images, output, run.palette,
+        written = predict_files(run.model.to(device), images, output, run.palette, run.model.normalization,
                                 train_id_to_label_id() if run.dataset == "cityscapes" else None, scale_list, flip,
-                                window_size, device, progress, run.model.normalization,
-                                parse_size(pad_to) if pad_to else None)
+                                window_size, device, progress, parse_size(pad_to) if pad_to else None)
     console.print(f"wrote {len(written)} files for {len(images)} images to {output}")
 
 
@@ -534,7 +537,7 @@ def search_worker(
         raise typer.BadParameter("--storage (or DENSECELL_STORAGE) is required")
     _show_library_messages()
     with resumable():
-        done = run_worker(study, storage, seed, device)
+        done = run_worker(study, storage, seed, device, owns_process=True)
     console.print(f"worker {os.getpid()} completed {done} trials")
 
 
@@ -622,6 +625,7 @@ def fidelity(
     """How well the proxy ranks cells (paper Fig. 3): the same cells under the proxy and a second protocol,
     Spearman's rho, the top-5 overlap and a scatter plot. Resumable."""
     from .fidelity import check_against, choose_cells, run_fidelity
+    from .ranking import describe_rho
     from .lock import RunLock
     from .pipeline import build_feature_cache
 
@@ -632,9 +636,9 @@ def fidelity(
         with RunLock(settings.run_dir, "densecell fidelity", wait=True):
             build_feature_cache(settings, progress)
         result = run_fidelity(settings, chosen, against, output, progress)
-    console.print(f"{len(chosen)} cells: Spearman rho = {result.rho:.3f} between the proxy and {against}, top-5 "
-                  f"overlap {result.top5}/5 (paper, 31 cells: 0.47 cached vs end-to-end, 0.36 MobileNet-v2 vs "
-                  f"Xception); plot {result.files['plot']}")
+    console.print(f"{len(chosen)} cells: Spearman rho = {describe_rho(result.rho)} between the proxy and "
+                  f"{against}, top-5 overlap {result.top5}/5 (paper, 31 cells: 0.47 cached vs end-to-end, 0.36 "
+                  f"MobileNet-v2 vs Xception); plot {result.files['plot']}")
 
 
 def report_parent(config: Path | None, output: Path | None) -> Path:

@@ -104,7 +104,13 @@ class ModelConfig(Strict):
     @field_validator("pretrained", mode="before")
     @classmethod
     def _path_as_text(cls, value: Any) -> Any:
-        return str(value) if isinstance(value, Path) else value
+        """A path is kept as text; ``"true"``/``"false"`` (from a command line, or quoted in YAML) are the booleans,
+        never a timm tag named "True"."""
+        if isinstance(value, Path):
+            return str(value)
+        if isinstance(value, str) and value.strip().lower() in ("true", "false", "yes", "no", "none", "null", ""):
+            return {"true": True, "yes": True, "false": False, "no": False}.get(value.strip().lower())
+        return value
 
     def build_kwargs(self) -> dict[str, Any]:
         return self.model_dump()
@@ -132,6 +138,8 @@ class TrainConfig(Strict):
     eval_every: int = Field(0, ge=0, description="0: evaluate once, at the end.")
     amp: Amp = "auto"
     deterministic: bool = Field(False, description="Deterministic kernels: exact resume on a GPU, a little slower.")
+    allow_random_backbone: bool = Field(False, description="Train from a random backbone without the warning that "
+                                        "model.pretrained is not set (the synthetic demo does).")
 
     @property
     def run_dir(self) -> Path:
@@ -169,7 +177,8 @@ class CacheConfig(Strict):
 
     views: int = Field(1, ge=1, description="Augmented crops cached per training image.")
     shard_size: int = Field(64, ge=1, description="Crops per cache shard (the unit a crashed cache resumes at).")
-    val_size: tuple[int, int] | None = Field(None, description="Pad val images to this size; default: the first's.")
+    val_size: tuple[int, int] | None = Field(None, description="Pad val images to this size; default: the largest "
+                                             "val image's height and width.")
     dir: Path | None = Field(None, description="Use this (complete) cache instead of building one in the run.")
 
 
@@ -276,7 +285,8 @@ class SearchConfig(Strict):
     warmup: OptimConfig | None = Field(None, description="Train the backbone (with an ASPP head) on the data first; "
                                        "None: use backbone.pretrained as it is.")
     allow_random_backbone: bool = Field(False, description="Cache features of a backbone with neither pretrained "
-                                        "weights nor a warm-up (useful only for tests).")
+                                        "weights nor a warm-up (useful only for tests), and warm a backbone up from "
+                                        "random weights without a warning (the synthetic demo).")
     cache: CacheConfig = CacheConfig()
     proxy: ProxySettings = ProxySettings()
     search: SearchSection = SearchSection()

@@ -57,6 +57,15 @@ class CacheMissing(CacheError):
         self.folder = folder
 
 
+class CacheDamaged(CacheError):
+    """A file of a feature cache that cannot be read whole (truncated, or not what its spec says)."""
+
+    def __init__(self, folder: Path, file: Path, reason: str) -> None:
+        super().__init__(f"{file}: damaged feature cache file ({reason}); the cache in {folder} cannot be used until "
+                         f"that folder is deleted and the cache built again")
+        self.folder, self.file = folder, file
+
+
 class StudyError(InputError):
     """A storage that cannot be opened, or a study that is missing or has other settings."""
 

@@ -17,7 +17,7 @@ import torch.nn.functional as F
 from PIL import Image
 from torch import nn
 
-from .data import IGNORE_INDEX, IMAGENET, Normalization, SegmentationDataset
+from .data import IGNORE_INDEX, Normalization, SegmentationDataset
 from .data.base import read_image
 from .data.transforms import normalize
 from .errors import DataError
@@ -181,11 +181,10 @@ def colorize(train_ids: np.ndarray, palette: Sequence[Sequence[int]]) -> np.ndar
 
 
 def predict_files(model: nn.Module, images: Sequence[Path], output: Path, palette: Sequence[Sequence[int]],
-                  label_ids: np.ndarray | None = None, scales: Sequence[float] = (1.0,), flip: bool = False,
-                  window: Sequence[int] | None = None, device: torch.device | str = "cpu",
-                  progress: Progress | None = None, normalization: Normalization = IMAGENET,
-                  pad_to: Sequence[int] | None = None) -> list[Path]:
-    """For each image write ``<stem>_trainIds.png``, ``<stem>_overlay.png`` (50% colour over the image) and,
+                  normalization: Normalization, label_ids: np.ndarray | None = None, scales: Sequence[float] = (1.0,),
+                  flip: bool = False, window: Sequence[int] | None = None, device: torch.device | str = "cpu",
+                  progress: Progress | None = None, pad_to: Sequence[int] | None = None) -> list[Path]:
+    """Normalise each image as the model expects (``model.normalization``), and write ``<stem>_trainIds.png``, ``<stem>_overlay.png`` (50% colour over the image) and,
     with a ``label_ids`` table (Cityscapes), ``<stem>_labelIds.png`` for the benchmark server."""
     make_dirs(output)
     model.eval()

@@ -34,7 +34,7 @@ from .files import make_dirs, write_text
 from .lock import RunLock
 from .optim import default_device
 from .progress import Progress, report
-from .ranking import spearman, top_overlap
+from .ranking import describe_rho, spearman, top_overlap
 from .space import Cell, SearchSpace, load_cell
 
 logger = logging.getLogger(__name__)
@@ -52,24 +52,46 @@ class FidelityResult:
     files: dict[str, Path]
 
 
+MIN_CELLS = 5
+"""The fewest distinct cells that give a ranking: Spearman's rho needs 3, the top-5 overlap 5."""
+
+
 def choose_cells(spec: str, space: SearchSpace, seed: int = 0) -> list[Cell]:
     """``spec`` is a number (that many distinct cells drawn uniformly) or a file: a JSON list of cells in the TF
-    format, or a folder of cell JSON files (as ``densecell search top`` writes)."""
-    if spec.isdigit():
-        rng, cells = random.Random(seed), {}
-        while len(cells) < int(spec):
-            cell = space.sample(rng)
-            cells[cell] = None
-        return list(cells)
+    format, or a folder of cell JSON files (as ``densecell search top`` writes). Fewer than :data:`MIN_CELLS`
+    distinct cells cannot be ranked, and are refused."""
+    spec = str(spec).strip()
+    if spec.lstrip("+-").isdigit():
+        wanted = int(spec)
+        _check_count(wanted, f"cells {spec}")
+        if wanted > space.size():
+            raise ConfigError(f"cells {spec}: the search space has only {space.size()} cells")
+        rng, drawn = random.Random(seed), {}
+        while len(drawn) < wanted:
+            drawn[space.sample(rng)] = None
+        return list(drawn)
     path = Path(spec)
     if path.is_dir():
-        return [load_cell(file, space) for file in sorted(path.glob("*.json"))]
-    if not path.is_file():
+        cells = [load_cell(file, space) for file in sorted(path.glob("*.json"))]
+    elif path.is_file():
+        try:
+            records = json.loads(path.read_text())
+        except (OSError, ValueError) as exc:
+            raise ConfigError(f"{path}: not a JSON list of cells ({' '.join(str(exc).split())})") from None
+        if not isinstance(records, list) or not records or not all(isinstance(r, list) for r in records):
+            raise ConfigError(f"{path}: expected a JSON list of cells, each a list of branches")
+        cells = [load_cell(json.dumps(cell), space) for cell in records]
+    else:
         raise ConfigError(f"{path}: the cells are neither a number nor a cell file or folder")
-    records = json.loads(path.read_text())
-    if not isinstance(records, list) or not records or not isinstance(records[0], list):
-        raise ConfigError(f"{path}: expected a JSON list of cells, each a list of branches")
-    return [load_cell(json.dumps(cell), space) for cell in records]
+    cells = list(dict.fromkeys(cells))  # each cell once, in order
+    _check_count(len(cells), f"{path} ({len(cells)} distinct cells)")
+    return cells
+
+
+def _check_count(count: int, what: str) -> None:
+    if count < MIN_CELLS:
+        raise ConfigError(f"{what}: a ranking needs at least {MIN_CELLS} distinct cells (Spearman's rho needs 3, the "
+                          f"top-5 overlap 5)")
 
 
 def slug(against: str) -> str:
@@ -160,7 +182,7 @@ def _summarise(against: str, cells: list[Cell], scores: dict, out: Path) -> Fide
     summary = {"against": against, "cells": len(cells), "spearman_rho": None if math.isnan(rho) else rho,
                "top5_overlap": top5, "pairs": pairs}
     write_text(out / "fidelity.json", json.dumps(summary, indent=1))
-    logger.info("%d cells: Spearman rho = %.3f between the proxy and %s, top-5 overlap %d/5", len(cells), rho,
-                against, top5)
+    logger.info("%d cells: Spearman rho = %s between the proxy and %s, top-5 overlap %d/5", len(cells),
+                describe_rho(rho), against, top5)
     return FidelityResult(against, cells, pairs, rho, top5, {"scores": out / "scores.json", "plot": plot,
                                                              "summary": out / "fidelity.json"})

@@ -8,6 +8,7 @@ be rebuilt from it.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, Literal
 
@@ -16,6 +17,7 @@ import torch
 from torch import nn
 
 from .cell import ASPP, DensePredictionCell, PoolingMode, ConvBNReLU, SeparableConv, rate_multiplier
+from .data.transforms import Normalization
 from .errors import ModelError
 from .resize import resize_bilinear
 from .space import Cell
@@ -95,21 +97,32 @@ def _pretrained_cfg(name: str) -> Any:
 def timm_name(backbone: str, pretrained: Pretrained = None) -> str:
     """The timm model name with the weights' tag: ``xception71`` + ``tf_in1k`` (or ``xception71.tf_in1k``); with
     ``pretrained=True``, timm's default tag (``xception71.tf_in1k``)."""
+    base = backbone.split(".")[0]
     if pretrained is True:
         cfg = _pretrained_cfg(backbone)
-        return f"{backbone.split('.')[0]}.{cfg.tag}" if cfg is not None and cfg.tag else backbone
+        return f"{base}.{cfg.tag}" if cfg is not None and cfg.tag else backbone
     if not isinstance(pretrained, str) or _is_weights_file(pretrained):
         return backbone
     architecture, _, tag = pretrained.rpartition(".")
     if not architecture:
-        return f"{backbone.split('.')[0]}.{tag}"
-    if architecture != backbone.split(".")[0]:
+        return backbone if tag == base else f"{base}.{tag}"
+    if architecture != base:
         raise ModelError(f"pretrained {pretrained!r} is for {architecture}, but the backbone is {backbone}")
     return pretrained
 
 
-def backbone_normalization(backbone: str, pretrained: Pretrained = None) -> tuple[tuple[float, ...],
-                                                                                   tuple[float, ...]]:
+def resolve_weights(backbone: str, pretrained: Pretrained) -> str | None:
+    """What ``pretrained`` loads, written so that it means the same wherever it is used again (a re-ranking run, a
+    checkpoint, another machine's recipe): None for random weights, the absolute path of a weights file, or the timm
+    name with its tag (``true`` for mobilenetv2_100 is ``mobilenetv2_100.ra_in1k``)."""
+    if pretrained is None or pretrained is False:
+        return None
+    if pretrained is not True and _is_weights_file(pretrained):
+        return str(Path(pretrained).expanduser().resolve())
+    return timm_name(backbone, pretrained)
+
+
+def backbone_normalization(backbone: str, pretrained: Pretrained = None) -> Normalization:
     """Input mean and std as timm declares them for these weights (``resolve_data_config``): ImageNet's for most,
     0.5 and 0.5 for TF-ported ones such as ``xception71.tf_in1k``, whose inputs are ``2x/255 - 1`` as in TF DeepLab."""
     from timm.data import IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD, resolve_data_config
@@ -119,6 +132,18 @@ def backbone_normalization(backbone: str, pretrained: Pretrained = None) -> tupl
         return tuple(IMAGENET_DEFAULT_MEAN), tuple(IMAGENET_DEFAULT_STD)
     data = resolve_data_config({}, pretrained_cfg=cfg.to_dict())
     return tuple(float(v) for v in data["mean"]), tuple(float(v) for v in data["std"])
+
+
+def resolve_normalization(backbone: str, pretrained: Pretrained = None, mean: Sequence[float] | None = None,
+                          std: Sequence[float] | None = None) -> Normalization:
+    """The one resolver of a model's input normalisation: ``mean`` and ``std`` where given, else what timm declares
+    for the backbone's weights (:func:`backbone_normalization`). Training, the feature cache, evaluation and
+    prediction all call it (or read its result from a checkpoint), so no path can pair a backbone's weights with
+    another's statistics."""
+    if mean is not None and std is not None:
+        return tuple(float(v) for v in mean), tuple(float(v) for v in std)
+    default_mean, default_std = backbone_normalization(backbone, pretrained)
+    return tuple(mean or default_mean), tuple(std or default_std)
 
 
 def _weights_kwargs(name: str, pretrained: Pretrained) -> dict[str, Any]:
@@ -191,9 +216,7 @@ def build_model(
     if num_classes < 1:
         raise ModelError(f"num_classes must be positive, got {num_classes}")
     rate_multiplier(output_stride)  # checks it is 8 or 16 before timm is asked
-    if mean is None or std is None:
-        default_mean, default_std = backbone_normalization(backbone, pretrained)
-        mean, std = mean or default_mean, std or default_std
+    mean, std = resolve_normalization(backbone, pretrained, mean, std)
     config = {
         "backbone": backbone, "head": head, "cell": cell.to_json() if isinstance(cell, Cell) else str(cell),
         "num_classes": num_classes, "output_stride": output_stride, "decoder": decoder, "pooling": pooling,

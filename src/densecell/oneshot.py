@@ -23,19 +23,21 @@ from .fidelity import Protocol
 from .lock import RunLock
 from .optim import default_device
 from .progress import Progress, report
-from .search import cell_params, distributions, load_study, make_sampler, suggest_cell
+from .search import cell_params, distributions, load_study, make_sampler, study_precision, suggest_cell
 from .space import Cell
+from .steps import Precision
 from .supernet import Supernet, score_cell, train_supernet
 
 logger = logging.getLogger(__name__)
 FLUSH = 50
 
 
-def trained_supernet(config: SearchConfig, cache: FeatureCache, progress: Progress | None = None) -> Supernet:
-    """The recipe's supernet, trained (or resumed, or loaded) in ``RUN/supernet``."""
+def trained_supernet(config: SearchConfig, cache: FeatureCache, progress: Progress | None = None,
+                     precision: Precision | None = None) -> Supernet:
+    """The recipe's supernet, trained (or resumed, or loaded) in ``RUN/supernet``, in the study's precision."""
     settings = config.search_settings()
     return train_supernet(cache, settings.space, config.proxy, config.supernet, config.run_dir / "supernet",
-                          config.seed, cache.train_features.device, progress)
+                          config.seed, cache.train_features.device, progress, precision)
 
 
 def oneshot_protocol(config: SearchConfig, progress: Progress | None = None) -> Protocol:
@@ -59,7 +61,7 @@ def screen(config: SearchConfig, progress: Progress | None = None) -> list[recor
     study, settings = load_study(config.name, config.storage_url, worker_seed=config.seed)
     device = default_device()
     cache = FeatureCache.load(config.cache_dir, device)
-    supernet = trained_supernet(config, cache, progress)
+    supernet = trained_supernet(config, cache, progress, study_precision(study, settings, device, cache))
     coster = CellCoster(cache.channels, config.proxy.filters, cache.image_size, cache.output_stride)
     scored = record.oneshot_records(study)
     memory = optuna.create_study(directions=settings.directions, sampler=make_sampler(settings, config.seed))

@@ -42,6 +42,31 @@ def autocast_for(amp: Amp, device: torch.device, cache_enabled: bool = True) -> 
     return nullcontext() if dtype is None else torch.autocast(device.type, dtype=dtype, cache_enabled=cache_enabled)
 
 
+LOSS_SCALE = 2.0 ** 16
+"""Dynamic loss scaling in fp16 (``torch.amp.GradScaler``'s defaults, which :class:`~densecell.steps.GraphStep`'s
+device-side scale uses too): start at 2^16, halve on an overflow (the step is skipped), double after
+``SCALE_GROWTH_INTERVAL`` steps without one."""
+SCALE_GROWTH_INTERVAL = 2000
+
+
+def loss_scaler(amp: Amp, device: torch.device, growth_interval: int = SCALE_GROWTH_INTERVAL) -> torch.amp.GradScaler:
+    """The loss scaler of a step computed in ``amp`` on ``device``: dynamic scaling where that is fp16 (the
+    proxy's gradients at the logits, about 1e-6, are below fp16's smallest normal number and would round to
+    zero unscaled), a no-op scaler otherwise."""
+    enabled = autocast_dtype(amp, device) == torch.float16
+    return torch.amp.GradScaler(device.type, init_scale=LOSS_SCALE, growth_interval=growth_interval,
+                                enabled=enabled)
+
+
+def backward_and_step(loss: torch.Tensor, optimizer: torch.optim.Optimizer, scaler: torch.amp.GradScaler) -> None:
+    """The one update of every eager trainer: zero the gradients, back-propagate the (scaled) loss, step unless
+    the fp16 gradients overflowed, and update the scale."""
+    optimizer.zero_grad(set_to_none=True)
+    scaler.scale(loss).backward()
+    scaler.step(optimizer)
+    scaler.update()
+
+
 def poly_lambda(iterations: int, power: float) -> Callable[[int], float]:
     """DeepLab's poly schedule as a multiplier of the base LR: ``(1 - step / iterations) ** power``."""
     return lambda step: max(0.0, 1.0 - step / iterations) ** power
@@ -96,17 +121,17 @@ def set_train_mode(model: nn.Module, freeze_bn: bool) -> None:
 
 
 def train_step(model: nn.Module, optimizer: torch.optim.Optimizer, images: torch.Tensor, labels: torch.Tensor,
-               amp: Amp = "auto") -> float:
+               amp: Amp = "auto", scaler: torch.amp.GradScaler | None = None) -> float:
     """One step of pixel-wise cross-entropy (ignore 255); returns the loss. A non-finite loss skips the update, so
-    the weights stay as they were and the caller decides what to do."""
+    the weights stay as they were and the caller decides what to do. In fp16 the loss is scaled by ``scaler``
+    (default: a fresh :func:`loss_scaler`; a trainer keeps one for the whole run)."""
+    scaler = scaler if scaler is not None else loss_scaler(amp, images.device)
     with autocast_for(amp, images.device):
         logits = model(images)
     loss = cross_entropy(logits.float(), labels)
     value = loss.item()
     if math.isfinite(value):
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        optimizer.step()
+        backward_and_step(loss, optimizer, scaler)
     return value
 
 

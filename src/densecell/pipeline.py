@@ -13,30 +13,31 @@ stands does nothing.
 from __future__ import annotations
 
 import hashlib
-import json
 import logging
 import os
 import signal
 import time
 from pathlib import Path
+from typing import Any
 
 import optuna
 import torch
 from torch import nn
 
 from . import record
-from .cache import FeatureCache, build_cache
+from .cache import CacheSource, FeatureCache, build_cache, cache_source, check_cache, remembered
 from .checkpoint import load_checkpoint, load_run
 from .config import SearchConfig, TrainConfig
 from .data import build_datasets
 from .errors import ConfigError, SearchError
-from .files import save_torch, write_text
+from .files import save_torch
 from .lock import Holder, RunLock
-from .model import backbone_normalization, create_backbone
+from .model import create_backbone, resolve_normalization, resolve_weights
 from .oneshot import screen
 from .optim import default_device
 from .progress import Progress, report
-from .search import counts, create_study, redact, start_workers, top_cells
+from .proxy import train_candidate
+from .search import counts, create_study, redact, start_workers, study_precision, top_cells
 from .space import conv1x1_cell
 from .train import train
 
@@ -51,7 +52,8 @@ def _waiting(what: str):
 
 def warmup_config(config: SearchConfig) -> TrainConfig:
     return TrainConfig(name="backbone", seed=config.seed, output_dir=config.run_dir, data=config.data,
-                       model=config.backbone, optim=config.warmup, checkpoint_every=50, log_every=10)
+                       model=config.backbone, optim=config.warmup, checkpoint_every=50, log_every=10,
+                       allow_random_backbone=config.allow_random_backbone)
 
 
 def backbone_weights(config: SearchConfig) -> Path:
@@ -59,27 +61,22 @@ def backbone_weights(config: SearchConfig) -> Path:
     return config.run_dir / "backbone.pth"
 
 
-def cached_weights(config: SearchConfig) -> str | None:
-    """The weights of the backbone whose features the cache holds (a file, a timm tag, or None for a random one):
-    re-ranking starts from them, also when the cache is another run's (``cache.dir``)."""
-    spec = config.cache_dir / "spec.json"
-    return json.loads(spec.read_text())["source"].get("weights") if spec.exists() else None
-
-
 def proxy_backbone(config: SearchConfig, progress: Progress | None = None) -> tuple[nn.Module, str | None]:
-    """The backbone whose features the proxy caches, and where its weights come from.
+    """The backbone whose features the proxy caches, and the weights it loaded (resolved: a timm tag or a file).
 
     From the recipe's pretrained weights, or warmed up on the data first when the recipe has a ``warmup`` section.
     A backbone with neither is random: its features say nothing about the data, and the search would rank cells on
     noise, so it is refused unless the recipe says ``allow_random_backbone: true``."""
     model = config.backbone
     if config.warmup is None:
-        if not model.pretrained and not config.allow_random_backbone:
+        weights = resolve_weights(model.backbone, model.pretrained)
+        if weights is None and not config.allow_random_backbone:
             raise ConfigError(f"backbone {model.backbone}: neither pretrained weights nor a warm-up; set "
                               f"backbone.pretrained or a warmup section (or allow_random_backbone: true)")
-        torch.manual_seed(config.seed)  # without weights the backbone is random: the same one on every rerun
-        backbone = create_backbone(model.backbone, model.output_stride, model.pretrained, model.feature_stages)
-        return backbone, str(model.pretrained) if model.pretrained else None
+        with torch.random.fork_rng(devices=[]):  # without weights the backbone is random: the same on every rerun
+            torch.manual_seed(config.seed)
+            backbone = create_backbone(model.backbone, model.output_stride, weights, model.feature_stages)
+        return backbone, weights
     run = warmup_config(config)
     checkpoint = run.run_dir / "checkpoint.pt"
     if not (checkpoint.exists() and load_checkpoint(checkpoint)["iteration"] >= run.optim.iterations):
@@ -90,24 +87,17 @@ def proxy_backbone(config: SearchConfig, progress: Progress | None = None) -> tu
     return backbone, str(backbone_weights(config).resolve())
 
 
-def normalization(config: SearchConfig) -> tuple[tuple[float, ...], tuple[float, ...]]:
-    model = config.backbone
-    mean, std = backbone_normalization(model.backbone, model.pretrained)
-    return model.mean or mean, model.std or std
-
-
 def build_feature_cache(config: SearchConfig, progress: Progress | None = None) -> Path:
-    """The proxy's feature cache of the recipe (built, resumed, or found complete)."""
+    """The proxy's feature cache of the recipe (built, resumed, or found complete and whole)."""
     if config.cache.dir is not None:
-        FeatureCache.load(config.cache.dir)  # someone else's cache: it must be complete
+        check_cache(config.cache.dir)  # someone else's cache: it must be complete and whole
         return config.cache.dir
+    model, data = config.backbone, config.data
     backbone, weights = proxy_backbone(config, progress)
-    data = config.data
-    stats = normalization(config)
-    train_set, val_set = build_datasets(data.model_copy(update={"val_split": data.val_split or "val"}), stats)
-    source = {"backbone": config.backbone.backbone, "weights": weights, "mean": list(stats[0]),
-              "std": list(stats[1])}
-    return build_cache(backbone, train_set, val_set, config.cache_dir, output_stride=config.backbone.output_stride,
+    mean, std = resolve_normalization(model.backbone, model.pretrained, model.mean, model.std)
+    train_set, val_set = build_datasets(data.model_copy(update={"val_split": data.val_split or "val"}), (mean, std))
+    source = CacheSource(backbone=model.backbone, weights=weights, mean=mean, std=std)
+    return build_cache(backbone, train_set, val_set, config.cache_dir, output_stride=model.output_stride,
                        crop_size=data.crop_size, val_size=config.cache.val_size, views=config.cache.views,
                        shard_size=config.cache.shard_size, seed=config.seed, device=default_device(),
                        progress=progress, source=source)
@@ -140,30 +130,32 @@ def run_search(config: SearchConfig, progress: Progress | None = None) -> optuna
 
 
 def proxy_baseline(config: SearchConfig, study: optuna.Study) -> float:
-    """The proxy score of a head without context (a lone 1x1 convolution), trained like every trial: it tells whether
-    context helps on this data at all, and how much the search found."""
-    from .proxy import train_candidate
-
+    """The proxy score of a head without context (a lone 1x1 convolution), trained like every trial (the study's
+    precision included): it tells whether context helps on this data at all, and how much the search found. One per
+    proxy setting and precision, shared by the studies of a cache (``baselines.json``)."""
     if record.baseline(study) is None:
-        known = config.cache_dir / "baselines.json"  # one per proxy setting, shared by the studies of a cache
-        baselines = json.loads(known.read_text()) if known.exists() else {}
-        key = hashlib.sha1(config.proxy.model_dump_json().encode()).hexdigest()[:12]
-        if key not in baselines:
-            device = default_device()
-            baselines[key] = train_candidate(conv1x1_cell(), FeatureCache.load(config.cache_dir, device),
-                                             config.proxy, device=device).miou
-            write_text(known, json.dumps(baselines, indent=1))
-        record.store_baseline(study, baselines[key])
+        device = default_device()
+        cache = FeatureCache.load(config.cache_dir, device)
+        precision = study_precision(study, config.search_settings(), device, cache)
+        key = hashlib.sha1(f"{config.proxy.model_dump_json()} {precision}".encode()).hexdigest()[:12]
+        miou = remembered(cache.folder, "baselines.json", key, lambda: train_candidate(
+            conv1x1_cell(), cache, config.proxy, device=device, precision=precision).miou)
+        record.store_baseline(study, miou)
     return record.baseline(study)
 
 
 def rerank_config(config: SearchConfig, name: str, cell_json: str, output_dir: Path | None = None) -> TrainConfig:
     """A re-ranking run: the cell on the proxy's backbone, trained end to end with the recipe's re-ranking data and
-    optimisation, starting from the backbone whose features the cache holds."""
-    model = config.backbone.model_copy(update={"head": "dpc", "cell": cell_json, "pretrained": cached_weights(config)})
+    optimisation, starting from the weights whose features the cache holds (as the cache recorded them, also when
+    it is another run's), with the normalisation they were cached with."""
+    source = cache_source(config.cache_dir)
+    update: dict[str, Any] = {"head": "dpc", "cell": cell_json}
+    if source is not None:
+        update |= {"pretrained": source.weights, "mean": source.mean, "std": source.std}
     return TrainConfig(name=name, seed=config.seed, output_dir=output_dir or config.run_dir / "rerank",
-                       data=config.rerank_data(), model=model, optim=config.rerank.optim, checkpoint_every=50,
-                       log_every=10)
+                       data=config.rerank_data(), model=config.backbone.model_copy(update=update),
+                       optim=config.rerank.optim, checkpoint_every=50, log_every=10,
+                       allow_random_backbone=config.allow_random_backbone)
 
 
 def rerank(config: SearchConfig, study: optuna.Study, top: int | None = None,
@@ -189,10 +181,10 @@ def run_pipeline(config: SearchConfig, progress: Progress | None = None,
     config.data.require_root()
     lock = RunLock(config.run_dir, command, wait=True, on_wait=_waiting("the backbone warm-up and the cache"))
     logger.info("1/4 feature cache in %s", config.cache_dir)
-    with lock:
+    with lock:  # the cache, the study and its precision are made once, before any worker starts
         build_feature_cache(config, progress)
+        create_study(config.name, config.storage_url, config.search_settings())
         if config.search.mode == "oneshot":
-            create_study(config.name, config.storage_url, config.search_settings())
             logger.info("one-shot screen: the supernet scores %d cells", config.search.oneshot_cells)
             screen(config, progress)
     logger.info("2/4 search: %d trials, %d workers here, storage %s", config.search.trials, config.search.workers,

@@ -9,24 +9,23 @@ mIoU on the cached val features, as in the paper's search. Several candidates ca
 
 from __future__ import annotations
 
-import json
 import logging
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
 import torch
 from torch import nn
 
-from .cache import FeatureCache
+from .cache import FeatureCache, remembered
 from .cell import DensePredictionCell
 from .config import ProxySettings
 from .evaluate import ConfusionMatrix, predicted_classes
-from .files import write_text
 from .optim import autocast_for
 from .resize import resize_bilinear
 from .space import Cell
-from .steps import EagerStep, GraphStep, Precision
+from .steps import EagerStep, GraphStep, Precision, candidate_generator
 
 logger = logging.getLogger(__name__)
 
@@ -52,6 +51,11 @@ class ProxyResult:
     stopped_early: bool = False
     scores: list[tuple[int, float]] = field(default_factory=list)
     """(iteration, val mIoU) every ``eval_every`` iterations and at the end."""
+    precision: Precision = Precision()
+    engine: str = "eager"
+    """The step that trained it: ``graph`` or ``eager`` (also where a capture failed)."""
+    head: nn.Module | None = field(default=None, repr=False)
+    """The trained head."""
 
 
 @torch.inference_mode()
@@ -72,7 +76,9 @@ def proxy_miou(head: nn.Module, cache: FeatureCache, precision: Precision, devic
 def resolve_precision(settings: ProxySettings, cache: FeatureCache, device: torch.device) -> Precision:
     """The precision and layout a candidate computes in. On a CPU: fp32 and channels-last (measured faster there,
     BENCHMARKS.md). On a GPU, 'auto' is decided by timing the published cell's step in each choice once per GPU
-    model, torch version and proxy shape; the result is kept beside the cache (``autotune.json``)."""
+    model, torch version and proxy shape; the result is kept beside the cache (``autotune.json``, under a lock).
+    A search chooses once, when its study is created, and every trial uses the study's choice
+    (:func:`densecell.search.study_precision`)."""
     amps = ["bf16", "fp16"] if settings.amp == "auto" else [settings.amp]
     layouts = [False, True] if settings.memory_format == "auto" else [settings.memory_format == "channels_last"]
     if device.type != "cuda":
@@ -82,22 +88,22 @@ def resolve_precision(settings: ProxySettings, cache: FeatureCache, device: torc
         return options[0]
     key = (f"{torch.cuda.get_device_name(device)} | torch {torch.__version__} | {tuple(cache.train_features.shape[1:])}"
            f" | batch {settings.batch_size} | filters {settings.filters} | upsample_logits {settings.upsample_logits}")
-    stored = json.loads(cache.folder.joinpath("autotune.json").read_text()) \
-        if cache.folder and cache.folder.joinpath("autotune.json").exists() else {}
-    if key not in stored:
+
+    def measure() -> dict[str, Any]:
         timings = {option: _step_seconds(cache, settings, option, device) for option in options}
-        stored[key] = {"amp": (best := min(timings, key=timings.get)).amp, "channels_last": best.channels_last,
-                       "seconds": {f"{o.amp} {'channels_last' if o.channels_last else 'nchw'}": t
-                                   for o, t in timings.items()}}
-        logger.info("proxy step on %s: %s", torch.cuda.get_device_name(device), stored[key]["seconds"])
-        if cache.folder:
-            write_text(cache.folder / "autotune.json", json.dumps(stored, indent=1))
-    return Precision(stored[key]["amp"], stored[key]["channels_last"])
+        best = min(timings, key=timings.get)
+        seconds = {f"{o.amp} {'channels_last' if o.channels_last else 'nchw'}": t for o, t in timings.items()}
+        logger.info("proxy step on %s: %s", torch.cuda.get_device_name(device), seconds)
+        return {"amp": best.amp, "channels_last": best.channels_last, "seconds": seconds}
+
+    chosen = remembered(cache.folder, "autotune.json", key, measure)
+    return Precision(chosen["amp"], chosen["channels_last"])
 
 
 def _step_seconds(cache: FeatureCache, settings: ProxySettings, precision: Precision, device: torch.device) -> float:
     head = _head("cityscapes-top1", cache, settings, precision, device)
-    step = GraphStep(head, cache.train_features, cache.train_labels, settings, precision, device)
+    step = GraphStep(head, cache.train_features, cache.train_labels, settings, precision, device,
+                     candidate_generator(0, device))
     step.run(3)
     torch.cuda.synchronize(device)
     start = time.perf_counter()
@@ -107,24 +113,39 @@ def _step_seconds(cache: FeatureCache, settings: ProxySettings, precision: Preci
 
 
 def _head(cell: Cell | str, cache: FeatureCache, settings: ProxySettings, precision: Precision,
-          device: torch.device) -> nn.Module:
-    head = build_proxy_head(cell, cache.channels, len(cache.classes), cache.output_stride, settings.filters)
+          device: torch.device, seed: int = 0) -> nn.Module:
+    """A candidate's head, initialised from ``seed`` alone (the caller's random state is left as it was)."""
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        head = build_proxy_head(cell, cache.channels, len(cache.classes), cache.output_stride, settings.filters)
     return head.to(device, memory_format=precision.memory_format)
+
+
+_capture_failure: str | None = None
+"""Why a CUDA graph capture failed in this process: its later candidates go straight to the eager step."""
 
 
 def _engine(head: nn.Module, cache: FeatureCache, settings: ProxySettings, precision: Precision,
             device: torch.device, seed: int) -> EagerStep | GraphStep:
-    """The graph step on a GPU (and wherever ``engine: graph``), the eager one on a CPU."""
-    if settings.engine == "eager" or (settings.engine == "auto" and device.type != "cuda"):
-        count = len(cache.train_features)
+    """The graph step on a GPU (and wherever ``engine: graph``), the eager one on a CPU. A graph that cannot be
+    captured (an operation that cannot be, a driver that refuses) must not end a search: this worker then trains
+    with the eager step, and says why once."""
+    global _capture_failure
+    if settings.engine == "graph" or (settings.engine == "auto" and device.type == "cuda"):
+        if _capture_failure is None:
+            try:
+                return GraphStep(head, cache.train_features.to(device), cache.train_labels.to(device), settings,
+                                 precision, device, candidate_generator(seed, device))
+            except Exception as exc:  # the capture's failures have no common type (RuntimeError, CUDA errors)
+                _capture_failure = f"{type(exc).__name__}: {' '.join(str(exc).split())[:200]}"
+                logger.warning("the proxy step cannot be captured as a CUDA graph (%s): this worker trains its "
+                               "candidates with the eager step", _capture_failure)
+    count = len(cache.train_features)
 
-        def sample(generator: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
-            return cache.train_batch(torch.randint(count, (settings.batch_size,), generator=generator))
+    def sample(generator: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
+        return cache.train_batch(torch.randint(count, (settings.batch_size,), generator=generator))
 
-        return EagerStep(head, sample, settings, precision, device, seed)
-    generator = torch.Generator().manual_seed(seed) if device.type == "cpu" else None
-    features, labels = cache.train_features.to(device), cache.train_labels.to(device)
-    return GraphStep(head, features, labels, settings, precision, device, generator)
+    return EagerStep(head, sample, settings, precision, device, seed)
 
 
 def _checkpoints(settings: ProxySettings) -> list[int]:
@@ -140,13 +161,14 @@ def train_candidate(
     seed: int = 0,
     device: str | torch.device = "cpu",
     report: Callable[[int, float], bool] | None = None,
+    precision: Precision | None = None,
 ) -> ProxyResult:
     """Train one candidate head on the cached training features and score it on the cached val features.
 
     With ``eval_every`` the candidate is also scored every ``eval_every`` iterations and ``report(iteration, miou)``
-    is called; returning True stops it there (a pruner's decision). A non-finite loss raises
-    :class:`~densecell.errors.TrainingError`."""
-    return train_candidates([cell], cache, settings, [seed], device, [report] if report else None)[0]
+    is called; returning True stops it there (a pruner's decision). ``precision`` is the study's choice (default:
+    :func:`resolve_precision`). A non-finite loss raises :class:`~densecell.errors.TrainingError`."""
+    return train_candidates([cell], cache, settings, [seed], device, [report] if report else None, precision)[0]
 
 
 def train_candidates(
@@ -156,19 +178,18 @@ def train_candidates(
     seeds: Sequence[int] | None = None,
     device: str | torch.device = "cpu",
     reports: Sequence[Callable[[int, float], bool] | None] | None = None,
+    precision: Precision | None = None,
 ) -> list[ProxyResult]:
     """Train several candidates at once on one device: on a GPU each replays its CUDA graph on its own stream, so
-    that their kernels overlap; on a CPU they run one after the other. Same results as one at a time."""
+    that their kernels overlap; on a CPU they run one after the other. Each draws from its own generator, so the
+    results are those of one at a time, weight for weight."""
     device = torch.device(device)
     seeds = list(seeds) if seeds is not None else list(range(len(cells)))
     reports = list(reports) if reports is not None else [None] * len(cells)
-    precision = resolve_precision(settings, cache, device)
+    precision = precision or resolve_precision(settings, cache, device)
     start = time.perf_counter()
-    engines, heads = [], []
-    for cell, seed in zip(cells, seeds):
-        torch.manual_seed(seed)
-        heads.append(_head(cell, cache, settings, precision, device))
-        engines.append(_engine(heads[-1], cache, settings, precision, device, seed))
+    heads = [_head(cell, cache, settings, precision, device, seed) for cell, seed in zip(cells, seeds)]
+    engines = [_engine(head, cache, settings, precision, device, seed) for head, seed in zip(heads, seeds)]
     history: list[list[tuple[int, float]]] = [[] for _ in cells]
     results: list[ProxyResult | None] = [None] * len(cells)
     done = 0
@@ -183,7 +204,9 @@ def train_candidates(
             final = checkpoint == settings.iterations
             stop = not final and reports[i] is not None and reports[i](*history[i][-1])
             if final or stop:
-                results[i] = ProxyResult(history[i][-1][1], checkpoint, time.perf_counter() - start, stop, history[i])
+                engine = "graph" if isinstance(engines[i], GraphStep) else "eager"
+                results[i] = ProxyResult(history[i][-1][1], checkpoint, time.perf_counter() - start, stop, history[i],
+                                         precision, engine, heads[i])
     return results  # type: ignore[return-value]
 
 

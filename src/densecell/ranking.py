@@ -20,3 +20,9 @@ def top_overlap(pairs: Sequence[tuple[float, float]], k: int = 5) -> int:
     order_x = sorted(range(len(pairs)), key=lambda i: pairs[i][0], reverse=True)[:k]
     order_y = sorted(range(len(pairs)), key=lambda i: pairs[i][1], reverse=True)[:k]
     return len(set(order_x) & set(order_y))
+
+
+def describe_rho(rho: float, places: int = 3) -> str:
+    """rho to ``places`` places, or why there is none (too few cells, or one side scores them all the same)."""
+    return "undefined (too few cells, or one side scores them all the same)" if math.isnan(rho) else \
+        f"{rho:.{places}f}"

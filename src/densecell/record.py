@@ -25,6 +25,7 @@ Stage = Literal["proxy", "oneshot"]
 """Which score a trial's value is: the stand-alone proxy's, or the one-shot supernet's."""
 
 _SETTINGS = "densecell"
+_PRECISION = "precision"
 _BASELINE = "baseline_miou"
 _FULL_PREFIX = "full_miou:"
 _SUPERNET = "supernet"
@@ -48,6 +49,11 @@ class TrialRecord:
     proxy_miou: float | None = None
     oneshot_miou: float | None = None
     latency_s: float | None = None
+    amp: str | None = None
+    """The precision the trial trained in (the study's choice: ``off`` is fp32)."""
+    memory_format: str | None = None
+    engine: str | None = None
+    """The step that trained it: ``graph`` (a CUDA graph) or ``eager`` (also where a capture failed)."""
     steps: int | None = None
     pruned_at: int | None = None
     error: str | None = None
@@ -88,6 +94,16 @@ def write(trial: optuna.Trial | optuna.study.Study, **facts: Any) -> None:
     """Store facts of a running trial (``write(trial, cell=..., madds=...)``); unknown names are an error."""
     for name, value in TrialRecord(**facts).to_attrs().items():
         trial.set_user_attr(name, value)
+
+
+_RETRIED_FACTS = ("oneshot_miou",)
+"""What a retried trial keeps of the trial whose worker died, besides its cell (its parameters): the one-shot score
+it was queued with. Never the pruner's rung markers, the dead run's scores, steps or host."""
+
+
+def retry_attrs(trial: FrozenTrial) -> dict[str, Any]:
+    """The user attributes of the retry of ``trial``."""
+    return {name: trial.user_attrs[name] for name in _RETRIED_FACTS if name in trial.user_attrs}
 
 
 def stage_of(trial: FrozenTrial) -> Stage:
@@ -132,6 +148,16 @@ def stored_settings(study: optuna.Study) -> str | None:
 
 def store_settings(study: optuna.Study, settings_json: str) -> None:
     study.set_user_attr(_SETTINGS, settings_json)
+
+
+def precision(study: optuna.Study) -> dict[str, Any] | None:
+    """The precision every trial of the study computes in, chosen once when the study was created:
+    ``{"amp": ..., "channels_last": ..., "device": ...}``."""
+    return study.user_attrs.get(_PRECISION)
+
+
+def store_precision(study: optuna.Study, choice: dict[str, Any]) -> None:
+    study.set_user_attr(_PRECISION, choice)
 
 
 def baseline(study: optuna.Study) -> float | None:

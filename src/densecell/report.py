@@ -16,19 +16,17 @@ from pathlib import Path
 from string import Template
 from typing import Any
 
-import matplotlib
+import optuna
+from matplotlib.axes import Axes
+from matplotlib.figure import Figure
 
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-import optuna  # noqa: E402
-
-from . import record  # noqa: E402
-from .errors import InputError  # noqa: E402
-from .files import atomic_path, make_dirs, write_text  # noqa: E402
-from .ranking import spearman, top_overlap  # noqa: E402
-from .record import TrialRecord  # noqa: E402
-from .search import completed_trials, proxy_full_pairs  # noqa: E402
-from .space import BACKBONE, Cell, branch_label  # noqa: E402
+from . import record
+from .errors import InputError
+from .files import atomic_path, make_dirs, write_text
+from .ranking import describe_rho, spearman, top_overlap
+from .record import TrialRecord
+from .search import completed_trials, proxy_full_pairs
+from .space import BACKBONE, Cell, branch_label
 
 
 def pareto_front(points: list[tuple[float, float]]) -> list[int]:
@@ -51,7 +49,7 @@ def draw_cell(cell: Cell, path: Path, title: str = "") -> Path:
         for row, i in enumerate(members):
             position[i] = (float(column), row - (len(members) - 1) / 2)
     out_x = max(depth.values()) + 1.0
-    fig, ax = plt.subplots(figsize=(2.2 * (out_x + 1), 1.0 + 1.1 * max(len(m) for m in columns.values())))
+    fig, ax = _figure((2.2 * (out_x + 1), 1.0 + 1.1 * max(len(m) for m in columns.values())))
     for i, branch in enumerate(cell):
         (x0, y0), (x1, y1) = position[branch.input], position[i]
         ax.annotate("", xy=(x1 - 0.22, y1), xytext=(x0 + 0.22, y0), arrowprops={"arrowstyle": "->", "color": "0.3"})
@@ -81,12 +79,18 @@ def _save(fig: Any, path: Path) -> Path:
     fig.tight_layout()
     with atomic_path(path) as temporary:
         fig.savefig(temporary, dpi=110, format="png")
-    plt.close(fig)
     return path
 
 
+def _figure(size: tuple[float, float]) -> tuple[Figure, Axes]:
+    """A figure of its own (matplotlib's object API: no pyplot, so the caller's backend and figures are left
+    alone)."""
+    fig = Figure(figsize=size)
+    return fig, fig.subplots()
+
+
 def _histogram(scores: list[float], baseline: float | None, path: Path) -> Path:
-    fig, ax = plt.subplots(figsize=(5, 3.2))
+    fig, ax = _figure((5, 3.2))
     ax.hist([s * 100 for s in scores], bins=min(30, max(5, len(scores) // 3)), color="#4a6fa5")
     if baseline is not None:
         ax.axvline(baseline * 100, color="#c0392b", linestyle="--", label="lone 1x1 conv (no context)")
@@ -100,7 +104,7 @@ def _histogram(scores: list[float], baseline: float | None, path: Path) -> Path:
 def _pareto(trials: list[TrialRecord], path: Path) -> tuple[Path, list[int]]:
     points = [(t.values[0], float(t.madds)) for t in trials]
     front = pareto_front(points)
-    fig, ax = plt.subplots(figsize=(5, 3.2))
+    fig, ax = _figure((5, 3.2))
     ax.scatter([c / 1e6 for _, c in points], [m * 100 for m, _ in points], s=12, color="0.6", label="cells")
     ax.plot([points[i][1] / 1e6 for i in front], [points[i][0] * 100 for i in front], "o-", color="#c0392b",
             label="Pareto front")
@@ -112,11 +116,12 @@ def _pareto(trials: list[TrialRecord], path: Path) -> tuple[Path, list[int]]:
 
 def scatter(pairs: Sequence[tuple[float, float]], x_label: str, y_label: str, path: Path, title: str = "") -> Path:
     """A rank-correlation plot: one point per cell, Spearman's rho and the top-5 overlap in the title."""
-    fig, ax = plt.subplots(figsize=(4.2, 3.4))
+    fig, ax = _figure((4.2, 3.4))
     ax.scatter([x * 100 for x, _ in pairs], [y * 100 for _, y in pairs], s=16, color="#4a6fa5")
     ax.set_xlabel(f"{x_label} (%)")
     ax.set_ylabel(f"{y_label} (%)")
-    summary = f"{len(pairs)} cells, Spearman rho = {spearman(pairs):.2f}, top-5 overlap {top_overlap(pairs)}/5"
+    summary = f"{len(pairs)} cells, Spearman rho = {describe_rho(spearman(pairs), 2)}, top-5 overlap " \
+              f"{top_overlap(pairs)}/5"
     ax.set_title(f"{title}\n{summary}" if title else summary, fontsize=9)
     return _save(fig, path)
 
@@ -134,7 +139,7 @@ def _importance(trial: TrialRecord, checkpoints: Path | None, path: Path) -> tup
 
 def importance_plot(cell: Cell, values: Sequence[float], path: Path, title: str = "") -> Path:
     """Paper Fig. 5b: the L1 norm of the projection weights that read each branch."""
-    fig, ax = plt.subplots(figsize=(4.6, 2.8))
+    fig, ax = _figure((4.6, 2.8))
     labels = [f"{branch_label(i)}\n{b.op}" for i, b in enumerate(cell)]
     ax.bar(range(len(values)), values, color="#4a6fa5")
     ax.set_xticks(range(len(values)), labels, fontsize=7)

@@ -45,7 +45,7 @@ import torch
 from optuna.distributions import CategoricalDistribution
 from optuna.pruners import BasePruner, HyperbandPruner, MedianPruner, NopPruner, SuccessiveHalvingPruner
 from optuna.samplers import BaseSampler, NSGAIISampler, RandomSampler, TPESampler
-from optuna.storages import RDBStorage, RetryHeartbeatStaleTrialCallback
+from optuna.storages import RDBStorage
 from optuna.trial import FrozenTrial, TrialState
 
 from . import record
@@ -56,9 +56,10 @@ from .cost import CellCoster, measure_latency
 from .errors import DensecellError, SearchError, StudyError, TrainingError
 from .files import make_dirs
 from .optim import default_device
-from .proxy import train_candidate
+from .proxy import resolve_precision, train_candidate
 from .record import TrialRecord
 from .space import Branch, Cell, Operation, SearchSpace
+from .steps import Precision
 
 logger = logging.getLogger(__name__)
 
@@ -183,6 +184,34 @@ def make_sampler(settings: SearchSettings, worker_seed: int) -> BaseSampler:
     return samplers[settings.sampler]()
 
 
+class _LiveTrialsStorage:
+    """A view of an Optuna storage without the trials whose workers died (FAIL)."""
+
+    def __init__(self, storage: Any) -> None:
+        self._storage = storage
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._storage, name)
+
+    def get_all_trials(self, study_id: int, deepcopy: bool = True, states: Any = None) -> list[FrozenTrial]:
+        return [t for t in self._storage.get_all_trials(study_id, deepcopy=deepcopy, states=states)
+                if t.state != TrialState.FAIL]
+
+
+class LiveTrialsPruner(BasePruner):
+    """An Optuna pruner that compares a trial only with trials that did not fail: the rung values that a dead
+    worker's trial recorded (successive halving's ``completed_rung_N``) leave the pool that decides who goes on,
+    as its retry (:class:`RetryCell`) starts again at the first rung."""
+
+    def __init__(self, pruner: BasePruner) -> None:
+        self.pruner = pruner
+
+    def prune(self, study: optuna.Study, trial: FrozenTrial) -> bool:
+        live = optuna.Study(study_name=study.study_name, storage=_LiveTrialsStorage(study._storage),
+                            sampler=study.sampler, pruner=self.pruner)
+        return self.pruner.prune(live, trial)
+
+
 def make_pruner(settings: SearchSettings) -> BasePruner:
     """Optuna's pruner for ``search.pruner``; its rungs are the proxy's ``eval_every`` steps."""
     every, total = settings.proxy.eval_every, settings.proxy.iterations
@@ -192,7 +221,25 @@ def make_pruner(settings: SearchSettings) -> BasePruner:
         "successive-halving": lambda: SuccessiveHalvingPruner(min_resource=every, reduction_factor=3),
         "hyperband": lambda: HyperbandPruner(min_resource=every, max_resource=total, reduction_factor=3),
     }
-    return pruners[settings.pruner]()
+    return LiveTrialsPruner(pruners[settings.pruner]())
+
+
+class RetryCell:
+    """The retry of a trial whose worker died (its heartbeat lapsed): a new trial with the same cell, up to
+    ``max_retry`` times. Unlike Optuna's ``RetryHeartbeatStaleTrialCallback`` it copies the cell only (and the
+    one-shot score it was queued with, :func:`densecell.record.retry_attrs`), not the dead trial's system
+    attributes: those hold the pruner's rung markers, with which the retry would skip rungs."""
+
+    def __init__(self, max_retry: int) -> None:
+        self.max_retry = max_retry
+
+    def __call__(self, study: optuna.Study, trial: FrozenTrial) -> None:
+        history = [*trial.system_attrs.get("retry_history", []), trial.number]
+        if len(history) > self.max_retry:
+            return
+        study.add_trial(optuna.create_trial(
+            state=TrialState.WAITING, params=trial.params, distributions=trial.distributions,
+            user_attrs=record.retry_attrs(trial), system_attrs={"failed_trial": history[0], "retry_history": history}))
 
 
 # --- storage and study ---------------------------------------------------------------------------------------------
@@ -209,7 +256,6 @@ def redact(url: str) -> str:
 
 def open_storage(url: str, settings: SearchSettings | None = None) -> RDBStorage:
     """An RDB storage with heartbeats (dead workers' trials are failed and retried) and a patient SQLite lock."""
-    warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
     heartbeat = settings.heartbeat_s if settings else 5
     grace = settings.grace_s if settings else 20
     retries = settings.max_retry if settings else 3
@@ -220,16 +266,19 @@ def open_storage(url: str, settings: SearchSettings | None = None) -> RDBStorage
     else:
         engine_kwargs["pool_pre_ping"] = True
     try:
-        return RDBStorage(url, engine_kwargs=engine_kwargs, heartbeat_interval=heartbeat, grace_period=grace,
-                          heartbeat_stale_trial_callback=RetryHeartbeatStaleTrialCallback(max_retry=retries))
+        with warnings.catch_warnings():  # heartbeats are "experimental" in Optuna: say so once, here, not per call
+            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+            return RDBStorage(url, engine_kwargs=engine_kwargs, heartbeat_interval=heartbeat, grace_period=grace,
+                              heartbeat_stale_trial_callback=RetryCell(max_retry=retries))
     except Exception as exc:
         message = " ".join(str(exc).split()).replace(url, redact(url))
         raise StudyError(f"cannot open the study storage {redact(url)}: {message[:300]}") from None
 
 
-def create_study(name: str, storage_url: str, settings: SearchSettings) -> optuna.Study:
-    """Create the study (or open it, checking that its settings are these)."""
-    optuna.logging.set_verbosity(optuna.logging.WARNING)
+def create_study(name: str, storage_url: str, settings: SearchSettings,
+                 device: str | torch.device | None = None) -> optuna.Study:
+    """Create the study (or open it, checking that its settings are these), and choose the precision its trials
+    compute in, once, on ``device`` (default: the first GPU, else the CPU): :func:`study_precision`."""
     storage = open_storage(storage_url, settings)
     study = optuna.create_study(study_name=name, storage=storage, directions=settings.directions,
                                 load_if_exists=True)
@@ -239,7 +288,36 @@ def create_study(name: str, storage_url: str, settings: SearchSettings) -> optun
     elif SearchSettings.from_json(stored) != settings:
         raise StudyError(f"study {name!r} in {redact(storage_url)} was created with other settings; use another "
                          f"study name")
+    study_precision(study, settings, torch.device(device) if device else default_device())
     return study
+
+
+def study_precision(study: optuna.Study, settings: SearchSettings, device: torch.device,
+                    cache: FeatureCache | None = None) -> Precision:
+    """The precision and memory layout of every trial of the study. Chosen once (by
+    :func:`~densecell.proxy.resolve_precision`: measured on a GPU with ``amp: auto``) when the study is created,
+    before any worker starts, and stored with it, so that one study never mixes bf16- and fp16-trained trials;
+    a study that has none (written before 0.3) gets it from its first worker."""
+    if record.precision(study) is None:
+        if cache is None and device.type == "cuda":
+            cache = FeatureCache.load(settings.cache_dir, device)
+        chosen = resolve_precision(settings.proxy, cache, device)
+        record.store_precision(study, {"amp": chosen.amp, "channels_last": chosen.channels_last,
+                                       "device": torch.cuda.get_device_name(device) if device.type == "cuda"
+                                       else "cpu"})
+    stored = record.precision(study)
+    return Precision(stored["amp"], bool(stored["channels_last"]))
+
+
+def own_process(threads: int | None = None) -> None:
+    """Settings that belong to a whole process, made only in a process densecell owns (the workers it starts, the
+    command line) or by this explicit call, never on import: Optuna logs warnings only (densecell reports trials
+    itself, one line per failure, where Optuna would print a traceback) and hides its experimental warnings;
+    torch uses ``threads`` threads."""
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
+    if threads is not None:
+        torch.set_num_threads(threads)
 
 
 def load_study(name: str, storage_url: str, worker_seed: int = 0) -> tuple[optuna.Study, SearchSettings]:
@@ -281,10 +359,11 @@ def counts(study: optuna.Study) -> Counts:
 class Objective:
     """Trains one candidate on the cached features and returns its scores; one per worker (holds the cache)."""
 
-    def __init__(self, settings: SearchSettings, device: str | torch.device = "cpu") -> None:
+    def __init__(self, study: optuna.Study, settings: SearchSettings, device: str | torch.device = "cpu") -> None:
         self.settings = settings
         self.device = torch.device(device)
         self.cache = FeatureCache.load(settings.cache_dir, self.device)
+        self.precision = study_precision(study, settings, self.device, self.cache)
         self.space = settings.space
         self.cost = CellCoster(self.cache.channels, settings.proxy.filters, self.cache.image_size,
                                self.cache.output_stride)
@@ -301,7 +380,8 @@ class Objective:
         cell = suggest_cell(trial, self.space)
         cost = self.cost(cell)
         record.write(trial, cell=cell, params=cost.params, madds=cost.madds, host=socket.gethostname(),
-                     pid=os.getpid())
+                     pid=os.getpid(), amp=self.precision.amp,
+                     memory_format="channels_last" if self.precision.channels_last else "contiguous")
 
         def report(iteration: int, miou: float) -> bool:
             trial.report(miou, iteration)
@@ -309,11 +389,13 @@ class Objective:
 
         try:
             result = train_candidate(cell, self.cache, self.settings.proxy, seed=trial.number, device=self.device,
-                                     report=report if self.settings.directions == ["maximize"] else None)
+                                     report=report if self.settings.directions == ["maximize"] else None,
+                                     precision=self.precision)
         except TrainingError as exc:
             record.write(trial, error=str(exc))
             raise
-        record.write(trial, proxy_miou=result.miou, seconds=result.seconds, steps=result.iterations)
+        record.write(trial, proxy_miou=result.miou, seconds=result.seconds, steps=result.iterations,
+                     engine=result.engine)
         if result.stopped_early:
             record.write(trial, pruned_at=result.iterations)
             raise optuna.TrialPruned(f"stopped at iteration {result.iterations}")
@@ -333,20 +415,25 @@ class Objective:
 
 
 def run_worker(name: str, storage_url: str, worker_seed: int | None = None, device: str | None = None,
-               poll_s: float = 1.0, max_trials: int | None = None) -> int:
-    """Take trials of the study until it has its N completed trials; returns how many this worker completed."""
-    optuna.logging.set_verbosity(optuna.logging.ERROR)  # its failed-trial warnings carry tracebacks; see failed()
-    warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
+               poll_s: float = 1.0, max_trials: int | None = None, owns_process: bool = False) -> int:
+    """Take trials of the study until it has its N completed trials; returns how many this worker completed.
+
+    ``owns_process``: this worker is the whole process (a worker process, ``densecell search worker``), so it sets
+    the process-wide settings (:func:`own_process`, with the study's ``threads``); a library caller's are left
+    alone."""
     worker_seed = os.getpid() if worker_seed is None else worker_seed
     study, settings = load_study(name, storage_url, worker_seed)
-    torch.set_num_threads(settings.threads)
-    objective = Objective(settings, device or default_device())
+    if owns_process:
+        own_process(settings.threads)
+    objective = Objective(study, settings, device or default_device())
     done = 0
     while max_trials is None or done < max_trials:
         if settings.mode == "oneshot" and not (record.supernet_info(study) or {}).get("queued"):
             time.sleep(poll_s)  # the one-shot screen has not queued its best cells for the proxy yet
             continue
-        optuna.storages.fail_stale_trials(study)
+        with warnings.catch_warnings():  # "experimental" in Optuna since 2.9
+            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+            optuna.storages.fail_stale_trials(study)
         now = counts(study)
         if now.complete >= settings.trials:
             break
@@ -370,7 +457,7 @@ def _worker_process(name: str, storage_url: str, seed: int, device: str | None) 
     if not logging.getLogger().handlers:
         logging.basicConfig(level=logging.INFO, format="%(message)s", stream=sys.stderr)
     try:
-        run_worker(name, storage_url, seed, device)
+        run_worker(name, storage_url, seed, device, owns_process=True)
     except KeyboardInterrupt:
         sys.exit(130)
     except DensecellError as exc:

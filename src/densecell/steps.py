@@ -9,8 +9,13 @@
   CUDA graph and replayed, so a step costs its kernels and nothing else; elsewhere it runs as it is (the same code,
   minus the capture), which is how the tests check it against :class:`EagerStep`.
 
-fp16 (``amp: fp16``) uses a dynamic loss scale kept on the device (``torch._amp_update_scale_``); a step whose
-gradients overflow leaves the weights and the optimizer state as they were, as ``torch.amp.GradScaler`` would.
+fp16 (``amp: fp16``) scales the loss dynamically in both: the eager step with ``torch.amp.GradScaler``
+(:func:`~densecell.optim.loss_scaler`, as every eager trainer), the graph step with the same kernels and constants on
+a scale kept on the device (``torch._amp_update_scale_``); a step whose gradients overflow leaves the weights and the
+optimizer state as they were.
+
+Each candidate draws its batches and its dropout masks from its own generator, seeded by the candidate's seed, so
+that K candidates trained side by side (:func:`densecell.proxy.train_candidates`) train exactly as each would alone.
 """
 
 from __future__ import annotations
@@ -21,10 +26,12 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
+from .cell import CellDropout
 from .config import ProxySettings
 from .errors import TrainingError
 from .loss import cross_entropy, subsample_labels, upsampled_cross_entropy
-from .optim import autocast_for, decayed_parameters, make_optimizer, poly_lambda
+from .optim import (LOSS_SCALE, SCALE_GROWTH_INTERVAL, autocast_for, backward_and_step, decayed_parameters,
+                    loss_scaler, make_optimizer, poly_lambda)
 
 WARMUP_STEPS = 3
 """Steps run before a capture (cuDNN picks its kernels, the allocator settles); their effect is undone."""
@@ -50,16 +57,31 @@ class Precision:
         return torch.channels_last if self.channels_last else torch.contiguous_format
 
 
+def seed_dropout(head: nn.Module, generator: torch.Generator | None) -> None:
+    """Make the head's cell dropout draw from ``generator`` (its candidate's own)."""
+    for module in head.modules():
+        if isinstance(module, CellDropout):
+            module.generator = generator
+
+
+def candidate_generator(seed: int, device: torch.device) -> torch.Generator:
+    """A candidate's own random stream on ``device``."""
+    return torch.Generator(device=device).manual_seed(seed)
+
+
 class EagerStep:
-    """``torch.optim`` on the head, one batch per call of :meth:`run`; the batch comes from ``sample(generator)``."""
+    """``torch.optim`` on the head, one batch per call of :meth:`run`; the batch comes from ``sample(generator)``
+    (a CPU generator seeded with ``seed``), the dropout masks from the candidate's generator on ``device``."""
 
     def __init__(self, head: nn.Module, sample, settings: ProxySettings, precision: Precision,
                  device: torch.device, seed: int) -> None:
         self.head, self.sample, self.settings, self.precision, self.device = head, sample, settings, precision, device
         self.optimizer = make_optimizer(head, settings.optimizer, settings.lr, settings.momentum,
                                         settings.weight_decay)
+        self.scaler = loss_scaler(precision.amp, device)
         self.schedule = poly_lambda(settings.iterations, settings.power)
         self.generator = torch.Generator().manual_seed(seed)
+        seed_dropout(head, self.generator if device.type == "cpu" else candidate_generator(seed, device))
         self.iteration = 0
 
     def run(self, steps: int) -> None:
@@ -78,25 +100,27 @@ class EagerStep:
         with autocast_for(self.precision.amp, self.device):
             logits = self.head(x)
         loss = proxy_loss(logits, labels, self.settings.upsample_logits)
-        self.optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        for group in self.optimizer.param_groups:
-            group["lr"] = lr
-        self.optimizer.step()
-        return loss.item()
+        value = loss.item()
+        if math.isfinite(value):
+            for group in self.optimizer.param_groups:
+                group["lr"] = lr
+            backward_and_step(loss, self.optimizer, self.scaler)
+        return value
 
 
 class GraphStep:
     """The whole step on the device, captured as a CUDA graph on a GPU (see the module's docstring).
 
     ``features`` and ``labels`` are the training arrays, resident on ``device``; each step draws ``batch_size`` item
-    indices from them with ``generator`` (None: the device's default generator, which CUDA graphs support)."""
+    indices from them, and the dropout masks, with ``generator`` (the candidate's own, on ``device``; None: the
+    device's default generator). A capture that fails leaves the head as it was and raises."""
 
     def __init__(self, head: nn.Module, features: torch.Tensor, labels: torch.Tensor, settings: ProxySettings,
                  precision: Precision, device: torch.device, generator: torch.Generator | None = None,
                  capture: bool | None = None) -> None:
         self.head, self.features, self.labels = head, features, labels
         self.settings, self.precision, self.device, self.generator = settings, precision, device, generator
+        seed_dropout(head, generator)
         self.params = [p for p in head.parameters() if p.requires_grad]
         decayed = set(decayed_parameters(head))
         self.decayed = [i for i, (name, p) in enumerate(n for n in head.named_parameters() if n[1].requires_grad)
@@ -105,7 +129,7 @@ class GraphStep:
         self.state2 = [torch.zeros_like(p) for p in self.params] if settings.optimizer == "adam" else []
         self.step_count = torch.zeros((), device=device)
         self.adam_steps = torch.zeros((), device=device)
-        self.scale = torch.full((), 2.0 ** 16 if precision.amp == "fp16" else 1.0, device=device)
+        self.scale = torch.full((), LOSS_SCALE if precision.amp == "fp16" else 1.0, device=device)
         self.growth = torch.zeros((), dtype=torch.int32, device=device)
         self.nonfinite = torch.zeros((), dtype=torch.bool, device=device)
         self.iteration = 0
@@ -151,7 +175,7 @@ class GraphStep:
         torch._amp_foreach_non_finite_check_and_unscale_(grads, found, torch.reciprocal(self.scale))
         for grad in grads:
             torch.nan_to_num_(grad, nan=0.0, posinf=0.0, neginf=0.0)
-        torch._amp_update_scale_(self.scale, self.growth, found, 2.0, 0.5, 2000)
+        torch._amp_update_scale_(self.scale, self.growth, found, 2.0, 0.5, SCALE_GROWTH_INTERVAL)
         return 1.0 - found[0]
 
     def _sgd(self, grads: list[torch.Tensor], lr: torch.Tensor, keep: torch.Tensor) -> None:
@@ -187,20 +211,25 @@ class GraphStep:
 
     def _capture(self) -> None:
         """Warm up on a side stream, capture one step, then undo the warm-up's changes (in place, so that the
-        graph's tensors stay where they are)."""
+        graph's tensors stay where they are), also when the capture fails."""
         saved = self._snapshot()
-        stream = torch.cuda.Stream(self.device)
-        stream.wait_stream(torch.cuda.current_stream(self.device))
-        with torch.cuda.stream(stream):
-            for _ in range(WARMUP_STEPS):
+        try:
+            stream = torch.cuda.Stream(self.device)
+            stream.wait_stream(torch.cuda.current_stream(self.device))
+            with torch.cuda.stream(stream):
+                for _ in range(WARMUP_STEPS):
+                    self._eager()
+            torch.cuda.current_stream(self.device).wait_stream(stream)
+            graph = torch.cuda.CUDAGraph()
+            if self.generator is not None:
+                graph.register_generator_state(self.generator)
+            with torch.cuda.graph(graph):
                 self._eager()
-        torch.cuda.current_stream(self.device).wait_stream(stream)
-        self.graph = torch.cuda.CUDAGraph()
-        with torch.cuda.graph(self.graph):
-            self._eager()
-        with torch.no_grad():
-            for tensor, value in saved:
-                tensor.copy_(value)
+            self.graph = graph
+        finally:
+            with torch.no_grad():
+                for tensor, value in saved:
+                    tensor.copy_(value)
 
     def run(self, steps: int) -> None:
         """Take ``steps`` steps (no host synchronisation); :meth:`check` tells whether the loss stayed finite."""

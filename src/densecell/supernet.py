@@ -39,7 +39,8 @@ from .config import ProxySettings, SupernetConfig
 from .errors import CheckpointError, TrainingError
 from .evaluate import ConfusionMatrix, predicted_classes
 from .files import save_torch
-from .optim import autocast_for, make_optimizer, poly_lambda, rng_state, set_rng_state
+from .optim import (autocast_for, backward_and_step, loss_scaler, make_optimizer, poly_lambda, rng_state,
+                    set_rng_state)
 from .progress import Progress, report
 from .proxy import resolve_precision
 from .resize import resize_bilinear
@@ -137,12 +138,13 @@ class SupernetRun:
     optimizer: torch.optim.Optimizer
     generator: torch.Generator
     precision: Precision
+    scaler: torch.amp.GradScaler
     step: int = 0
 
 
 def _checkpoint(run: SupernetRun) -> dict:
     return {"model": run.supernet.state_dict(), "optimizer": run.optimizer.state_dict(), "step": run.step,
-            "rng": rng_state(), "generator": run.generator.get_state()}
+            "rng": rng_state(), "generator": run.generator.get_state(), "scaler": run.scaler.state_dict()}
 
 
 def _resume(run: SupernetRun, path: Path) -> None:
@@ -155,27 +157,32 @@ def _resume(run: SupernetRun, path: Path) -> None:
     run.optimizer.load_state_dict(state["optimizer"])
     set_rng_state(state["rng"])
     run.generator.set_state(state["generator"])
+    if state.get("scaler"):
+        run.scaler.load_state_dict(state["scaler"])
     run.step = int(state["step"])
 
 
 def build_supernet(cache: FeatureCache, space: SearchSpace, proxy: ProxySettings, seed: int,
-                   device: torch.device) -> SupernetRun:
-    precision = resolve_precision(proxy, cache, device)
+                   device: torch.device, precision: Precision | None = None) -> SupernetRun:
+    """A fresh supernet run, computing in ``precision`` (the study's choice; default: the proxy's,
+    :func:`~densecell.proxy.resolve_precision`) with its loss scaled where that is fp16."""
+    precision = precision or resolve_precision(proxy, cache, device)
     torch.manual_seed(seed)
     supernet = Supernet(space, cache.channels, len(cache.classes), proxy.filters, output_stride=cache.output_stride)
     supernet = supernet.to(device, memory_format=precision.memory_format)
     supernet.precision = precision
     optimizer = make_optimizer(supernet, proxy.optimizer, proxy.lr, proxy.momentum, proxy.weight_decay)
-    return SupernetRun(supernet, optimizer, torch.Generator().manual_seed(seed), precision)
+    return SupernetRun(supernet, optimizer, torch.Generator().manual_seed(seed), precision,
+                       loss_scaler(precision.amp, device))
 
 
 def train_supernet(cache: FeatureCache, space: SearchSpace, proxy: ProxySettings, settings: SupernetConfig,
                    folder: str | Path, seed: int = 0, device: str | torch.device = "cpu",
-                   progress: Progress | None = None) -> Supernet:
+                   progress: Progress | None = None, precision: Precision | None = None) -> Supernet:
     """Train (or resume, or load) the supernet in ``folder/supernet.pt`` for ``settings.steps`` steps."""
     device = torch.device(device)
     path = Path(folder) / "supernet.pt"
-    run = build_supernet(cache, space, proxy, seed, device)
+    run = build_supernet(cache, space, proxy, seed, device, precision)
     if path.exists():
         _resume(run, path)
     schedule = poly_lambda(settings.steps, proxy.power)
@@ -190,11 +197,9 @@ def train_supernet(cache: FeatureCache, space: SearchSpace, proxy: ProxySettings
         loss = proxy_loss(logits, labels.to(device), proxy.upsample_logits)
         if not torch.isfinite(loss):
             raise TrainingError(f"supernet loss is {loss.item()} at step {run.step}")
-        run.optimizer.zero_grad(set_to_none=True)
-        loss.backward()
         for group in run.optimizer.param_groups:
             group["lr"] = proxy.lr * schedule(run.step)
-        run.optimizer.step()
+        backward_and_step(loss, run.optimizer, run.scaler)
         report(progress, "supernet", run.step, settings.steps, f"loss {loss.item():.3f}")
         if run.step % settings.checkpoint_every == 0 or run.step == settings.steps:
             save_torch(_checkpoint(run), path)

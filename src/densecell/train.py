@@ -37,9 +37,9 @@ from .errors import ConfigError, Interrupted, RunExistsError, TrainingError
 from .evaluate import evaluate
 from .files import make_dirs, write_text
 from .lock import RunLock
-from .model import SegmentationModel, backbone_normalization, build_model
-from .optim import (default_device, freeze_batchnorm, make_optimizer, poly_lambda, rng_state, set_rng_state,
-                    set_train_mode, train_step, use_deterministic)
+from .model import SegmentationModel, build_model, resolve_normalization, resolve_weights
+from .optim import (default_device, freeze_batchnorm, loss_scaler, make_optimizer, poly_lambda, rng_state,
+                    set_rng_state, set_train_mode, train_step, use_deterministic)
 from .progress import Progress, report
 
 CSV_FIELDS = ("iteration", "loss", "lr", "seconds", "val_miou")
@@ -163,9 +163,12 @@ class _Session:
     core: SegmentationModel
     optimizer: torch.optim.Optimizer
     scheduler: torch.optim.lr_scheduler.LambdaLR
+    scaler: torch.amp.GradScaler
     train_set: SegmentationDataset
     val_set: SegmentationDataset | None
     start: int
+    weights: str | None
+    """Where the backbone's starting weights came from (a timm tag, a file, a checkpoint), None if random."""
     completed: int = 0
     log: MetricsLog | None = None
 
@@ -176,7 +179,7 @@ class _Session:
     def save(self, iteration: int) -> None:
         if self.env.main:
             state = {"optimizer": self.optimizer.state_dict(), "scheduler": self.scheduler.state_dict(),
-                     "rng": rng_state()}
+                     "scaler": self.scaler.state_dict(), "rng": rng_state(), "backbone_weights": self.weights}
             save_checkpoint(training_payload(self.core, self.config, self.train_set.classes, self.train_set.palette,
                                              iteration, state), self.checkpoint)
 
@@ -187,6 +190,20 @@ def _start_weights(model: nn.Module, config: TrainConfig) -> None:
         load_state(model, load_checkpoint(config.init_from)["model"], config.init_from)
 
 
+def starting_weights(config: TrainConfig) -> str | None:
+    """Where a run's backbone starts from: another run's checkpoint (``init_from``), the resolved pretrained
+    weights, or None (random). DeepLab never trains its backbone from scratch, so a run without weights says so
+    at its start, unless its recipe says ``allow_random_backbone: true``."""
+    if config.init_from is not None:
+        return f"checkpoint {config.init_from}"
+    weights = resolve_weights(config.model.backbone, config.model.pretrained)
+    if weights is None and not config.allow_random_backbone:
+        logger.warning("%s: model.pretrained is not set, so the backbone %s starts from random weights (DeepLab "
+                       "always starts from pretrained ones); set model.pretrained, or allow_random_backbone: true "
+                       "if this is meant", config.run_dir, config.model.backbone)
+    return weights
+
+
 def _open(config: TrainConfig, resume: bool) -> _Session:
     """Build the model, optimizer and data of a run, and load its state when it resumes."""
     env = setup_distributed()
@@ -194,31 +211,35 @@ def _open(config: TrainConfig, resume: bool) -> _Session:
     checkpoint = config.run_dir / "checkpoint.pt"
     if checkpoint.exists() and not resume:
         raise RunExistsError(config.run_dir)
+    weights = starting_weights(config) if env.main else None
     torch.manual_seed(config.seed)
     random.seed(config.seed)
     model_config = config.model
-    if model_config.mean is None or model_config.std is None:
-        mean, std = backbone_normalization(model_config.backbone, model_config.pretrained)
-        model_config = model_config.model_copy(update={"mean": model_config.mean or mean,
-                                                       "std": model_config.std or std})
-    train_set, val_set = build_datasets(config.data, (model_config.mean, model_config.std))
+    mean, std = resolve_normalization(model_config.backbone, model_config.pretrained, model_config.mean,
+                                      model_config.std)
+    model_config = model_config.model_copy(update={"mean": mean, "std": std})
+    train_set, val_set = build_datasets(config.data, (mean, std))
     core = build_model(**model_config.build_kwargs(), num_classes=train_set.num_classes).to(env.device)
     if config.optim.freeze_bn:
         freeze_batchnorm(core)
     optim = config.optim
     optimizer = make_optimizer(core, "sgd", optim.lr, optim.momentum, optim.weight_decay)
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, poly_lambda(optim.iterations, optim.power))
+    scaler = loss_scaler(config.amp, env.device)
     start = 0
     if resume and checkpoint.exists():
         state = load_checkpoint(checkpoint)
         load_state(core, state["model"], checkpoint)
         optimizer.load_state_dict(state["optimizer"])
         scheduler.load_state_dict(state["scheduler"])
+        if state.get("scaler"):
+            scaler.load_state_dict(state["scaler"])
         set_rng_state(state["rng"])
         start = int(state["iteration"])
     else:
         _start_weights(core, config)
-    return _Session(config, env, _distribute(core, env), core, optimizer, scheduler, train_set, val_set, start)
+    return _Session(config, env, _distribute(core, env), core, optimizer, scheduler, scaler, train_set, val_set,
+                    start, weights)
 
 
 def _distribute(core: nn.Module, env: Distributed) -> nn.Module:
@@ -255,7 +276,8 @@ def _loop(session: _Session, stop: StopRequest, progress: Progress | None) -> No
         if stop.requested:
             break
         images, labels = next(batches)
-        loss = train_step(session.model, session.optimizer, images.to(env.device), labels.to(env.device), config.amp)
+        loss = train_step(session.model, session.optimizer, images.to(env.device), labels.to(env.device), config.amp,
+                          session.scaler)
         if not math.isfinite(loss):
             saved = session.checkpoint if session.checkpoint.exists() else "none yet"
             raise TrainingError(f"loss is {loss} at iteration {iteration}; last saved state: {saved}")
@@ -289,8 +311,8 @@ def _finish(session: _Session, progress: Progress | None) -> TrainResult:
     if env.main and session.val_set is not None:
         val_miou = evaluate(session.core, session.val_set, device=env.device, progress=progress).miou
         session.log.write(config.optim.iterations, val_miou=val_miou)
-        write_text(config.run_dir / "val.json", json.dumps({"iteration": config.optim.iterations,
-                                                            "val_miou": val_miou}))
+        write_text(config.run_dir / "val.json", json.dumps({"iteration": config.optim.iterations, "val_miou": val_miou,
+                                                            "backbone_weights": session.weights}))
     if session.log:
         session.log.close()
     if env.world > 1:

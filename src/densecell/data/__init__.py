@@ -10,7 +10,7 @@ from .base import IGNORE_INDEX, DataError, Sample, SegmentationDataset, Transfor
 from .cityscapes import Cityscapes
 from .folder import FolderDataset
 from .person_part import PersonPart
-from .transforms import IMAGENET, EvalTransform, Normalization, TrainTransform
+from .transforms import EvalTransform, Normalization, TrainTransform
 from .voc import PascalVOC
 
 DATASETS: dict[str, type[SegmentationDataset]] = {
@@ -32,16 +32,18 @@ def build_dataset(name: str, root: str | Path, split: str, transform: Transform 
     return DATASETS[name](root, split, transform, **options)
 
 
-def eval_dataset(data: DataConfig, split: str, normalization: Normalization = IMAGENET,
+def eval_dataset(data: DataConfig, split: str, normalization: Normalization,
                  root: str | Path | None = None) -> SegmentationDataset:
-    """A split of the config's dataset, without augmentation (``root`` overrides the config's)."""
+    """A split of the config's dataset, without augmentation (``root`` overrides the config's), normalised as the
+    model expects (``model.normalization``)."""
     return build_dataset(data.dataset, root or data.require_root(), split, EvalTransform(normalization),
                          **data.dataset_options())
 
 
-def build_datasets(data: DataConfig, normalization: Normalization = IMAGENET) -> tuple[SegmentationDataset,
-                                                                                        SegmentationDataset | None]:
-    """The training split with DeepLab's augmentation and the val split (if any) without."""
+def build_datasets(data: DataConfig, normalization: Normalization) -> tuple[SegmentationDataset,
+                                                                           SegmentationDataset | None]:
+    """The training split with DeepLab's augmentation and the val split (if any) without, both normalised as the
+    model expects (:func:`densecell.model.resolve_normalization`)."""
     transform = TrainTransform(data.crop_size, data.min_scale, data.max_scale, data.scale_step,
                                normalization=normalization)
     train_set = build_dataset(data.dataset, data.require_root(), data.train_split, transform,
@@ -51,7 +53,7 @@ def build_datasets(data: DataConfig, normalization: Normalization = IMAGENET) ->
 
 
 __all__ = [
-    "DATASETS", "IGNORE_INDEX", "IMAGENET", "Cityscapes", "DataError", "EvalTransform", "FolderDataset",
+    "DATASETS", "IGNORE_INDEX", "Cityscapes", "DataError", "EvalTransform", "FolderDataset",
     "Normalization", "PascalVOC", "PersonPart", "Sample", "SegmentationDataset", "TrainTransform", "build_dataset",
     "build_datasets", "eval_dataset", "item_seed",
 ]

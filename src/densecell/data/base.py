@@ -9,7 +9,8 @@ is what makes training resume exactly.
 from __future__ import annotations
 
 import random
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -42,32 +43,35 @@ Transform = Callable[[torch.Tensor, torch.Tensor, random.Random], tuple[torch.Te
 LabelReader = Callable[[Path], np.ndarray]
 
 
-def read_image(path: Path) -> np.ndarray:
-    """An RGB image as uint8 HxWx3; corrupt, truncated and non-image files raise :class:`DataError`."""
+@contextmanager
+def opened(path: Path, what: str = "image") -> Iterator[Image.Image]:
+    """``PIL.Image.open``, with missing, corrupt, truncated and non-image files as one :class:`DataError` that names
+    the file."""
     try:
         with Image.open(path) as image:
-            image.load()
-            return np.array(image.convert("RGB"))
+            yield image
     except FileNotFoundError:
-        raise DataError(f"{path}: image file not found") from None
+        raise DataError(f"{path}: {what} file not found") from None
+    except DataError:
+        raise
     except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as exc:
-        raise DataError(f"{path}: corrupt or unreadable image ({' '.join(str(exc).split())})") from None
+        raise DataError(f"{path}: corrupt or unreadable {what} ({' '.join(str(exc).split())})") from None
+
+
+def read_image(path: Path) -> np.ndarray:
+    """An RGB image as uint8 HxWx3; corrupt, truncated and non-image files raise :class:`DataError`."""
+    with opened(path) as image:
+        image.load()
+        return np.array(image.convert("RGB"))
 
 
 def read_png_label(path: Path) -> np.ndarray:
     """A single-channel label PNG (grayscale or palette indices) as uint8 HxW."""
-    try:
-        with Image.open(path) as image:
-            image.load()
-            if image.mode not in ("L", "P"):
-                raise DataError(f"{path}: label must be a single-channel (L or P mode) PNG, got mode {image.mode}")
-            return np.array(image)
-    except FileNotFoundError:
-        raise DataError(f"{path}: label file not found") from None
-    except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as exc:
-        if isinstance(exc, DataError):
-            raise
-        raise DataError(f"{path}: corrupt or unreadable label ({' '.join(str(exc).split())})") from None
+    with opened(path, "label") as image:
+        image.load()
+        if image.mode not in ("L", "P"):
+            raise DataError(f"{path}: label must be a single-channel (L or P mode) PNG, got mode {image.mode}")
+        return np.array(image)
 
 
 def identity_lut(num_classes: int, ignore_index: int = IGNORE_INDEX) -> np.ndarray:
@@ -128,6 +132,12 @@ class SegmentationDataset(Dataset):
                 f"({IGNORE_INDEX})"
             )
         return image, label.astype(np.uint8)
+
+    def image_size(self, index: int) -> tuple[int, int]:
+        """(height, width) of an image, from its file's header (the pixels are not decoded)."""
+        with opened(self.samples[index].image) as image:
+            width, height = image.size
+        return height, width
 
     def __getitem__(self, key: int | tuple[int, int]) -> tuple[torch.Tensor, torch.Tensor]:
         index, seed = key if isinstance(key, tuple) else (key, key)

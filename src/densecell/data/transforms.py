@@ -1,7 +1,8 @@
 """DeepLab's training augmentation and evaluation preprocessing, driven by a per-item ``random.Random``.
 
-Both normalise with the backbone's mean and std (timm's ``pretrained_cfg``; ImageNet's by default) after scaling
-pixels to [0, 1]. Training: random scale in [0.5, 2.0] (step 0.25, as DeepLab's ``scale_factor_step_size``),
+Both normalise with the backbone's mean and std after scaling pixels to [0, 1]. The normalisation is a required
+argument everywhere: it comes from the model (:func:`densecell.model.resolve_normalization`), because a default
+would silently pair, say, xception71's [-1, 1] weights with ImageNet's statistics. Training: random scale in [0.5, 2.0] (step 0.25, as DeepLab's ``scale_factor_step_size``),
 padding up to the crop (image with the mean pixel, i.e. 0 after normalisation; label with ignore), random crop,
 horizontal flip. Evaluation: normalisation only.
 """
@@ -10,22 +11,18 @@ from __future__ import annotations
 
 import random
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import torch
 import torch.nn.functional as F
 
 from .base import IGNORE_INDEX
 
-IMAGENET_MEAN = (0.485, 0.456, 0.406)
-IMAGENET_STD = (0.229, 0.224, 0.225)
-
-
 Normalization = tuple[Sequence[float], Sequence[float]]
-IMAGENET: Normalization = (IMAGENET_MEAN, IMAGENET_STD)
+"""(mean, std) per RGB channel, of pixels scaled to [0, 1]."""
 
 
-def normalize(image: torch.Tensor, normalization: Normalization = IMAGENET) -> torch.Tensor:
+def normalize(image: torch.Tensor, normalization: Normalization) -> torch.Tensor:
     """uint8 CxHxW -> float: ``(x / 255 - mean) / std``."""
     mean = torch.tensor(normalization[0], dtype=torch.float32).view(3, 1, 1)
     std = torch.tensor(normalization[1], dtype=torch.float32).view(3, 1, 1)
@@ -34,7 +31,7 @@ def normalize(image: torch.Tensor, normalization: Normalization = IMAGENET) -> t
 
 @dataclass(frozen=True)
 class EvalTransform:
-    normalization: Normalization = IMAGENET
+    normalization: Normalization
 
     def __call__(self, image: torch.Tensor, label: torch.Tensor, rng: random.Random) -> tuple[torch.Tensor,
                                                                                              torch.Tensor]:
@@ -48,7 +45,7 @@ class TrainTransform:
     max_scale: float = 2.0
     scale_step: float = 0.25
     flip: bool = True
-    normalization: Normalization = IMAGENET
+    normalization: Normalization = field(kw_only=True)
 
     def __call__(self, image: torch.Tensor, label: torch.Tensor, rng: random.Random) -> tuple[torch.Tensor,
                                                                                              torch.Tensor]:
