@@ -147,11 +147,21 @@ def oneshot_section(result: dict) -> list[str]:
                 ["random search", result["random_cells"], result["random_best_proxy_miou"]]]), ""]
 
 
+def gpu_paths_section(result: dict) -> list[str]:
+    checks = result["checks"]
+    ok = all(status == "ok" for status, _ in checks.values())
+    return [f"## 8. The GPU-only paths ({result['machine']['gpu'] or result['device']}): {verdict(ok)}", "",
+            "fp16 loss scaling in the eager proxy step, the training step and the supernet; K candidates at once "
+            "against one at a time; the CUDA graph's capture and its eager fallback. " + provenance(result), "",
+            table(["path", "result", "detail"], [[name, *values] for name, values in checks.items()]), ""]
+
+
 def main() -> None:
     sections = {"proxy_throughput_cuda": proxy_section, "proxy_throughput_cpu": proxy_section,
                 "search_scaling": scaling_section, "peer_models": peer_section, "dpc_vs_aspp": dpc_section,
                 "memory": memory_section, "search_fidelity_multifidelity": multifidelity_section,
-                "search_fidelity_oneshot": oneshot_section}
+                "search_fidelity_oneshot": oneshot_section, "gpu_paths_cuda": gpu_paths_section,
+                "gpu_paths_cpu": gpu_paths_section}
     lines = ["# Benchmarks", "",
              "Written by `make bench` (`python benchmarks/report.py` after the scripts in `benchmarks/`) from "
              "`benchmarks/results/*.json`; every figure below can be reproduced with the command under it. Timings "

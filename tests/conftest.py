@@ -39,6 +39,7 @@ def tiny_overrides(root, output_dir, name, iterations=4, **extra):
         "data.root": root, "data.crop_size": "[64,64]", "data.batch_size": 2, "data.workers": 0,
         "data.min_scale": 1.0, "data.max_scale": 1.0, "model.filters": 32, "optim.iterations": iterations,
         "optim.lr": 0.02, "checkpoint_every": 2, "log_every": 1, "output_dir": output_dir, "name": name,
+        "allow_random_backbone": "true",  # random backbones on purpose: nothing pretrained can be downloaded here
     } | extra
     return [f"{key}={value}" for key, value in values.items()]
 

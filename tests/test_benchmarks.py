@@ -16,6 +16,7 @@ RUNS = {
     "search_scaling": ["--trials", "2", "--iterations", "2"],
     "dpc_vs_aspp": ["--sizes", "65x65", "--backbone", "mobilenetv2_100", "--repeats", "1"],
     "memory": ["--images", "1", "--image-size", "769x769", "--steps", "1"],
+    "gpu_paths": ["--device", "cpu"],
 }
 
 
@@ -28,7 +29,8 @@ def test_benchmarks_run_and_the_report_reads_them(tmp_path):
                               capture_output=True, text=True, timeout=600)
         assert done.returncode == 0, (script, done.stderr[-2000:])
     results = {path.stem: json.loads(path.read_text()) for path in (tmp_path / "results").glob("*.json")}
-    assert set(results) == {"proxy_throughput_cpu", "search_scaling", "dpc_vs_aspp", "memory"}
+    assert set(results) == {"proxy_throughput_cpu", "search_scaling", "dpc_vs_aspp", "memory", "gpu_paths_cpu"}
+    assert all(status == "ok" for status, _ in results["gpu_paths_cpu"]["checks"].values())
     proxy = results["proxy_throughput_cpu"]
     assert proxy["feature"] == [320, 5, 5] and set(proxy["shared_steps_per_s"]["processes"]) == {"1", "2"}
     assert all(seconds > 0 for seconds in proxy["s_per_step"].values())
@@ -39,6 +41,7 @@ def test_benchmarks_run_and_the_report_reads_them(tmp_path):
     done = subprocess.run([sys.executable, str(BENCHMARKS / "report.py")], env=env, capture_output=True, text=True)
     assert done.returncode == 0, done.stderr
     report = (tmp_path / "BENCHMARKS.md").read_text()
-    for heading in ("## 1. Proxy throughput (cpu)", "## 2. Search scaling", "## 4. DPC against ASPP", "## 5. Memory"):
+    for heading in ("## 1. Proxy throughput (cpu)", "## 2. Search scaling", "## 4. DPC against ASPP", "## 5. Memory",
+                    "## 8. The GPU-only paths (cpu): **met**"):
         assert heading in report
     assert "python benchmarks/proxy_throughput.py --crop 65" in report

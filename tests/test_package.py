@@ -71,3 +71,48 @@ def test_no_function_is_longer_than_60_lines():
     long = [f"{path.relative_to(SOURCE)}:{name} ({lines} lines)" for path in SOURCE.rglob("*.py")
             for name, lines in functions(path) if lines > 60]
     assert not long, long
+
+
+def test_the_library_leaves_its_callers_process_settings_alone(feature_cache, tmp_path):
+    """Importing densecell, creating a study, running a worker in-process and writing a report change none of the
+    caller's process-wide settings: Optuna's log level, the warning filters, torch's threads, matplotlib's backend.
+    Only the processes densecell starts (and ``densecell.search.own_process()``, an explicit call) set them."""
+    import warnings
+
+    import matplotlib
+    import optuna
+    import scipy.stats  # noqa: F401  (its import adds a warning filter of its own: not ours to count)
+    import torch
+
+    from densecell.config import ProxySettings, SearchSettings
+
+    optuna.logging.set_verbosity(optuna.logging.DEBUG)
+    before = (optuna.logging.get_verbosity(), list(warnings.filters), torch.get_num_threads(),
+              matplotlib.get_backend())
+    from densecell.report import write_report
+    from densecell.search import create_study, run_worker
+
+    storage = f"sqlite:///{tmp_path / 'study.db'}"
+    settings = SearchSettings(cache_dir=str(feature_cache[0]), trials=1, threads=max(1, before[2] + 1),
+                              proxy=ProxySettings(iterations=2, batch_size=2, filters=8))
+    study = create_study("quiet", storage, settings)
+    assert run_worker("quiet", storage, worker_seed=0) == 1
+    write_report(study, tmp_path)
+    after = (optuna.logging.get_verbosity(), list(warnings.filters), torch.get_num_threads(),
+             matplotlib.get_backend())
+    optuna.logging.set_verbosity(optuna.logging.INFO)
+    assert after == before
+
+
+@pytest.mark.parametrize("helper", ["densecell.data:build_datasets", "densecell.data:eval_dataset",
+                                    "densecell.evaluate:predict_files", "densecell.data:EvalTransform",
+                                    "densecell.data:TrainTransform", "densecell.data.transforms:normalize"])
+def test_no_path_defaults_to_imagenet_statistics(helper):
+    """xception71's weights expect [-1, 1] inputs, mobilenetv2_100's ImageNet's: the normalisation is always given
+    (from the model, densecell.model.resolve_normalization), never a default."""
+    import importlib
+    import inspect
+
+    module, name = helper.split(":")
+    parameter = inspect.signature(getattr(importlib.import_module(module), name)).parameters["normalization"]
+    assert parameter.default is inspect.Parameter.empty

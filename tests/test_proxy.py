@@ -1,80 +1,22 @@
-import json
+"""The proxy task: candidates trained on the cached features, seeded, scored, stopped early, K at once."""
 
-import numpy as np
 import pytest
 import torch
 
-from densecell.cache import FeatureCache, FrozenBackboneFeatures, build_cache
+from densecell import proxy
+from densecell.cache import FeatureCache, FrozenBackboneFeatures
 from densecell.config import ProxySettings
-from densecell.data import Cityscapes, EvalTransform, TrainTransform
-from densecell.errors import CacheError, ConfigError, TrainingError
+from densecell.data import Cityscapes, TrainTransform
+from densecell.errors import ConfigError, TrainingError
 from densecell.loss import subsample_labels
-from densecell.proxy import train_candidate
-from densecell.space import Branch, Cell, Operation
-from densecell.model import resolve_normalization  # noqa: E402
+from densecell.model import resolve_normalization
+from densecell.proxy import train_candidate, train_candidates
+from densecell.space import Branch, Cell, Operation, SearchSpace
 
 NORMALIZATION = resolve_normalization("mobilenetv2_100")  # the random MobileNet-v2s here: ImageNet's
 
 ONLY_1X1 = Cell(tuple(Branch(i - 1, Operation.conv1x1()) for i in range(5)))
 FAST = ProxySettings(iterations=30, batch_size=4, lr=0.05, filters=16)
-
-
-def test_cache_layout_and_contents(feature_cache, synthetic_root):
-    folder, backbone = feature_cache
-    cache = FeatureCache.load(folder)
-    assert cache.train_features.shape == (16 * 2, 320, 4, 4) and cache.train_features.dtype == torch.float16
-    assert cache.train_labels.shape == (32, 64, 64) and cache.val_labels.shape == (4, 64, 128)
-    assert cache.val_features.shape == (4, 320, 4, 8)
-    assert not list((folder / "train").glob("shard-*"))  # consolidated into one memory-mappable file per array
-    spec = json.loads((folder / "spec.json").read_text())
-    assert spec["views"] == 2 and spec["classes"][0] == "road"
-    # item 5 is image 2, view 1: the same crop the training transform makes with that seed, through the backbone
-    data = Cityscapes(synthetic_root, "train", TrainTransform((64, 64), 1.0, 1.0, normalization=NORMALIZATION))
-    image, label = data[(2, 2 * 2 + 1)]
-    with torch.inference_mode():
-        expected = backbone.eval()(image[None])[-1][0]
-    assert torch.equal(cache.train_labels[5].long(), label)
-    assert torch.allclose(cache.train_features[5].float(), expected, atol=2e-2, rtol=1e-2)
-
-
-def test_cache_is_deterministic_and_refuses_other_settings(feature_cache, synthetic_root, tmp_path):
-    folder, backbone = feature_cache
-    train = Cityscapes(synthetic_root, "train", TrainTransform((64, 64), 1.0, 1.0, normalization=NORMALIZATION))
-    val = Cityscapes(synthetic_root, "val", EvalTransform(NORMALIZATION))
-    again = build_cache(backbone, train, val, tmp_path / "again", output_stride=16, crop_size=(64, 64), views=2,
-                        shard_size=5)
-    for name in ("train.features.npy", "train.labels.npy", "val.features.npy", "val.labels.npy"):
-        assert np.array_equal(np.load(folder / name), np.load(again / name)), name
-    with pytest.raises(CacheError, match="other settings"):
-        build_cache(backbone, train, val, again, output_stride=16, crop_size=(64, 64), views=1)
-    with pytest.raises(CacheError, match="no complete feature cache"):
-        FeatureCache.load(tmp_path / "nothing")
-
-
-def test_cache_resumes_after_a_crash(feature_cache, synthetic_root, tmp_path):
-    """A crash between shards leaves finished shards on disk; the rerun keeps them and ends with the same files."""
-    folder, backbone = feature_cache
-    train = Cityscapes(synthetic_root, "train", TrainTransform((64, 64), 1.0, 1.0, normalization=NORMALIZATION))
-    val = Cityscapes(synthetic_root, "val", EvalTransform(NORMALIZATION))
-    calls = {"n": 0}
-
-    class Crashing(torch.nn.Module):
-        def forward(self, x):
-            calls["n"] += 1
-            if calls["n"] == 4:
-                raise RuntimeError("simulated crash")
-            return backbone(x)
-
-    target = tmp_path / "resumed"
-    with pytest.raises(RuntimeError, match="simulated crash"):
-        build_cache(Crashing(), train, val, target, output_stride=16, crop_size=(64, 64), views=2, shard_size=12,
-                    batch_size=4)
-    assert len(list((target / "train").glob("shard-*.features.npy"))) == 1
-    calls["n"] = -1000
-    build_cache(Crashing(), train, val, target, output_stride=16, crop_size=(64, 64), views=2, shard_size=12,
-                batch_size=4)
-    assert calls["n"] == -1000 + (32 - 12) // 4 + 1  # only the missing shards' batches (and the val batch) ran
-    assert np.array_equal(np.load(folder / "train.features.npy"), np.load(target / "train.features.npy"))
 
 
 def test_train_candidate_is_seeded_and_scores_in_range(feature_cache):
@@ -121,3 +63,44 @@ def test_cached_proxy_matches_frozen_backbone_training(feature_cache, synthetic_
     cached = train_candidate("cityscapes-top1", cache, settings, seed=3)
     computed = train_candidate("cityscapes-top1", fresh, settings, seed=3)
     assert abs(cached.miou - computed.miou) < 0.02, (cached.miou, computed.miou)
+
+
+@pytest.mark.parametrize("engine", ["eager", "graph"])
+def test_k_candidates_at_once_train_as_each_would_alone(feature_cache, engine):
+    """Each candidate draws its batches and its dropout masks from its own generator: K at once (on a GPU, K CUDA
+    graphs on K streams, interleaved) gives the weights of one at a time, whatever else draws random numbers."""
+    cache = FeatureCache.load(feature_cache[0])
+    settings = ProxySettings(iterations=8, batch_size=4, lr=0.05, filters=8, eval_every=4, engine=engine)
+    cells = ["cityscapes-top1", ONLY_1X1, SearchSpace().sample(3)]
+    together = train_candidates(cells, cache, settings, seeds=[5, 6, 7])
+    torch.manual_seed(123)  # the global generator does not matter
+    alone = [train_candidate(cell, cache, settings, seed=seed) for cell, seed in zip(cells, [5, 6, 7])]
+    for a, b in zip(together, alone):
+        assert a.scores == b.scores and a.engine == b.engine == engine
+        weights = b.head.state_dict()
+        assert all(torch.equal(value, weights[name]) for name, value in a.head.state_dict().items())
+    assert not torch.equal(together[0].head[1].weight, together[1].head[1].weight)
+
+
+def test_a_graph_that_cannot_be_captured_falls_back_to_the_eager_step(feature_cache, monkeypatch):
+    """A capture that fails (an operation that cannot be captured, a driver that refuses) must not end a search:
+    the worker trains with the eager step, says why once, and the trial records the engine it used."""
+    calls = []
+
+    class Refusing(proxy.GraphStep):
+        def __init__(self, *args, **kwargs):
+            calls.append(1)
+            raise RuntimeError("operation not permitted when stream is capturing")
+
+    said = []
+    monkeypatch.setattr(proxy, "GraphStep", Refusing)
+    monkeypatch.setattr(proxy, "_capture_failure", None)
+    monkeypatch.setattr(proxy.logger, "warning", lambda message, *args: said.append(message % args))
+    cache = FeatureCache.load(feature_cache[0])
+    settings = ProxySettings(iterations=4, batch_size=4, lr=0.05, filters=8, engine="graph")
+    results = [train_candidate(cell, cache, settings, seed=1) for cell in ("cityscapes-top1", ONLY_1X1)]
+    assert [r.engine for r in results] == ["eager", "eager"] and all(0 <= r.miou <= 1 for r in results)
+    assert calls == [1]  # after one failure the worker does not try again
+    assert len(said) == 1 and "cannot be captured" in said[0] and "operation not permitted" in said[0]
+    eager = train_candidate("cityscapes-top1", cache, settings.model_copy(update={"engine": "eager"}), seed=1)
+    assert results[0].miou == eager.miou  # the fallback is the eager step itself

@@ -13,6 +13,7 @@ import torch
 from layouts import write_hf_cache
 from optuna.trial import TrialState
 
+from densecell.checkpoint import load_run
 from densecell.config import load_search_config
 
 RECIPE = "configs/search-cityscapes-mobilenetv2.yaml"
@@ -35,12 +36,14 @@ def test_the_recipe_is_the_papers_proxy():
 
 @pytest.mark.slow
 def test_the_papers_search_runs_on_a_cityscapes_layout(synthetic_root, tmp_path):
+    """With ``backbone.pretrained: true`` (timm's default weights, which the README documents there): the cache
+    records the tag it loaded, and re-ranking starts from it (it once became the tag 'mobilenetv2_100.True')."""
     torch.manual_seed(0)
     write_hf_cache(tmp_path / "hf", "timm/mobilenetv2_100.ra_in1k", timm.create_model("mobilenetv2_100").state_dict())
     small = {"data.crop_size": "[65,65]", "data.batch_size": 2, "data.workers": 0, "proxy.iterations": 20,
              "proxy.batch_size": 2, "proxy.filters": 16, "search.trials": 2, "search.threads": 2, "rerank.top": 1,
              "rerank.data.batch_size": 2, "rerank.data.crop_size": "[65,65]", "rerank.optim.iterations": 2,
-             "output_dir": tmp_path / "runs"}
+             "output_dir": tmp_path / "runs", "backbone.pretrained": "true"}
     args = sum((["--set", f"{key}={value}"] for key, value in small.items()), [])
     env = os.environ | {"HF_HUB_OFFLINE": "1", "HF_HOME": str(tmp_path / "hf"), "PYTHONUNBUFFERED": "1"}
     done = subprocess.run([sys.executable, "-m", "densecell", "search", "--config", RECIPE, "--data-root",
@@ -52,4 +55,6 @@ def test_the_papers_search_runs_on_a_cityscapes_layout(synthetic_root, tmp_path)
     study = optuna.load_study(study_name="search-cityscapes-mobilenetv2", storage=f"sqlite:///{run / 'study.db'}")
     assert sum(t.state == TrialState.COMPLETE for t in study.trials) == 2
     summary = json.loads((run / "report" / "summary.json").read_text())
-    assert summary["reranked"] == 1 and (run / "rerank").is_dir()
+    assert summary["reranked"] == 1
+    reranked = load_run(next((run / "rerank").glob("trial-*/checkpoint.pt")))
+    assert reranked.backbone_weights == "mobilenetv2_100.ra_in1k"

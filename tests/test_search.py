@@ -142,17 +142,21 @@ def test_workers_finish_exactly_n_distinct_trials_on_sqlite(feature_cache, tmp_p
 
 
 @pytest.mark.slow
-def test_a_killed_worker_loses_nothing(feature_cache, tmp_path):
+def test_a_killed_worker_loses_nothing_and_its_retry_starts_at_the_first_rung(feature_cache, tmp_path):
+    """A worker SIGKILLed under Hyperband after its trial passed a rung: the trial is failed and retried with the
+    same cell, exactly N trials complete, and the retry carries none of the dead trial's pruner state (Optuna's own
+    retry copies its ``completed_rung_N`` markers, so the retry would skip rungs)."""
     storage = f"sqlite:///{tmp_path / 'study.db'}"
-    slow = ProxySettings(iterations=600, batch_size=2, lr=0.05, filters=8)
-    create_study("kill", storage, settings_for(feature_cache[0], 3, proxy=slow))
+    slow = ProxySettings(iterations=300, batch_size=2, lr=0.05, filters=8, eval_every=150)  # one bracket
+    create_study("kill", storage, settings_for(feature_cache[0], 3, proxy=slow, pruner="hyperband"))
     victim = start_worker(storage, "kill", 0)
     deadline = time.time() + 120
     while time.time() < deadline:
         _, trials = finished("kill", storage)
-        if any(t.state == TrialState.RUNNING and t.user_attrs.get("pid") == victim.pid for t in trials):
+        if any(t.state == TrialState.RUNNING and t.user_attrs.get("pid") == victim.pid and
+               "completed_rung_0" in t.system_attrs for t in trials):
             break
-        time.sleep(0.1)
+        time.sleep(0.05)
     else:
         raise AssertionError(victim.communicate())
     victim.send_signal(signal.SIGKILL)
@@ -165,9 +169,61 @@ def test_a_killed_worker_loses_nothing(feature_cache, tmp_path):
     failed = [t for t in trials if t.state == TrialState.FAIL]
     assert len(complete) == 3
     assert len(failed) == 1 and failed[0].user_attrs["pid"] == victim.pid
-    retried = [t for t in trials if RetryHeartbeatStaleTrialCallback.retried_trial_number(t) == failed[0].number]
+    assert "completed_rung_0" in failed[0].system_attrs
+    retried = [t for t in trials if t.system_attrs.get("failed_trial") == failed[0].number]
     assert len(retried) == 1 and retried[0].params == failed[0].params
-    assert retried[0].state == TrialState.COMPLETE
+    retry = retried[0]
+    assert retry.state in (TrialState.COMPLETE, TrialState.PRUNED) and retry.user_attrs["pid"] == survivor.pid
+    assert retry.system_attrs["retry_history"] == [failed[0].number]
+    rungs = {key: value for key, value in retry.system_attrs.items() if key.startswith("completed_rung_")}
+    assert rungs and set(rungs.values()) <= set(retry.intermediate_values.values())  # its own, from rung 0 on
+    assert failed[0].system_attrs["completed_rung_0"] not in retry.intermediate_values.values()
+
+
+def test_a_dead_trials_rung_values_leave_the_pool_the_pruner_compares_against():
+    """Successive halving promotes a trial that is in the top 1/eta of the values recorded at its rung. A trial
+    whose worker died keeps its rung value; it must not keep a live trial from going on."""
+    from optuna.pruners import SuccessiveHalvingPruner
+
+    from densecell.search import LiveTrialsPruner
+
+    def decision(pruner):
+        study = optuna.create_study(direction="maximize", pruner=pruner)
+        dists = {"x": optuna.distributions.FloatDistribution(0, 1)}
+        study.add_trial(optuna.trial.create_trial(state=TrialState.FAIL, params={"x": 0.1}, distributions=dists,
+                                                  intermediate_values={1: 0.99},
+                                                  system_attrs={"completed_rung_0": 0.99}))
+        study.add_trial(optuna.trial.create_trial(params={"x": 0.2}, distributions=dists, value=0.6,
+                                                  intermediate_values={1: 0.5, 2: 0.6},
+                                                  system_attrs={"completed_rung_0": 0.5}))
+        trial = study.ask({"x": dists["x"]})
+        trial.report(0.7, 1)
+        return trial.should_prune()
+
+    assert decision(SuccessiveHalvingPruner(min_resource=1, reduction_factor=2))  # Optuna's: pruned by a dead trial
+    assert not decision(LiveTrialsPruner(SuccessiveHalvingPruner(min_resource=1, reduction_factor=2)))
+
+
+def test_the_precision_is_chosen_once_per_study_and_recorded_in_each_trial(feature_cache, tmp_path, monkeypatch):
+    """Workers once chose the precision each for itself (``autotune.json`` without a lock), so one study could mix
+    bf16- and fp16-trained trials. It is chosen once, when the study is created, stored with it, and every trial
+    records the precision, layout and engine it trained with."""
+    from densecell import search as search_module
+    from densecell.record import TrialRecord
+    from densecell.search import run_worker
+    from densecell.steps import Precision
+
+    calls = []
+    monkeypatch.setattr(search_module, "resolve_precision", lambda *args: calls.append(args) or Precision("bf16"))
+    storage = f"sqlite:///{tmp_path / 'study.db'}"
+    create_study("p", storage, settings_for(feature_cache[0], 2))
+    create_study("p", storage, settings_for(feature_cache[0], 2))  # a second command joins: no second choice
+    assert len(calls) == 1
+    assert run_worker("p", storage, worker_seed=0) == 2 and len(calls) == 1  # the worker took the study's
+    study = optuna.load_study(study_name="p", storage=storage)
+    assert study.user_attrs["precision"] == {"amp": "bf16", "channels_last": False, "device": "cpu"}
+    records = [TrialRecord.from_trial(t) for t in study.get_trials(states=(TrialState.COMPLETE,))]
+    assert [(r.amp, r.memory_format, r.engine) for r in records] == [("bf16", "contiguous", "eager")] * 2
 
 
 def find_postgres_bin():

@@ -92,3 +92,22 @@ def test_train_candidate_runs_either_engine(feature_cache):
     graph = train_candidate("cityscapes-top1", cache, settings.model_copy(update={"engine": "graph"}), seed=2)
     assert [it for it, _ in eager.scores] == [it for it, _ in graph.scores] == [3, 6]
     assert eager.miou == pytest.approx(graph.miou, abs=0.05)
+
+
+def test_the_eager_step_scales_fp16_losses_and_skips_an_overflow():
+    """Like the graph step, the eager step keeps a dynamic loss scale in fp16 (GradScaler)."""
+    settings = ProxySettings(iterations=4, batch_size=3, lr=0.05, filters=8)
+    features, labels = data()
+    module = head()
+    engine = EagerStep(module, lambda g: (features[i := torch.randint(6, (3,), generator=g)], labels[i]), settings,
+                       Precision("fp16"), torch.device("cpu"), seed=3)
+    assert engine.scaler.is_enabled()
+    engine.run(1)
+    engine.scaler.update(new_scale=1e30)  # the fp16 gradients overflow
+    before = {k: v.clone() for k, v in module.state_dict().items() if "running" not in k and "batches" not in k}
+    engine.run(1)
+    assert all(torch.equal(value, module.state_dict()[name]) for name, value in before.items())
+    assert engine.scaler.get_scale() == pytest.approx(5e29)
+    engine.scaler.update(new_scale=1024.0)
+    engine.run(2)
+    assert any(not torch.equal(v, module.state_dict()[k]) for k, v in before.items())

@@ -15,7 +15,9 @@ from densecell import record
 from densecell.cache import FeatureCache
 from densecell.config import ProxySettings, SupernetConfig, load_search_config
 from densecell.space import SearchSpace, load_cell
-from densecell.supernet import Supernet, score_cell, step_cell, train_supernet
+from densecell.optim import LOSS_SCALE
+from densecell.steps import Precision
+from densecell.supernet import Supernet, build_supernet, resume, score_cell, step_cell, train_supernet
 
 MIXED = load_cell('[{"kernel": 3, "rate": [21, 3], "op": "conv", "input": -1}, '
                   '{"grid_size": [2, 4], "op": "pyramid_pooling", "input": 0}, '
@@ -66,6 +68,22 @@ def test_scores_are_in_range_and_repeatable(feature_cache, tmp_path):
     state = {k: v.clone() for k, v in supernet.state_dict().items()}
     score_cell(supernet, MIXED, cache, settings)
     assert all(torch.equal(state[k], v) for k, v in supernet.state_dict().items())  # scoring leaves the weights
+
+
+def test_the_supernet_scales_its_loss_in_fp16_and_checkpoints_the_scale(feature_cache, tmp_path):
+    """The supernet computes in the study's precision; in fp16 its loss is scaled (it once ran fp16 unscaled, and
+    the proxy's gradients at the logits are below fp16's smallest normal number), and the scale is part of the
+    state a resumed training restores."""
+    cache, proxy, settings = small(feature_cache[0], steps=3)
+    run = build_supernet(cache, SearchSpace(), proxy, 0, torch.device("cpu"), Precision("fp16"))
+    assert run.scaler.is_enabled() and run.precision.amp == "fp16"
+    assert not build_supernet(cache, SearchSpace(), proxy, 0, torch.device("cpu")).scaler.is_enabled()
+    train_supernet(cache, SearchSpace(), proxy, settings, tmp_path, precision=Precision("fp16"))
+    saved = torch.load(tmp_path / "supernet.pt", weights_only=True)
+    assert saved["step"] == 3 and 0 < saved["scaler"]["scale"] <= LOSS_SCALE  # it backs off from 2^16 as it must
+    again = build_supernet(cache, SearchSpace(), proxy, 0, torch.device("cpu"), Precision("fp16"))
+    resume(again, tmp_path / "supernet.pt")
+    assert again.scaler.get_scale() == saved["scaler"]["scale"] and again.step == 3
 
 
 @pytest.mark.slow

@@ -1,3 +1,4 @@
+import json
 import os
 import signal
 import subprocess
@@ -13,8 +14,8 @@ from densecell.checkpoint import load_checkpoint, load_run
 from densecell.config import load_config
 from densecell.data import Cityscapes, TrainTransform
 from densecell.errors import RunExistsError, TrainingError
+from densecell.model import build_model, resolve_normalization
 from densecell.train import IterationSampler, train
-from densecell.model import resolve_normalization  # noqa: E402
 
 NORMALIZATION = resolve_normalization("mobilenetv2_100")  # the random MobileNet-v2s here: ImageNet's
 
@@ -191,3 +192,22 @@ def test_init_from_starts_a_fine_tuning_stage_from_another_runs_weights(syntheti
     code, _, err = densecell("train", "--init-from", tmp_path / "coarse" / "checkpoint.pt",
                              *sum((["--set", o] for o in second + ["name=other", "model.filters=16"]), []))
     assert code == 2 and "does not fit this model" in err
+
+
+def test_a_run_without_pretrained_weights_says_so_at_its_start_and_records_it(synthetic_root, tmp_path, densecell):
+    """DeepLab never trains its backbone from scratch: a forgotten ``model.pretrained`` is one line at the start of
+    the run (before hours go into it) and is in the run's record; a recipe that means it says so."""
+    overrides = tiny_overrides(synthetic_root, tmp_path, "scratch", iterations=1, allow_random_backbone="false")
+    code, out, err = densecell("train", *sum((["--set", o] for o in overrides), []))
+    assert code == 0, err
+    warning = [line for line in err.splitlines() if "model.pretrained is not set" in line]
+    assert len(warning) == 1 and "starts from random weights" in warning[0] and "mobilenetv2_100" in warning[0]
+    assert load_run(tmp_path / "scratch" / "checkpoint.pt").backbone_weights is None
+    assert json.loads((tmp_path / "scratch" / "val.json").read_text())["backbone_weights"] is None
+    weights = tmp_path / "mobilenetv2.pth"
+    torch.save(build_model(num_classes=19).backbone.state_dict(), weights)
+    for name, extra in (("meant", "allow_random_backbone=true"), ("file", f"model.pretrained={weights}")):
+        code, _, err = densecell("train", *sum((["--set", o] for o in tiny_overrides(
+            synthetic_root, tmp_path, name, iterations=1, allow_random_backbone="false") + [extra]), []))
+        assert code == 0 and "model.pretrained is not set" not in err, err
+    assert load_run(tmp_path / "file" / "checkpoint.pt").backbone_weights == str(weights.resolve())

@@ -123,9 +123,11 @@ def largest_size(dataset: SegmentationDataset) -> tuple[int, int]:
     padded to by default, as TF pads to its eval crop. VOC's and Person-Part's images vary in size."""
     sizes = [dataset.image_size(index) for index in range(len(dataset))]
     size = (max(h for h, _ in sizes), max(w for _, w in sizes))
-    logger.info("val images: %d of %s; their features are cached padded to %dx%d, the largest (cache.val_size sets "
-                "another size)", len(sizes), f"{sizes[0][0]}x{sizes[0][1]}" if len(set(sizes)) == 1 else
-                f"{len(set(sizes))} sizes", *size)
+    if len(set(sizes)) == 1:
+        logger.info("val features cached at %dx%d, the size of every val image", *size)
+    else:
+        logger.info("%d val images of %d sizes: their features are cached padded to %dx%d, the largest height and "
+                    "width (cache.val_size sets another size)", len(sizes), len(set(sizes)), *size)
     return size
 
 

@@ -695,9 +695,12 @@ def advice(exc: BaseException) -> str:
     hints = [(e.RunExistsError, "pass --resume to continue it, or choose another name"),
              (e.DataRootMissing, "pass --data-root"),
              (e.CacheMissing, "run `densecell cache --config RECIPE` first"),
+             (e.CacheDamaged, "delete {folder}, then run the same command again (or `densecell cache --config "
+                              "RECIPE`) to build it anew"),
              (e.SearchError, "see `densecell search status --config RECIPE`"),
              (e.TrainingError, "lower the learning rate? resume with --resume from the last saved state")]
-    return next((hint for kind, hint in hints if isinstance(exc, kind)), "")
+    hint = next((hint for kind, hint in hints if isinstance(exc, kind)), "")
+    return hint.format(folder=getattr(exc, "folder", ""))
 
 
 def main() -> None:

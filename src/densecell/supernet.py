@@ -147,7 +147,8 @@ def _checkpoint(run: SupernetRun) -> dict:
             "rng": rng_state(), "generator": run.generator.get_state(), "scaler": run.scaler.state_dict()}
 
 
-def _resume(run: SupernetRun, path: Path) -> None:
+def resume(run: SupernetRun, path: Path) -> None:
+    """Load a supernet checkpoint into ``run``: weights, optimizer, loss scale, step and random states."""
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:
@@ -184,7 +185,7 @@ def train_supernet(cache: FeatureCache, space: SearchSpace, proxy: ProxySettings
     path = Path(folder) / "supernet.pt"
     run = build_supernet(cache, space, proxy, seed, device, precision)
     if path.exists():
-        _resume(run, path)
+        resume(run, path)
     schedule = poly_lambda(settings.steps, proxy.power)
     count = len(cache.train_features)
     while run.step < settings.steps:
