@@ -31,7 +31,8 @@ from optuna.trial import TrialState
 from densecell import record
 from densecell.cache import FeatureCache
 from densecell.config import load_search_config
-from densecell.pipeline import build_feature_cache, run_pipeline
+from densecell.pipeline import run_pipeline
+from densecell.stages import feature_cache
 from densecell.proxy import train_candidate
 from densecell.ranking import spearman, top_overlap
 from densecell.search import completed_trials, create_study, load_study, run_worker
@@ -47,7 +48,7 @@ def full_scores(cells, cache, proxy) -> list[float]:
 
 def multifidelity(args) -> dict:
     base = load_search_config(args.recipe, [f"data.root={args.data_root}"])
-    cache_folder = build_feature_cache(base)
+    cache_folder = feature_cache(base)
     proxy = base.proxy.model_copy(update={"eval_every": args.eval_every})
     with tempfile.TemporaryDirectory() as tmp:
         config = base.model_copy(update={"output_dir": Path(tmp), "proxy": proxy, "cache": base.cache.model_copy(

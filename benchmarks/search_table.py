@@ -27,7 +27,7 @@ from optuna.trial import TrialState
 from densecell import record
 from densecell.config import load_search_config
 from densecell.data.synthetic import write_synthetic_cityscapes
-from densecell.pipeline import build_feature_cache
+from densecell.stages import feature_cache
 from densecell.search import cell_params, create_study
 from densecell.space import load_cell
 
@@ -61,7 +61,7 @@ def build() -> None:
     if not DATA.exists():
         write_synthetic_cityscapes(DATA, 48, 16, seed=0)  # what `densecell synthetic runs/synthetic-data` writes
     settings = config()
-    build_feature_cache(settings)
+    feature_cache(settings)
     study = create_study(settings.name, settings.storage_url, settings.search_settings())
     queue_extras(study, settings.search.space)
     subprocess.run([sys.executable, "-m", "densecell", "search", "--config", str(RECIPE), "--data-root", str(DATA)],

@@ -15,7 +15,7 @@ from densecell.config import load_search_config
 from densecell.data import Cityscapes, EvalTransform, FolderDataset, PascalVOC, TrainTransform
 from densecell.errors import CacheDamaged, CacheError, CacheMissing
 from densecell.model import build_model, resolve_normalization
-from densecell.pipeline import rerank_config
+from densecell.stages import rerank_config
 
 NORMALIZATION = resolve_normalization("mobilenetv2_100")  # the random MobileNet-v2s here: ImageNet's
 

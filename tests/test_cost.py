@@ -2,7 +2,7 @@ import pytest
 import torch
 from torch import nn
 
-from densecell.cell import ASPP, DensePredictionCell
+from densecell.heads import ASPP, DensePredictionCell
 from densecell.cost import (
     conv_params,
     count_madds,

@@ -7,7 +7,7 @@ import timm
 import torch
 from layouts import write_hf_cache
 
-from densecell.cell import ASPP, DensePredictionCell
+from densecell.heads import ASPP, DensePredictionCell
 from densecell.data.synthetic import write_synthetic_cityscapes
 from densecell.errors import ModelError
 from densecell.model import KNOWN_BACKBONES, build_model

@@ -252,9 +252,9 @@ def cache_overrides(root, output_dir):
 @pytest.mark.slow
 def test_killed_cache_resumes_to_identical_files(synthetic_root, tmp_path):
     from densecell.config import load_search_config
-    from densecell.pipeline import build_feature_cache
+    from densecell.stages import feature_cache
 
-    straight = build_feature_cache(load_search_config("configs/search-synthetic.yaml",
+    straight = feature_cache(load_search_config("configs/search-synthetic.yaml",
                                                       cache_overrides(synthetic_root, tmp_path / "a")))
     args = ["cache", "--config", "configs/search-synthetic.yaml", *as_set(cache_overrides(synthetic_root,
                                                                                           tmp_path / "b"))]

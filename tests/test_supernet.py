@@ -92,11 +92,10 @@ def test_a_killed_supernet_training_resumes_to_the_same_weights(synthetic_root, 
                  "cache.views=1", "proxy.batch_size=4", "proxy.filters=8", "supernet.steps=40",
                  "supernet.checkpoint_every=4", "search.mode=oneshot", "search.oneshot_cells=3", "search.trials=2"]
     straight = load_search_config("configs/search-synthetic.yaml", overrides + ["name=straight"])
-    from densecell.pipeline import build_feature_cache
-    from densecell.oneshot import trained_supernet
+    from densecell.stages import feature_cache, supernet
 
-    build_feature_cache(straight)
-    reference = trained_supernet(straight, FeatureCache.load(straight.cache_dir)).state_dict()
+    feature_cache(straight)
+    reference = supernet(straight)[0].state_dict()
     args = ["supernet", "--config", "configs/search-synthetic.yaml", *sum((["--set", o] for o in overrides +
                                                                           ["name=killed"]), [])]
     process = subprocess.Popen([sys.executable, "-m", "densecell", *args], stdout=subprocess.PIPE,
@@ -113,7 +112,7 @@ def test_a_killed_supernet_training_resumes_to_the_same_weights(synthetic_root, 
     step = torch.load(checkpoint, weights_only=True)["step"]
     assert 8 <= step < 40, step
     killed = load_search_config("configs/search-synthetic.yaml", overrides + ["name=killed"])
-    resumed = trained_supernet(killed, FeatureCache.load(killed.cache_dir)).state_dict()
+    resumed = supernet(killed)[0].state_dict()
     for key, value in reference.items():
         assert torch.equal(value, resumed[key]), key
 
@@ -122,13 +121,12 @@ def test_a_killed_supernet_training_resumes_to_the_same_weights(synthetic_root, 
 def test_the_screen_scores_cells_into_the_study_and_the_best_go_to_the_proxy(synthetic_root, tmp_path):
     from densecell.pipeline import run_pipeline
     from densecell.search import completed_trials, load_study
-
-    from densecell.pipeline import build_feature_cache
+    from densecell.stages import feature_cache
 
     base = load_search_config("configs/search-synthetic.yaml", [
         f"data.root={synthetic_root}", f"output_dir={tmp_path}", "warmup=null", "allow_random_backbone=true",
         "cache.views=1"])
-    build_feature_cache(base)
+    feature_cache(base)
     config = load_search_config("configs/search-synthetic-oneshot.yaml", [
         f"data.root={synthetic_root}", f"output_dir={tmp_path}", f"cache.dir={base.cache_dir}",
         "proxy.iterations=8", "proxy.batch_size=4", "supernet.steps=10", "search.oneshot_cells=12", "search.trials=3",

@@ -6,10 +6,10 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from densecell.cell import DensePredictionCell
+from densecell.heads import DensePredictionCell
 from densecell.data import Cityscapes, EvalTransform
 from densecell.data.synthetic import LABEL_IDS, draw_image, write_synthetic_cityscapes
-from densecell.evaluate import ConfusionMatrix
+from densecell.metrics import ConfusionMatrix
 from densecell.space import Branch, Cell, Operation
 from densecell.model import resolve_normalization  # noqa: E402
 

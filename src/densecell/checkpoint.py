@@ -1,10 +1,12 @@
-"""Checkpoints: written atomically, read with ``weights_only=True``, rebuilt from the config they carry.
+"""Checkpoints and run folders: written atomically, read with ``weights_only=True``, rebuilt from the config they
+carry.
 
 A checkpoint is a plain dict: ``model_config`` (the keyword arguments of :func:`~densecell.model.build_model`, with the
 input normalisation), ``model`` (the state dict), ``classes``, ``palette`` and, for a training checkpoint,
 ``optimizer``, ``scheduler``, ``scaler``, ``iteration``, ``rng``, the run's ``config`` and ``backbone_weights`` (what
 the backbone started from: a timm tag, a file, a checkpoint, or None for random weights). Nothing in it needs unpickling of
-arbitrary objects. This module is the only one that knows the keys; everyone else gets a :class:`Run`.
+arbitrary objects. This module is the only one that knows the keys and where a run keeps its checkpoint (and a
+search its re-ranking runs); everyone else gets a :class:`Run`, a :class:`TrainingState` or a path from here.
 """
 
 from __future__ import annotations
@@ -19,6 +21,23 @@ from .config import TrainConfig
 from .errors import CheckpointError, ConfigError
 from .files import save_torch
 from .model import SegmentationModel, build_model
+
+
+__all__ = ["CHECKPOINT", "Run", "TrainingState", "checkpoint_path", "finished_iteration", "load_checkpoint",
+           "load_run", "load_state", "load_training_state", "load_weights", "rerank_run", "save_checkpoint",
+           "training_payload"]
+
+CHECKPOINT = "checkpoint.pt"
+
+
+def checkpoint_path(run_dir: str | Path) -> Path:
+    """Where a run folder keeps its checkpoint."""
+    return Path(run_dir) / CHECKPOINT
+
+
+def rerank_run(search_run_dir: str | Path, trial_number: int) -> Path:
+    """The run folder in which a search re-trains trial ``trial_number`` end to end."""
+    return Path(search_run_dir) / "rerank" / f"trial-{trial_number}"
 
 
 def save_checkpoint(payload: dict[str, Any], path: str | Path) -> Path:
@@ -45,6 +64,35 @@ def load_checkpoint(path: str | Path) -> dict[str, Any]:
     if not isinstance(payload, dict) or "model" not in payload or "model_config" not in payload:
         raise CheckpointError(f"{path}: not a densecell checkpoint (no 'model' and 'model_config' entries)")
     return payload
+
+
+def finished_iteration(path: str | Path) -> int | None:
+    """The iteration a checkpoint was saved at, None when there is no checkpoint there."""
+    return int(load_checkpoint(path)["iteration"]) if Path(path).is_file() else None
+
+
+def load_weights(path: str | Path) -> dict[str, torch.Tensor]:
+    """The model's state dict in a checkpoint (a fine-tuning stage starts from it)."""
+    return load_checkpoint(path)["model"]
+
+
+@dataclass
+class TrainingState:
+    """What a resumed training run reads back: the weights, the optimizer, the schedule, the loss scale and the random
+    states, at ``iteration``."""
+
+    model: dict[str, torch.Tensor]
+    optimizer: dict[str, Any]
+    scheduler: dict[str, Any]
+    scaler: dict[str, Any]
+    rng: dict[str, Any]
+    iteration: int
+
+
+def load_training_state(path: str | Path) -> TrainingState:
+    payload = load_checkpoint(path)
+    return TrainingState(payload["model"], payload["optimizer"], payload["scheduler"], payload.get("scaler") or {},
+                         payload["rng"], int(payload["iteration"]))
 
 
 def load_state(model: torch.nn.Module, state: dict[str, torch.Tensor], origin: str | Path) -> None:

@@ -1,6 +1,8 @@
-"""The ``densecell`` command line: a thin typer skin over the library. Each command parses, makes one library call and
-renders the result with rich; the library reports progress through callbacks and messages through ``logging``, and
-its errors carry the facts, to which this module adds the command-line advice (which flag to pass, what to run)."""
+"""The ``densecell`` command line: a thin typer skin over the library. Each command parses its arguments, makes one
+library call (which takes the locks it needs) and renders the result with rich; the library reports progress
+through callbacks and messages through ``logging``, and its errors carry the facts, to which this module adds the
+command-line advice (which flag to pass, what to run). Library imports are made inside the commands, so that
+``densecell --help`` starts at once."""
 
 from __future__ import annotations
 
@@ -19,6 +21,7 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TaskID, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
+from .registry import HEADS
 from .space import PAPER_GRIDS, PAPER_NUM_BRANCHES, PAPER_RATES, PRESETS, SearchSpace, branch_label, load_cell
 
 app = typer.Typer(help="Dense Prediction Cells: search space, heads, cost, training, search.", no_args_is_help=True,
@@ -29,7 +32,7 @@ search_app = typer.Typer(help="The cell search: one command, or its workers and 
 app.add_typer(search_app, name="search")
 
 console = Console()
-errors = Console(stderr=True, markup=False, highlight=False, soft_wrap=True)
+stderr = Console(stderr=True, markup=False, highlight=False, soft_wrap=True)
 
 
 class Format(str, Enum):
@@ -37,9 +40,12 @@ class Format(str, Enum):
     json = "json"
 
 
-class Head(str, Enum):
-    dpc = "dpc"
-    aspp = "aspp"
+def head_name(value: str) -> str:
+    """A head of :data:`densecell.registry.HEADS`."""
+    try:
+        return HEADS.check(value)
+    except ValueError as exc:
+        raise typer.BadParameter(str(exc)) from None
 
 
 # --- rendering what the library reports ----------------------------------------------------------------------------
@@ -71,7 +77,7 @@ class _LogLines(logging.Handler):
     def emit(self, record: logging.LogRecord) -> None:
         message = " ".join(record.getMessage().split())
         if record.levelno >= logging.WARNING:
-            errors.print(message)
+            stderr.print(message)
         else:
             console.print(message, markup=False, highlight=False)
 
@@ -167,7 +173,7 @@ def resumable(advice: str = "run the same command again to resume") -> Iterator[
         yield
     except KeyboardInterrupt as exc:
         said = str(exc) or "interrupted; what was finished is saved"
-        errors.print(f"{said}; {advice}")
+        stderr.print(f"{said}; {advice}")
         raise typer.Exit(130) from None
 
 
@@ -237,26 +243,17 @@ def cell_importance(
     fmt: Annotated[Format, typer.Option("--format")] = Format.table,
 ) -> None:
     """Branch importance of a trained cell (paper Fig. 5b): the L1 norm of the projection weights per branch."""
-    from .checkpoint import load_run
-    from .errors import CheckpointError
+    from .report import branch_importance
 
-    run = load_run(checkpoint)
-    if not hasattr(run.model.head, "branch_importance") or run.model.config.get("head") != "dpc":
-        raise CheckpointError(f"{checkpoint}: not a DPC model (head {run.model.config.get('head')!r})")
-    head = run.model.head
-    values = head.branch_importance()
-    if plot:
-        from .report import importance_plot
-
-        importance_plot(head.cell, values, plot, str(checkpoint))
+    cell, values = branch_importance(checkpoint, plot)
     if fmt is Format.json:
         print(json.dumps([{"branch": i, "input": b.input, "op": str(b.op), "l1": v}
-                          for i, (b, v) in enumerate(zip(head.cell, values))], indent=2))
+                          for i, (b, v) in enumerate(zip(cell, values))], indent=2))
         return
     table = Table(title=f"{checkpoint}: branch importance (L1 norm of projection weights)")
     for column in ("branch", "input", "operation", "L1", "share"):
         table.add_column(column, justify="right" if column in ("L1", "share") else "left")
-    for i, (branch, value) in enumerate(zip(head.cell, values)):
+    for i, (branch, value) in enumerate(zip(cell, values)):
         table.add_row(branch_label(i), branch_label(branch.input), str(branch.op), f"{value:.2f}",
                       f"{value / sum(values):.0%}")
     console.print(table)
@@ -266,7 +263,7 @@ def cell_importance(
 def cost(
     paper_table: Annotated[bool, typer.Option("--paper-table", help="Reproduce the paper's Table 1.")] = False,
     backbone: Annotated[str, typer.Option(help="timm backbone.")] = "xception71",
-    head: Annotated[Head, typer.Option(help="Context head.")] = Head.dpc,
+    head: Annotated[str, typer.Option(help=f"Context head: {', '.join(HEADS)}.", callback=head_name)] = "dpc",
     cell: CellSpec = "cityscapes-top1",
     image_size: ImageSize = "1025x2049",
     output_stride: OutputStride = 16,
@@ -282,12 +279,12 @@ def cost(
         rows = costs.paper_table(size, latency=latency)
         print(json.dumps(rows, indent=2)) if fmt is Format.json else print_paper_table(rows, size)
         return
-    parts = costs.model_costs(size, latency, backbone=backbone, head=head.value, cell=load_cell(cell),
+    parts = costs.model_costs(size, latency, backbone=backbone, head=head, cell=load_cell(cell),
                               output_stride=output_stride, decoder=decoder)
     if fmt is Format.json:
         print(json.dumps([{"part": part, **c.to_dict()} for part, c in parts.items()], indent=2))
         return
-    table = Table(title=f"{backbone} + {head.value}, {size[0]}x{size[1]}, OS {output_stride}")
+    table = Table(title=f"{backbone} + {head}, {size[0]}x{size[1]}, OS {output_stride}")
     for column in ("part", "params", "MAdds") + ("CPU latency",) * latency:
         table.add_column(column, justify="left" if column == "part" else "right")
     for part, c in parts.items():
@@ -318,7 +315,7 @@ def export(
     checkpoint: Annotated[Path | None, typer.Option("--checkpoint", help="Export this trained model (else the "
                                                                          "architecture below, untrained).")] = None,
     backbone: Annotated[str, typer.Option(help="timm backbone.")] = "mobilenetv2_100",
-    head: Annotated[Head, typer.Option(help="Context head.")] = Head.dpc,
+    head: Annotated[str, typer.Option(help=f"Context head: {', '.join(HEADS)}.", callback=head_name)] = "dpc",
     cell: CellSpec = "cityscapes-top1",
     num_classes: Annotated[int, typer.Option(help="Number of classes.")] = 19,
     image_size: ImageSize = "513x513",
@@ -327,31 +324,16 @@ def export(
     check: Annotated[bool, typer.Option(help="Compare onnxruntime with PyTorch on a random image.")] = True,
 ) -> None:
     """Export a model to ONNX (fixed input size, normalisation in the metadata) and check it in onnxruntime."""
-    import torch
+    from .export import export_model
 
-    from .errors import InputError
-    from .export import export_onnx, onnx_max_error
-
-    size = parse_size(image_size)
-    classes: tuple[str, ...] = ()
-    if checkpoint is not None:
-        from .checkpoint import load_run
-
-        run = load_run(checkpoint)
-        model, classes = run.model, run.classes
-    else:
-        from .model import build_model
-
-        model = build_model(backbone=backbone, head=head.value, cell=load_cell(cell), num_classes=num_classes,
-                            output_stride=output_stride, decoder=decoder)
-    path = export_onnx(model.eval(), output, size, classes)
-    console.print(f"wrote {path} ({path.stat().st_size / 2**20:.1f} MiB), input images [1, 3, {size[0]}, {size[1]}], "
-                  f"mean {model.config['mean']}, std {model.config['std']}")
-    if check:
-        error = onnx_max_error(model, path, torch.randn(1, 3, *size))
-        console.print(f"onnxruntime vs PyTorch: max |difference| = {error:.2e}")
-        if error > 1e-3:
-            raise InputError(f"{path}: onnxruntime differs from PyTorch by {error:.2e} (> 1e-3)")
+    exported = export_model(output, parse_size(image_size), checkpoint, check, backbone=backbone, head=head,
+                            cell=load_cell(cell), num_classes=num_classes, output_stride=output_stride,
+                            decoder=decoder)
+    size = exported.image_size
+    console.print(f"wrote {exported.path} ({exported.bytes / 2**20:.1f} MiB), input images [1, 3, {size[0]}, "
+                  f"{size[1]}], mean {list(exported.mean)}, std {list(exported.std)}")
+    if exported.error is not None:
+        console.print(f"onnxruntime vs PyTorch: max |difference| = {exported.error:.2e}")
 
 
 # --- data, training, evaluation ------------------------------------------------------------------------------------
@@ -399,24 +381,13 @@ def evaluate_command(
     output: Annotated[Path | None, typer.Option("--output", help="Write the per-class table as JSON here.")] = None,
 ) -> None:
     """mIoU and per-class IoU of a checkpoint on a split (single or multi-scale, flip, sliding window)."""
-    from .checkpoint import load_run
-    from .data import eval_dataset
-    from .errors import CheckpointError
-    from .evaluate import evaluate
-    from .files import write_text
-    from .lock import RunLock, run_folder_of
-    from .optim import default_device
+    from .evaluate import evaluate_checkpoint
 
     scale_list, window_size = eval_settings(scales, window)
-    run = load_run(checkpoint, **({"output_stride": output_stride} if output_stride else {}))
-    if run.config is None:
-        raise CheckpointError(f"{checkpoint}: holds no training recipe, so its dataset is unknown")
-    dataset = eval_dataset(run.config.data, split, run.model.normalization, data_root)
-    device = default_device()
     with shown_progress() as progress:
-        result = evaluate(run.model.to(device), dataset, device, scale_list, flip, window_size, progress,
-                          parse_size(pad_to) if pad_to else None)
-    table = Table(title=f"{checkpoint}: {dataset.name}, {result.images} images, scales {list(scale_list)}"
+        result = evaluate_checkpoint(checkpoint, split, data_root, scale_list, flip, window_size,
+                                     parse_size(pad_to) if pad_to else None, output_stride, output, progress)
+    table = Table(title=f"{checkpoint}: {result.dataset}, {result.images} images, scales {list(scale_list)}"
                         f"{' + flip' if flip else ''}")
     table.add_column("class")
     table.add_column("IoU %", justify="right")
@@ -426,9 +397,6 @@ def evaluate_command(
     table.add_row("mIoU", f"{result.miou * 100:.2f}")
     console.print(table)
     if output:
-        folder = run_folder_of(output)
-        with RunLock(folder or output.parent, "densecell eval --output", enabled=folder is not None):
-            write_text(output, json.dumps(result.to_dict(), indent=2))
         console.print(f"wrote {output}")
 
 
@@ -443,18 +411,12 @@ def predict(
     pad_to: PadTo = None,
 ) -> None:
     """Write trainId PNGs, colour overlays and (for Cityscapes models) labelId PNGs for the benchmark server."""
-    from .checkpoint import load_run
-    from .data.cityscapes import train_id_to_label_id
-    from .evaluate import predict_files
-    from .optim import default_device
+    from .evaluate import predict_checkpoint
 
     scale_list, window_size = eval_settings(scales, window)
-    run = load_run(checkpoint)
-    device = default_device()
     with shown_progress() as progress:
-        written = predict_files(run.model.to(device), images, output, run.palette, run.model.normalization,
-                                train_id_to_label_id() if run.dataset == "cityscapes" else None, scale_list, flip,
-                                window_size, device, progress, parse_size(pad_to) if pad_to else None)
+        written = predict_checkpoint(checkpoint, images, output, scale_list, flip, window_size,
+                                     parse_size(pad_to) if pad_to else None, progress)
     console.print(f"wrote {len(written)} files for {len(images)} images to {output}")
 
 
@@ -477,15 +439,11 @@ def synthetic(
 @app.command()
 def cache(config: SearchConfigPath = None, data_root: DataRoot = None, overrides: Overrides = None) -> None:
     """Cache the proxy backbone's features (warming the backbone up first if the recipe asks); resumable."""
-    from .lock import RunLock
-    from .pipeline import build_feature_cache
+    from .stages import feature_cache
 
     settings = search_config(config, data_root, overrides)
     with resumable(), shown_progress() as progress:
-        lock = RunLock(settings.run_dir, "densecell cache", wait=True,
-                       on_wait=lambda holder: console.print(f"waiting for {holder or 'another process'}"))
-        with lock:
-            path = build_feature_cache(settings, progress)
+        path = feature_cache(settings, progress)
     console.print(f"feature cache complete in {path}")
 
 
@@ -493,18 +451,11 @@ def cache(config: SearchConfigPath = None, data_root: DataRoot = None, overrides
 def supernet(config: SearchConfigPath = None, data_root: DataRoot = None, overrides: Overrides = None) -> None:
     """The one-shot stage alone: train the weight-sharing supernet on the cached features (resumable), score
     search.oneshot_cells cells with it in the study, and queue the best search.trials for the proxy."""
-    from .lock import RunLock
-    from .oneshot import screen
-    from .pipeline import build_feature_cache
-    from .search import create_study
+    from .stages import screen
 
     settings = search_config(config, data_root, overrides)
     with resumable(), shown_progress() as progress:
-        with RunLock(settings.run_dir, "densecell supernet", wait=True,
-                     on_wait=lambda holder: console.print(f"waiting for {holder or 'another process'}")):
-            build_feature_cache(settings, progress)
-            create_study(settings.name, settings.storage_url, settings.search_settings())
-            queued = screen(settings, progress)
+        queued = screen(settings, progress)
     console.print(f"one-shot screen done; the best {len(queued)} cells are queued for the proxy "
                   f"(one-shot mIoU {queued[0].oneshot_miou * 100:.1f}% to {queued[-1].oneshot_miou * 100:.1f}%)")
 
@@ -556,8 +507,8 @@ def search_status(
         console.print(f"({status.surplus} pruned trials stepped aside because the budget was full)")
     if status.spent_steps:
         console.print(f"proxy steps spent: {status.spent_steps:,} ({status.pruned_steps:,} in pruned trials)")
-    if status.oneshot:
-        console.print(f"one-shot screen: {status.oneshot} cells scored by the supernet")
+    if status.oneshot_cells:
+        console.print(f"one-shot screen: {status.oneshot_cells} cells scored by the supernet")
     for number, reason in status.failures:
         console.print(f"trial {number} failed: {reason}", markup=False)
     table = Table(title="best cells by proxy mIoU")
@@ -579,13 +530,10 @@ def search_top(
     config: SearchConfigPath = None, storage: StorageOption = None, study: StudyOption = None,
 ) -> None:
     """Write the k best cells (by proxy mIoU) as TF DeepLab JSON files, rank-01-trial-N.json, ..."""
-    from .files import write_text
-    from .search import top_cells
+    from .report import write_top_cells
 
-    best = top_cells(open_study(config, storage, study)[0], k)
-    for rank, trial in enumerate(best, 1):
-        write_text(output / f"rank-{rank:02d}-trial-{trial.number}.json", trial.cell.to_json())
-    console.print(f"wrote {len(best)} cells to {output}")
+    written = write_top_cells(open_study(config, storage, study)[0], k, output)
+    console.print(f"wrote {len(written)} cells to {output}")
 
 
 @app.command("rerank")
@@ -597,14 +545,11 @@ def rerank_command(
     overrides: Overrides = None,
 ) -> None:
     """Re-train the top K proxy cells end to end and record their val mIoU in the study (resumable)."""
-    from .lock import RunLock
-    from .pipeline import rerank
-    from .search import load_study
+    from .stages import rerank
 
     settings = search_config(config, data_root, overrides)
-    study = load_study(settings.name, settings.storage_url)[0]
-    with resumable(), shown_progress() as progress, RunLock(settings.run_dir, "densecell rerank", wait=True):
-        scores = rerank(settings, study, top, progress)
+    with resumable(), shown_progress() as progress:
+        scores = rerank(settings, top, progress)
     for number, miou in scores.items():
         console.print(f"trial {number}: end-to-end val mIoU {miou * 100:.2f}%")
 
@@ -624,19 +569,13 @@ def fidelity(
 ) -> None:
     """How well the proxy ranks cells (paper Fig. 3): the same cells under the proxy and a second protocol,
     Spearman's rho, the top-5 overlap and a scatter plot. Resumable."""
-    from .fidelity import check_against, choose_cells, run_fidelity
+    from .fidelity import run_fidelity
     from .ranking import describe_rho
-    from .lock import RunLock
-    from .pipeline import build_feature_cache
 
-    check_against(against)
     settings = search_config(config, data_root, overrides)
-    chosen = choose_cells(cells, settings.search.space, seed)
     with resumable(), shown_progress() as progress:
-        with RunLock(settings.run_dir, "densecell fidelity", wait=True):
-            build_feature_cache(settings, progress)
-        result = run_fidelity(settings, chosen, against, output, progress)
-    console.print(f"{len(chosen)} cells: Spearman rho = {describe_rho(result.rho)} between the proxy and "
+        result = run_fidelity(settings, cells, against, output, progress, seed)
+    console.print(f"{len(result.cells)} cells: Spearman rho = {describe_rho(result.rho)} between the proxy and "
                   f"{against}, top-5 overlap {result.top5}/5 (paper, 31 cells: 0.47 cached vs end-to-end, 0.36 "
                   f"MobileNet-v2 vs Xception); plot {result.files['plot']}")
 
@@ -653,25 +592,13 @@ def correlate(
 ) -> None:
     """Spearman rho between proxy and end-to-end mIoU of the re-ranked cells (and between one-shot and proxy
     scores, after a one-shot screen), with scatter plots."""
-    from .errors import InputError
-    from .report import write_report
+    from .ranking import describe_rho
+    from .report import correlations
 
-    opened = open_study(config, storage, study)[0]
-    outputs = write_report(opened, report_parent(config, output))
-    summary = json.loads((outputs["report"].parent / "summary.json").read_text())
-    lines = []
-    if summary["reranked"] >= 3:
-        lines.append(f"proxy vs end-to-end: Spearman rho = {summary['spearman_rho']:.3f} over {summary['reranked']} "
-                     f"re-ranked cells; plot {outputs['correlation']}")
-    if summary["oneshot_pairs"] >= 3:
-        lines.append(f"one-shot vs proxy: Spearman rho = {summary['oneshot_rho']:.3f} over "
-                     f"{summary['oneshot_pairs']} cells, top-5 overlap {summary['oneshot_top5']}/5; plot "
-                     f"{outputs['oneshot']}")
-    if not lines:
-        raise InputError(f"study {opened.study_name!r}: need at least 3 cells scored two ways (re-ranked, or "
-                         f"screened one-shot and trained on the proxy), it has {summary['reranked']}")
-    for line in lines:
-        console.print(line)
+    for found in correlations(open_study(config, storage, study)[0], report_parent(config, output)):
+        overlap = f", top-5 overlap {found.top5}/5" if found.top5 is not None else ""
+        console.print(f"{found.what}: Spearman rho = {describe_rho(found.rho)} over {found.cells} cells{overlap}; "
+                      f"plot {found.plot}")
 
 
 @app.command()
@@ -690,15 +617,15 @@ def report(
 
 def advice(exc: BaseException) -> str:
     """What to do about a library error, in command-line terms."""
-    from . import errors as e
+    from .errors import CacheDamaged, CacheMissing, DataRootMissing, RunExistsError, SearchError, TrainingError
 
-    hints = [(e.RunExistsError, "pass --resume to continue it, or choose another name"),
-             (e.DataRootMissing, "pass --data-root"),
-             (e.CacheMissing, "run `densecell cache --config RECIPE` first"),
-             (e.CacheDamaged, "delete {folder}, then run the same command again (or `densecell cache --config "
-                              "RECIPE`) to build it anew"),
-             (e.SearchError, "see `densecell search status --config RECIPE`"),
-             (e.TrainingError, "lower the learning rate? resume with --resume from the last saved state")]
+    hints = [(RunExistsError, "pass --resume to continue it, or choose another name"),
+             (DataRootMissing, "pass --data-root"),
+             (CacheMissing, "run `densecell cache --config RECIPE` first"),
+             (CacheDamaged, "delete {folder}, then run the same command again (or `densecell cache --config "
+                            "RECIPE`) to build it anew"),
+             (SearchError, "see `densecell search status --config RECIPE`"),
+             (TrainingError, "lower the learning rate? resume with --resume from the last saved state")]
     hint = next((hint for kind, hint in hints if isinstance(exc, kind)), "")
     return hint.format(folder=getattr(exc, "folder", ""))
 
@@ -712,16 +639,16 @@ def main() -> None:
     try:
         code = app(standalone_mode=False)
     except typer.Abort:
-        errors.print("aborted")
+        stderr.print("aborted")
         sys.exit(130)
     except typer.TyperException as exc:  # click's usage errors, as vendored by typer
-        errors.print(f"error: {' '.join(exc.format_message().split())}")
+        stderr.print(f"error: {' '.join(exc.format_message().split())}")
         sys.exit(2)
     except Exception as exc:
         if os.environ.get("DENSECELL_DEBUG"):
             raise
         text = describe(exc) if isinstance(exc, OSError) and not isinstance(exc, DensecellError) else str(exc)
         hint = advice(exc)
-        errors.print(f"error: {' '.join(text.split()) or type(exc).__name__}" + (f"; {hint}" if hint else ""))
+        stderr.print(f"error: {' '.join(text.split()) or type(exc).__name__}" + (f"; {hint}" if hint else ""))
         sys.exit(2 if isinstance(exc, (InputError, ValueError, OSError)) else 1)
     sys.exit(code if isinstance(code, int) else 0)

@@ -11,21 +11,38 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from .errors import ConfigError, DataRootMissing
-from .space import PAPER_GRIDS, PAPER_NUM_BRANCHES, PAPER_RATES, SearchSpace
+from .registry import DATASETS, HEADS, PRUNERS, SAMPLERS, SEARCH_MODES, Registry
+from .space import PAPER_GRIDS, PAPER_NUM_BRANCHES, PAPER_RATES, Cell, SearchSpace
+
+__all__ = [
+    "CacheConfig", "DataConfig", "ModelConfig", "OptimConfig", "ProxySettings", "RerankSection", "SearchConfig",
+    "SearchOptions", "SearchSection", "SearchSettings", "SupernetConfig", "TrainConfig", "load_config",
+    "load_search_config",
+]
 
 Amp = Literal["auto", "off", "bf16", "fp16"]
 """Mixed precision: auto is bf16 on GPUs that have it and fp32 on CPUs; fp16 uses a loss scale."""
 MemoryFormat = Literal["auto", "contiguous", "channels_last"]
-Sampler = Literal["random", "local", "evolution", "tpe", "nsga2"]
 Objectives = Literal["miou", "miou+madds", "miou+latency"]
-Pruner = Literal["none", "median", "successive-halving", "hyperband"]
-Dataset = Literal["cityscapes", "voc", "person_part", "folder"]
+
+
+def registered(registry: Registry) -> Any:
+    """A setting whose value is a name in ``registry`` (:mod:`densecell.registry`): the registry is the one list of
+    choices, for the recipes, the Python API and the command line."""
+    return Annotated[str, AfterValidator(registry.check)]
+
+
+Sampler = registered(SAMPLERS)
+Pruner = registered(PRUNERS)
+SearchMode = registered(SEARCH_MODES)
+Head = registered(HEADS)
+Dataset = registered(DATASETS)
 
 
 class Strict(BaseModel):
@@ -79,12 +96,20 @@ class DataConfig(Strict):
 
 
 class ModelConfig(Strict):
+    """A DeepLab-style model, written once: a recipe's ``model`` section (a search recipe's ``backbone``), the keyword
+    arguments of :func:`densecell.model.build_model`, and (without ``pretrained``, with the normalisation resolved) the
+    ``model.config`` a checkpoint or a saved model carries. Defaults are the paper's: 256 filters, OS 16, dropout
+    keep 0.9."""
+
     backbone: str = "mobilenetv2_100"
-    head: Literal["dpc", "aspp"] = "dpc"
-    cell: str = "cityscapes-top1"
+    head: Head = "dpc"
+    cell: str = Field("cityscapes-top1", description="DPC only: a preset name, a JSON file, JSON text or a Cell.")
+    num_classes: int = Field(19, ge=1, description="Set from the dataset when training.")
     output_stride: Literal[8, 16] = 16
     decoder: bool = True
     pooling: Literal["tf", "grid"] = "tf"
+    crop_size: tuple[int, int] | None = Field(None, description="Fix TF pyramid pooling's window to this crop; "
+                                              "default: follow each input's size.")
     pretrained: bool | str | None = Field(None, description="true (timm's default weights), a timm tag such as "
                                           "xception71.tf_in1k, or a local .pth/.safetensors file.")
     mean: tuple[float, float, float] | None = Field(None, description="Input normalisation; default: the backbone's "
@@ -98,8 +123,10 @@ class ModelConfig(Strict):
     @field_validator("cell", mode="before")
     @classmethod
     def _cell_as_json(cls, value: Any) -> Any:
-        """A cell written inline in YAML (a list of branches) is kept as its TF JSON text."""
-        return json.dumps(value) if isinstance(value, list) else value
+        """A cell written inline in YAML (a list of branches) or given as a Cell is kept as its TF JSON text."""
+        if isinstance(value, Cell):
+            return value.to_json()
+        return json.dumps(value) if isinstance(value, list) else str(value) if isinstance(value, Path) else value
 
     @field_validator("pretrained", mode="before")
     @classmethod
@@ -112,15 +139,21 @@ class ModelConfig(Strict):
             return {"true": True, "yes": True, "false": False, "no": False}.get(value.strip().lower())
         return value
 
-    def build_kwargs(self) -> dict[str, Any]:
-        return self.model_dump()
 
 
-class OptimConfig(Strict):
+class LearningRate(Strict):
+    """DeepLab's optimisation, shared by full training and the proxy: SGD with momentum (TF's), poly LR from ``lr``
+    with ``power``, weight decay as TF's regulariser."""
+
     lr: float = Field(0.01, gt=0)
     momentum: float = Field(0.9, ge=0, lt=1)
     weight_decay: float = Field(4e-5, ge=0)
     power: float = Field(0.9, ge=0)
+
+
+class OptimConfig(LearningRate):
+    """A training recipe's ``optim`` section: DeepLab's optimisation for ``iterations`` (90K: Cityscapes')."""
+
     iterations: int = Field(90_000, ge=1)
     freeze_bn: bool = False
 
@@ -148,7 +181,7 @@ class TrainConfig(Strict):
 
 # --- the proxy task and the search --------------------------------------------------------------------------------
 
-class ProxySettings(Strict):
+class ProxySettings(LearningRate):
     """Head-only training on cached features. Defaults are the paper's proxy: 30K iterations, batch 8, poly LR from
     0.01, 256 filters, the loss on logits upsampled to the crop (TF's ``upsample_logits``).
 
@@ -158,10 +191,6 @@ class ProxySettings(Strict):
 
     iterations: int = Field(30_000, ge=1)
     batch_size: int = Field(8, ge=1)
-    lr: float = Field(0.01, gt=0)
-    power: float = Field(0.9, ge=0)
-    momentum: float = Field(0.9, ge=0, lt=1)
-    weight_decay: float = Field(4e-5, ge=0)
     filters: int = Field(256, ge=1)
     optimizer: Literal["sgd", "adam"] = "sgd"
     upsample_logits: bool = True
@@ -191,11 +220,12 @@ class SupernetConfig(Strict):
     bn_batch_size: int = Field(16, ge=1)
 
 
-class StudySettings(Strict):
-    """What every worker of a study must agree on; stored in the study."""
+class SearchOptions(Strict):
+    """The search's own options (the space, the sampler, the budget, the pruner, the mode), shared by a recipe's
+    ``search`` section (:class:`SearchSection`) and what a study stores (:class:`SearchSettings`)."""
 
-    mode: Literal["proxy", "oneshot"] = Field("proxy", description="oneshot: screen oneshot_cells cells with the "
-                                              "supernet first, then train the best `trials` on the proxy.")
+    mode: SearchMode = Field("proxy", description="oneshot: screen oneshot_cells cells with the supernet first, then "
+                             "train the best `trials` on the proxy.")
     oneshot_cells: int = Field(1000, ge=1, description="Cells the one-shot screen scores.")
     trials: int = Field(100, ge=1, description="Completed proxy trials the study must reach.")
     sampler: Sampler = "random"
@@ -211,7 +241,7 @@ class StudySettings(Strict):
     max_failures: int = Field(20, ge=1)
 
     @model_validator(mode="after")
-    def _check(self) -> StudySettings:
+    def _check(self) -> SearchOptions:
         if self.sampler == "nsga2" and self.objectives == "miou":
             raise ValueError("the nsga2 sampler needs two objectives: miou+madds or miou+latency")
         if self.pruner != "none" and self.objectives != "miou":
@@ -228,18 +258,20 @@ class StudySettings(Strict):
         return ["maximize"] if self.objectives == "miou" else ["maximize", "minimize"]
 
 
-class SearchSection(StudySettings):
-    """A recipe's ``search`` section: the study's settings and how this command runs it."""
+class SearchSection(SearchOptions):
+    """A search recipe's ``search`` section: the search's options, and how this command runs it (its workers, the
+    study's storage), which the study does not store."""
 
     workers: int = Field(1, ge=1, description="Worker processes this command starts on this machine.")
     storage: str | None = Field(None, description="SQLAlchemy URL; default sqlite:///<run dir>/study.db.")
 
-    def study_settings(self) -> StudySettings:
-        return StudySettings(**{name: getattr(self, name) for name in StudySettings.model_fields})
+    def options(self) -> SearchOptions:
+        return SearchOptions(**{name: getattr(self, name) for name in SearchOptions.model_fields})
 
 
-class SearchSettings(StudySettings):
-    """Everything a worker needs, stored in the study: ``densecell search worker`` needs only its name."""
+class SearchSettings(SearchOptions):
+    """What a study stores: the search's options, the proxy's settings and the cache: everything a worker needs, so
+    that ``densecell search worker`` needs only the study's name and storage."""
 
     cache_dir: str
     seed: int = 0
@@ -275,7 +307,8 @@ class RerankSection(Strict):
 
 
 class SearchConfig(Strict):
-    """The one command: warm up (or load) a backbone, cache its features, search, re-rank, report."""
+    """A search recipe: the data, the proxy's backbone (warmed up or pretrained), the cache, the proxy, the search,
+    the supernet and the re-ranking; what ``densecell search`` runs end to end."""
 
     name: str = Field("search", pattern=r"^[A-Za-z0-9_.-]+$")
     seed: int = 0
@@ -323,7 +356,7 @@ class SearchConfig(Strict):
     def search_settings(self) -> SearchSettings:
         """What the study stores: the search section without this command's own choices, the proxy, the cache."""
         return SearchSettings(cache_dir=str(self.cache_dir.resolve()), seed=self.seed, proxy=self.proxy,
-                              **self.search.study_settings().model_dump())
+                              **self.search.options().model_dump())
 
 
 def apply_override(tree: dict[str, Any], assignment: str) -> None:

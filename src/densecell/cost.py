@@ -23,7 +23,7 @@ import torch
 from torch import nn
 from torch.utils.flop_counter import FlopCounterMode
 
-from .cell import ASPP, DensePredictionCell
+from .heads import ASPP, DensePredictionCell
 from .space import Branch, Cell
 
 #: The Cityscapes evaluation size at which the paper and the model zoo count multiply-adds.
@@ -182,7 +182,7 @@ class CellCoster:
     def _branch(self, branch: Branch) -> Cost:
         key = (branch.op, branch.input < 0)
         if key not in self._known:
-            from .cell import build_operation
+            from .heads import build_operation
 
             width = self.in_channels if branch.input < 0 else self.filters
             shape = (1, width, *feature_size(self.image_size, self.output_stride))

@@ -1,11 +1,9 @@
-"""Evaluation: confusion-matrix mIoU, multi-scale + flip inference, sliding windows, prediction files.
-
-mIoU is the mean over classes of TP / (TP + FP + FN), accumulated over the whole split (not averaged per image), with
-ignore pixels left out; classes absent from both prediction and ground truth are left out of the mean.
-"""
+"""Evaluation of a trained model on images: multi-scale + flip inference as TF DeepLab evaluates, sliding windows,
+the split's mIoU (:mod:`densecell.metrics`), and prediction files."""
 
 from __future__ import annotations
 
+import json
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -17,50 +15,20 @@ import torch.nn.functional as F
 from PIL import Image
 from torch import nn
 
-from .data import IGNORE_INDEX, Normalization, SegmentationDataset
+from .checkpoint import load_run
+from .data import Normalization, SegmentationDataset, eval_dataset
 from .data.base import read_image
 from .data.transforms import normalize
-from .errors import DataError
-from .files import atomic_path, make_dirs
+from .errors import CheckpointError, DataError
+from .files import atomic_path, make_dirs, write_text
+from .lock import RunLock, run_folder_of
+from .metrics import ConfusionMatrix, predicted_classes
+from .optim import default_device
 from .progress import Progress, report
+from .registry import DATASETS
 from .resize import resize_bilinear
 
 PAPER_EVAL_SCALES = (0.75, 1.0, 1.25, 1.5, 1.75, 2.0)
-
-
-def predicted_classes(logits: torch.Tensor) -> torch.Tensor:
-    """``logits.argmax(1)``, on a channels-last copy: a reduction over contiguous memory, about twice as fast on a
-    CPU for DeepLab's few classes and many pixels."""
-    return logits.contiguous(memory_format=torch.channels_last).argmax(1)
-
-
-class ConfusionMatrix:
-    """``matrix[t, p]`` counts pixels of true class ``t`` predicted as ``p``."""
-
-    def __init__(self, num_classes: int) -> None:
-        self.num_classes = num_classes
-        self.matrix = torch.zeros(num_classes, num_classes, dtype=torch.int64)
-
-    def update(self, prediction: torch.Tensor, target: torch.Tensor) -> None:
-        keep = target != IGNORE_INDEX
-        target, prediction = target[keep].long().cpu(), prediction[keep].long().cpu()
-        if target.numel() and int(target.max()) >= self.num_classes:
-            raise DataError(f"labels hold class {int(target.max())} but there are {self.num_classes} classes")
-        flat = target * self.num_classes + prediction
-        self.matrix += torch.bincount(flat, minlength=self.num_classes**2).view(self.num_classes, self.num_classes)
-
-    def iou(self) -> torch.Tensor:
-        """Per-class IoU, NaN where a class is in neither the prediction nor the ground truth."""
-        tp = self.matrix.diag().double()
-        union = self.matrix.sum(0).double() + self.matrix.sum(1).double() - tp
-        return torch.where(union > 0, tp / union.clamp(min=1), torch.full_like(tp, math.nan))
-
-    def miou(self) -> float:
-        return float(torch.nanmean(self.iou()))
-
-    def pixel_accuracy(self) -> float:
-        total = self.matrix.sum()
-        return float(self.matrix.diag().sum() / total) if total else math.nan
 
 
 @dataclass
@@ -71,6 +39,7 @@ class EvalResult:
     pixel_accuracy: float
     images: int
     settings: dict = field(default_factory=dict)
+    dataset: str = ""
 
     def to_dict(self) -> dict:
         return {
@@ -170,7 +139,40 @@ def evaluate(model: nn.Module, dataset: SegmentationDataset, device: torch.devic
     iou = matrix.iou().tolist()
     settings = {"scales": list(scales), "flip": flip, "window": list(window) if window else None,
                 "pad_to": list(pad_to) if pad_to else None}
-    return EvalResult(dataset.classes, iou, matrix.miou(), matrix.pixel_accuracy(), len(dataset), settings)
+    return EvalResult(dataset.classes, iou, matrix.miou(), matrix.pixel_accuracy(), len(dataset), settings,
+                      dataset.name)
+
+
+def evaluate_checkpoint(checkpoint: str | Path, split: str = "val", data_root: str | Path | None = None,
+                        scales: Sequence[float] = (1.0,), flip: bool = False, window: Sequence[int] | None = None,
+                        pad_to: Sequence[int] | None = None, output_stride: int | None = None,
+                        output: str | Path | None = None, progress: Progress | None = None) -> EvalResult:
+    """Evaluate a trained model on a split of the dataset it was trained on (``data_root`` replaces its root),
+    optionally at another output stride; with ``output``, the per-class table is written there as JSON (under the
+    lock of the run folder it lies in, if any)."""
+    run = load_run(checkpoint, **({"output_stride": output_stride} if output_stride else {}))
+    if run.config is None:
+        raise CheckpointError(f"{checkpoint}: holds no training recipe, so its dataset is unknown")
+    dataset = eval_dataset(run.config.data, split, run.model.normalization, data_root)
+    device = default_device()
+    result = evaluate(run.model.to(device), dataset, device, scales, flip, window, progress, pad_to)
+    if output is not None:
+        folder = run_folder_of(output)
+        with RunLock(folder or Path(output).parent, "densecell eval --output", enabled=folder is not None):
+            write_text(output, json.dumps(result.to_dict(), indent=2))
+    return result
+
+
+def predict_checkpoint(checkpoint: str | Path, images: Sequence[Path], output: str | Path,
+                       scales: Sequence[float] = (1.0,), flip: bool = False, window: Sequence[int] | None = None,
+                       pad_to: Sequence[int] | None = None, progress: Progress | None = None) -> list[Path]:
+    """:func:`predict_files` with a trained model: its normalisation, its palette, and the ids its dataset's
+    benchmark server accepts (Cityscapes' labelIds)."""
+    run = load_run(checkpoint)
+    device = default_device()
+    ids = DATASETS[run.dataset].submission_ids() if run.dataset else None
+    return predict_files(run.model.to(device), images, Path(output), run.palette, run.model.normalization, ids,
+                         scales, flip, window, device, progress, pad_to)
 
 
 def colorize(train_ids: np.ndarray, palette: Sequence[Sequence[int]]) -> np.ndarray:

@@ -21,12 +21,13 @@ import logging
 import math
 import random
 import re
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 import yaml
 
+from . import stages
 from .cache import FeatureCache
 from .config import ProxySettings, SearchConfig
 from .errors import ConfigError
@@ -34,12 +35,18 @@ from .files import make_dirs, write_text
 from .lock import RunLock
 from .optim import default_device
 from .progress import Progress, report
+from .proxy import train_candidate
 from .ranking import describe_rho, spearman, top_overlap
+from .report import scatter
 from .space import Cell, SearchSpace, load_cell
+from .supernet import score_cell
+from .train import train
+
+__all__ = ["FidelityResult", "MIN_CELLS", "Scorer", "check_against", "choose_cells", "run_fidelity", "scorer"]
 
 logger = logging.getLogger(__name__)
-Protocol = Callable[[Cell, int], float]
-"""Scores cell number ``i`` (its seed) by one protocol: a val mIoU."""
+Scorer = Callable[[Cell, int], float]
+"""Scores a cell by one protocol (its number in the study is its seed): a val mIoU."""
 
 
 @dataclass
@@ -99,36 +106,36 @@ def slug(against: str) -> str:
     return re.sub(r"[^A-Za-z0-9_.-]+", "-", against).strip("-")
 
 
-def proxy_protocol(cache: FeatureCache, settings: ProxySettings) -> Protocol:
-    from .proxy import train_candidate
-
+def proxy_scorer(cache: FeatureCache, settings: ProxySettings) -> Scorer:
+    """The proxy task as a scorer: the cell trained on ``cache`` with ``settings``, seeded by its number."""
     device = default_device()
     return lambda cell, seed: train_candidate(cell, cache, settings, seed=seed, device=device).miou
 
 
-def _end_to_end(config: SearchConfig, out_dir: Path, progress: Progress | None) -> Protocol:
-    from .pipeline import rerank_config
-    from .train import train
-
+def _end_to_end(config: SearchConfig, out_dir: Path, progress: Progress | None) -> Scorer:
     def score(cell: Cell, seed: int) -> float:
-        run = rerank_config(config, f"cell-{cell.digest()}", cell.to_json(), out_dir / "end-to-end")
+        run = stages.rerank_config(config, f"cell-{cell.digest()}", cell.to_json(), out_dir / "end-to-end")
         return train(run, resume=True, progress=progress, command="densecell fidelity").val_miou
 
     return score
 
 
-def _other_backbone(config: SearchConfig, name: str, out_dir: Path, progress: Progress | None) -> Protocol:
+def _other_backbone(config: SearchConfig, name: str, out_dir: Path, progress: Progress | None) -> Scorer:
     """The proxy on another backbone's features: its own cache (and warm-up, if the recipe warms up), with timm's
     default pretrained weights for it when the recipe's backbone is pretrained."""
-    from .pipeline import build_feature_cache
-
     model = config.backbone.model_copy(update={"backbone": name, "mean": None, "std": None,
                                                "pretrained": True if config.backbone.pretrained else None})
     other = config.model_copy(update={"name": f"backbone-{slug(name)}", "output_dir": out_dir, "backbone": model,
                                       "cache": config.cache.model_copy(update={"dir": None})})
-    with RunLock(other.run_dir, "densecell fidelity"):
-        folder = build_feature_cache(other, progress)
-    return proxy_protocol(FeatureCache.load(folder, default_device()), config.proxy)
+    folder = stages.feature_cache(other, progress, "densecell fidelity")
+    return proxy_scorer(FeatureCache.load(folder, default_device()), config.proxy)
+
+
+def _oneshot(config: SearchConfig, progress: Progress | None) -> Scorer:
+    """The score a cell gets from the recipe's weight-sharing supernet."""
+    supernet, cache = stages.supernet(config, progress)
+    device = default_device()
+    return lambda cell, seed: score_cell(supernet, cell, cache, config.supernet, device)
 
 
 def check_against(against: str) -> str:
@@ -138,29 +145,33 @@ def check_against(against: str) -> str:
     return against
 
 
-def protocol(config: SearchConfig, against: str, out_dir: Path, progress: Progress | None = None) -> Protocol:
+def scorer(config: SearchConfig, against: str, out_dir: Path, progress: Progress | None = None) -> Scorer:
     """The second protocol named by ``against`` (see the module's docstring)."""
     check_against(against)
     if against == "end-to-end":
         return _end_to_end(config, out_dir, progress)
     if against == "oneshot":
-        from .oneshot import oneshot_protocol
-
-        return oneshot_protocol(config, progress)
+        return _oneshot(config, progress)
     key, _, value = against.partition("=")
     if key == "backbone":
         return _other_backbone(config, value, out_dir, progress)
     changed = ProxySettings(**(config.proxy.model_dump() | {key.removeprefix("proxy."): yaml.safe_load(value)}))
-    return proxy_protocol(FeatureCache.load(config.cache_dir, default_device()), changed)
+    return proxy_scorer(FeatureCache.load(config.cache_dir, default_device()), changed)
 
 
-def run_fidelity(config: SearchConfig, cells: list[Cell], against: str, out_dir: str | Path | None = None,
-                 progress: Progress | None = None) -> FidelityResult:
-    """Score ``cells`` with the recipe's proxy and with ``against``; write ``scores.json``, ``fidelity.json`` and
-    ``fidelity.png`` into ``out_dir`` (default ``RUN/fidelity/<against>``)."""
+def run_fidelity(config: SearchConfig, cells: str | Sequence[Cell], against: str,
+                 out_dir: str | Path | None = None, progress: Progress | None = None,
+                 seed: int = 0) -> FidelityResult:
+    """Score ``cells`` (a list, or what :func:`choose_cells` reads: a number, a file or a folder) with the recipe's
+    proxy and with ``against``; write ``scores.json``, ``fidelity.json`` and ``fidelity.png`` into ``out_dir``
+    (default ``RUN/fidelity/<against>``). The recipe's cache is built first if needed; the scores are saved as each
+    cell finishes, under the folder's lock, so an interrupted study continues where it stopped."""
+    check_against(against)
+    cells = choose_cells(cells, config.search.space, seed) if isinstance(cells, str) else list(cells)
+    stages.feature_cache(config, progress, "densecell fidelity")
     out = make_dirs(Path(out_dir) if out_dir else config.run_dir / "fidelity" / slug(against))
-    reference = proxy_protocol(FeatureCache.load(config.cache_dir, default_device()), config.proxy)
-    other = protocol(config, against, out, progress)
+    reference = proxy_scorer(FeatureCache.load(config.cache_dir, default_device()), config.proxy)
+    other = scorer(config, against, out, progress)
     path = out / "scores.json"
     with RunLock(out, "densecell fidelity"):
         scores = json.loads(path.read_text()) if path.exists() else {}
@@ -174,8 +185,6 @@ def run_fidelity(config: SearchConfig, cells: list[Cell], against: str, out_dir:
 
 
 def _summarise(against: str, cells: list[Cell], scores: dict, out: Path) -> FidelityResult:
-    from .report import scatter
-
     pairs = [(scores[c.digest()]["proxy"], scores[c.digest()]["against"]) for c in cells]
     rho, top5 = spearman(pairs), top_overlap(pairs)
     plot = scatter(pairs, "proxy mIoU", f"{against} mIoU", out / "fidelity.png", f"proxy against {against}")

@@ -10,19 +10,19 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 import timm
 import torch
 from torch import nn
 
-from .cell import ASPP, DensePredictionCell, PoolingMode, ConvBNReLU, SeparableConv, rate_multiplier
+from .heads import ConvBNReLU, SeparableConv
 from .data.transforms import Normalization
-from .errors import ModelError
+from .config import ModelConfig
+from .errors import ConfigError, ModelError
+from .registry import HEADS
 from .resize import resize_bilinear
-from .space import Cell
 
-HeadName = Literal["dpc", "aspp"]
 Pretrained = bool | str | Path | None
 """Backbone weights: True (timm's default tag), a timm tag (``xception71.tf_in1k``), a local file, or None."""
 
@@ -187,54 +187,32 @@ def create_backbone(name: str, output_stride: int = 16, pretrained: Pretrained =
                          f"or pass a local file (pretrained: /path/to/{full_name}.safetensors)") from None
 
 
-def build_model(
-    backbone: str = "mobilenetv2_100",
-    head: HeadName = "dpc",
-    cell: Cell | str | Path = "cityscapes-top1",
-    num_classes: int = 19,
-    output_stride: int = 16,
-    decoder: bool = True,
-    pretrained: Pretrained = None,
-    pooling: PoolingMode = "tf",
-    crop_size: tuple[int, int] | None = None,
-    filters: int = 256,
-    dropout: float = 0.1,
-    bn_momentum: float = 0.1,
-    feature_stages: int | None = None,
-    mean: tuple[float, ...] | None = None,
-    std: tuple[float, ...] | None = None,
-) -> SegmentationModel:
-    """Build a DeepLab-style model; defaults are the paper's (256 filters, OS 16, dropout keep 0.9).
+def build_model(config: ModelConfig | None = None, /, **fields: Any) -> SegmentationModel:
+    """Build a DeepLab-style model from a :class:`~densecell.config.ModelConfig` and/or its fields as keywords
+    (which win): ``backbone``, ``pretrained``, ``output_stride``, ``feature_stages`` for the timm backbone; ``head``
+    (:data:`~densecell.registry.HEADS`: ``dpc`` or ``aspp``), ``cell`` (DPC only: a preset name, a JSON path, JSON text
+    or a Cell), ``filters``, ``dropout``, ``pooling``, ``crop_size``, ``bn_momentum`` for the head; ``decoder``;
+    ``num_classes``; ``mean`` and ``std``. Defaults are the paper's (256 filters, OS 16, dropout keep 0.9).
 
-    ``cell`` is used by the DPC head only (a preset name, a JSON path, JSON text or a Cell). ``bn_momentum`` is
-    PyTorch's convention; TF DeepLab's decay 0.9997 is ``bn_momentum=0.0003`` and suits only very long runs.
-    ``pretrained`` loads backbone weights (see :func:`create_backbone`); ``mean`` and ``std`` default to what timm
-    declares for those weights (:func:`backbone_normalization`).
-    """
-    if head not in ("dpc", "aspp"):
-        raise ModelError(f"head must be 'dpc' or 'aspp', got {head!r}")
-    if num_classes < 1:
-        raise ModelError(f"num_classes must be positive, got {num_classes}")
-    rate_multiplier(output_stride)  # checks it is 8 or 16 before timm is asked
-    mean, std = resolve_normalization(backbone, pretrained, mean, std)
-    config = {
-        "backbone": backbone, "head": head, "cell": cell.to_json() if isinstance(cell, Cell) else str(cell),
-        "num_classes": num_classes, "output_stride": output_stride, "decoder": decoder, "pooling": pooling,
-        "crop_size": crop_size, "filters": filters, "dropout": dropout, "bn_momentum": bn_momentum,
-        "feature_stages": feature_stages, "mean": list(mean), "std": list(std),
-    }
-    features = create_backbone(backbone, output_stride, pretrained, feature_stages)
+    ``bn_momentum`` is PyTorch's convention; TF DeepLab's decay 0.9997 is ``bn_momentum=0.0003`` and suits only very
+    long runs. ``pretrained`` loads backbone weights (see :func:`create_backbone`); ``mean`` and ``std`` default to
+    what timm declares for those weights (:func:`resolve_normalization`). ``model.config`` is the fields without
+    ``pretrained`` (the weights are in the model) and with the normalisation resolved: ``build_model(**model.config)``
+    builds the same architecture."""
+    try:
+        args = ModelConfig(**((config.model_dump() if config else {}) | fields))
+    except ConfigError as exc:
+        raise ModelError(str(exc).removeprefix("ModelConfig: ")) from None
+    mean, std = resolve_normalization(args.backbone, args.pretrained, args.mean, args.std)
+    features = create_backbone(args.backbone, args.output_stride, args.pretrained, args.feature_stages)
     channels = features.feature_info.channels()
     reductions = features.feature_info.reduction()
-    if head == "dpc":
-        context: nn.Module = DensePredictionCell(
-            cell, channels[-1], filters=filters, concat_channels=filters, dropout=dropout,
-            output_stride=output_stride, pooling=pooling, crop_size=crop_size, bn_momentum=bn_momentum,
-        )
-    else:
-        context = ASPP(channels[-1], filters=filters, dropout=dropout, output_stride=output_stride,
-                       bn_momentum=bn_momentum)
+    context = HEADS[args.head](args.cell, channels[-1], filters=args.filters, dropout=args.dropout,
+                               output_stride=args.output_stride, pooling=args.pooling, crop_size=args.crop_size,
+                               bn_momentum=args.bn_momentum)
     low_level_index = reductions.index(4) if 4 in reductions else 0
-    fuse = Decoder(filters, channels[low_level_index], filters=filters, bn_momentum=bn_momentum) if decoder else None
-    classifier = nn.Conv2d(filters, num_classes, 1)
-    return SegmentationModel(features, context, classifier, fuse, low_level_index, config)
+    decoder = Decoder(args.filters, channels[low_level_index], filters=args.filters,
+                      bn_momentum=args.bn_momentum) if args.decoder else None
+    classifier = nn.Conv2d(args.filters, args.num_classes, 1)
+    config_dict = args.model_dump(mode="json", exclude={"pretrained"}) | {"mean": list(mean), "std": list(std)}
+    return SegmentationModel(features, context, classifier, decoder, low_level_index, config_dict)

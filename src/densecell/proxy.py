@@ -19,11 +19,10 @@ import torch
 from torch import nn
 
 from .cache import FeatureCache, remembered
-from .cell import DensePredictionCell
+from .heads import DensePredictionCell
 from .config import ProxySettings
-from .evaluate import ConfusionMatrix, predicted_classes
+from .metrics import val_miou
 from .optim import autocast_for
-from .resize import resize_bilinear
 from .space import Cell
 from .steps import EagerStep, GraphStep, Precision, candidate_generator
 
@@ -58,19 +57,16 @@ class ProxyResult:
     """The trained head."""
 
 
-@torch.inference_mode()
 def proxy_miou(head: nn.Module, cache: FeatureCache, precision: Precision, device: torch.device) -> float:
     """Single-scale val mIoU of a head on the cached val features (logits upsampled to the label size)."""
     head.eval()
-    matrix = ConfusionMatrix(len(cache.classes))
     chunk = max(1, EVAL_ELEMENTS // (len(cache.classes) * cache.val_labels[0].numel()))
-    for start in range(0, len(cache.val_features), chunk):
-        x = cache.val_features[start:start + chunk].to(device).float()
-        labels = cache.val_labels[start:start + chunk].to(device)
+
+    def logits(features: torch.Tensor) -> torch.Tensor:
         with autocast_for(precision.amp, device):
-            logits = head(x.contiguous(memory_format=precision.memory_format))
-        matrix.update(predicted_classes(resize_bilinear(logits.float(), labels.shape[-2:])), labels)
-    return matrix.miou()
+            return head(features.to(device).float().contiguous(memory_format=precision.memory_format))
+
+    return val_miou(logits, cache.val_features, cache.val_labels, len(cache.classes), chunk)
 
 
 def resolve_precision(settings: ProxySettings, cache: FeatureCache, device: torch.device) -> Precision:

@@ -2,8 +2,8 @@
 
 Optuna keeps a trial's facts in its user attributes and the study's in the study's user attributes. densecell writes
 and reads them only through this module: :class:`TrialRecord` for a trial, and the functions below for the study
-(its settings, the lone 1x1 baseline, the end-to-end scores of re-ranked trials, the one-shot screen's scores). A
-study written by an earlier version reads the same way: a key it lacks takes its default.
+(its settings, its precision, whether its workers may start, the lone 1x1 baseline, the end-to-end scores of
+re-ranked trials, the one-shot screen's scores and record). A study written by an earlier version reads the same way: a key it lacks takes its default.
 
 The study's trials are proxy trials. The one-shot screen's cells (thousands, each scored in a fraction of a second)
 are kept as study attributes in chunks (``oneshot:0``, ``oneshot:1`` ...), one database write per chunk rather than
@@ -13,6 +13,7 @@ one per suggested parameter; :func:`records` returns them as records of stage ``
 from __future__ import annotations
 
 import dataclasses
+import json
 from dataclasses import dataclass
 from typing import Any, Literal
 
@@ -29,6 +30,7 @@ _PRECISION = "precision"
 _BASELINE = "baseline_miou"
 _FULL_PREFIX = "full_miou:"
 _SUPERNET = "supernet"
+_READY = "ready"
 _ONESHOT_PREFIX = "oneshot:"
 
 
@@ -179,10 +181,32 @@ def store_full_score(study: optuna.Study, trial_number: int, miou: float) -> Non
     study.set_user_attr(f"{_FULL_PREFIX}{trial_number}", miou)
 
 
-def supernet_info(study: optuna.Study) -> dict[str, Any] | None:
-    """What the one-shot screen recorded: the supernet checkpoint, its steps, the cells it scored."""
-    return study.user_attrs.get(_SUPERNET)
+@dataclass(frozen=True)
+class ScreenRecord:
+    """What the one-shot screen left in the study: how many cells it scored and how many of the best it queued for
+    the proxy (once)."""
+
+    screened: int
+    queued: int
 
 
-def store_supernet_info(study: optuna.Study, info: dict[str, Any]) -> None:
-    study.set_user_attr(_SUPERNET, info)
+def screen_record(study: optuna.Study) -> ScreenRecord | None:
+    info = study.user_attrs.get(_SUPERNET) or {}
+    return ScreenRecord(info["screened"], info["queued"]) if info.get("queued") else None
+
+
+def store_screen_record(study: optuna.Study, screen: ScreenRecord) -> None:
+    study.set_user_attr(_SUPERNET, dataclasses.asdict(screen))
+
+
+def ready(study: optuna.Study) -> bool:
+    """Whether the study's workers may start proxy trials: its search mode's preparation (the one-shot screen) is
+    done. A study written before 0.3 says so by its mode and its screen record."""
+    if _READY in study.user_attrs:
+        return bool(study.user_attrs[_READY])
+    mode = json.loads(stored_settings(study) or "{}").get("mode", "proxy")
+    return mode != "oneshot" or screen_record(study) is not None
+
+
+def store_ready(study: optuna.Study) -> None:
+    study.set_user_attr(_READY, True)

@@ -8,20 +8,25 @@ fingerprint current and writes nothing.
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
+import html
 import json
 import math
 from collections.abc import Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
 from string import Template
 from typing import Any
 
+import markdown
 import optuna
 from matplotlib.axes import Axes
 from matplotlib.figure import Figure
 
 from . import record
-from .errors import InputError
+from .checkpoint import checkpoint_path, load_run, rerank_run
+from .errors import CheckpointError, InputError
 from .files import atomic_path, make_dirs, write_text
 from .ranking import describe_rho, spearman, top_overlap
 from .record import TrialRecord
@@ -126,13 +131,11 @@ def scatter(pairs: Sequence[tuple[float, float]], x_label: str, y_label: str, pa
     return _save(fig, path)
 
 
-def _importance(trial: TrialRecord, checkpoints: Path | None, path: Path) -> tuple[Path | None, list[float]]:
+def _importance(trial: TrialRecord, search_run: Path, path: Path) -> tuple[Path | None, list[float]]:
     """Branch importance of the best cell from its re-ranking checkpoint, if there is one."""
-    checkpoint = checkpoints / f"trial-{trial.number}" / "checkpoint.pt" if checkpoints else None
-    if checkpoint is None or not checkpoint.is_file():
+    checkpoint = checkpoint_path(rerank_run(search_run, trial.number))
+    if not checkpoint.is_file():
         return None, []
-    from .checkpoint import load_run
-
     values = load_run(checkpoint).model.head.branch_importance()
     return importance_plot(trial.cell, values, path, f"trial {trial.number}"), values
 
@@ -148,8 +151,45 @@ def importance_plot(cell: Cell, values: Sequence[float], path: Path, title: str 
     return _save(fig, path)
 
 
+@dataclass
+class ReportSummary:
+    """``summary.json`` of a report, its one writer and reader: what the report found, the files it wrote, and the
+    fingerprint of the study it shows (a report is written once for a study as it stands)."""
+
+    study: str
+    trials: dict[str, int]
+    best_trial: int
+    best_by: str
+    best_cell: list[dict[str, Any]]
+    pareto_front_trials: list[int]
+    branch_importance: list[float]
+    spearman_rho: float | None
+    reranked: int
+    oneshot_pairs: int
+    oneshot_rho: float | None
+    oneshot_top5: int | None
+    oneshot_cells: int
+    proxy_miou: dict[str, float | None]
+    fingerprint: str = ""
+    files: dict[str, str] = field(default_factory=dict)
+
+    def write(self, out: Path) -> Path:
+        return write_text(out / "summary.json", json.dumps(dataclasses.asdict(self), indent=1))
+
+    @classmethod
+    def read(cls, out: Path) -> ReportSummary | None:
+        """The summary in the report folder ``out``; None when there is none (or it does not read)."""
+        try:
+            return cls(**json.loads((out / "summary.json").read_text()))
+        except (OSError, ValueError, TypeError):
+            return None
+
+    def paths(self, out: Path) -> dict[str, Path]:
+        return {name: out / file for name, file in self.files.items()}
+
+
 def _figures(study: optuna.Study, trials: list[TrialRecord], best: TrialRecord, out: Path, draw: int,
-             checkpoints: Path | None) -> tuple[dict[str, Path], dict[str, Any]]:
+             search_run: Path) -> tuple[dict[str, Path], dict[str, Any]]:
     figures = {"histogram": _histogram([t.values[0] for t in trials], record.baseline(study), out / "histogram.png")}
     figures["pareto"], front = _pareto(trials, out / "pareto.png")
     facts: dict[str, Any] = {"pareto_front_trials": front}
@@ -161,7 +201,7 @@ def _figures(study: optuna.Study, trials: list[TrialRecord], best: TrialRecord, 
     if oneshot:
         figures["oneshot"] = scatter(oneshot, "one-shot mIoU", "proxy mIoU", out / "oneshot.png",
                                      "one-shot screen, then the proxy")
-    importance_path, facts["branch_importance"] = _importance(best, checkpoints, out / "importance.png")
+    importance_path, facts["branch_importance"] = _importance(best, search_run, out / "importance.png")
     if importance_path:
         figures["importance"] = importance_path
     for rank, trial in enumerate(trials[:draw]):
@@ -190,28 +230,30 @@ def _table(trials: list[TrialRecord], full: dict[int, float], top: int) -> list[
     return ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)] + ["| " + " | ".join(r) + " |" for r in rows]
 
 
-def _markdown(study: optuna.Study, summary: dict[str, Any], table: list[str], figures: dict[str, Path]) -> str:
-    scores, states = summary["proxy_miou"], summary["trials"]
+def _markdown(summary: ReportSummary, table: list[str], figures: dict[str, Path]) -> str:
+    scores, states = summary.proxy_miou, summary.trials
     baseline = scores["baseline_1x1"]
-    lines = [f"# Search report: {study.study_name}", "",
-             f"Trials: {', '.join(f'{k} {v}' for k, v in states.items() if v)}. Best cell (by {summary['best_by']}): "
-             f"trial {summary['best_trial']}, saved as `best_cell.json`.", "",
+    lines = [f"# Search report: {summary.study}", "",
+             f"Trials: {', '.join(f'{k} {v}' for k, v in states.items() if v)}. Best cell (by {summary.best_by}): "
+             f"trial {summary.best_trial}, saved as `best_cell.json`.", "",
              f"Proxy mIoU: best {scores['best'] * 100:.2f}%, median {scores['median'] * 100:.2f}%, worst "
              f"{scores['worst'] * 100:.2f}%" + (f"; a lone 1x1 convolution, no context: {baseline * 100:.2f}%."
                                                 if baseline is not None else "."), ""]
-    if summary["reranked"]:
-        rho = summary["spearman_rho"]
-        lines += [f"Proxy fidelity: Spearman rho = {rho if rho is None else round(rho, 3)} between proxy and "
-                  f"end-to-end mIoU over {summary['reranked']} re-ranked cells (paper: rho >= 0.4).", ""]
-    if summary["oneshot_pairs"]:
-        rho = summary["oneshot_rho"]
-        lines += [f"One-shot screen: {summary['oneshot_cells']} cells scored by the supernet; Spearman rho = "
-                  f"{rho if rho is None else round(rho, 3)} between one-shot and proxy mIoU over "
-                  f"{summary['oneshot_pairs']} cells, top-5 overlap {summary['oneshot_top5']}/5.", ""]
-    if summary["branch_importance"]:
-        values = ", ".join(f"{branch_label(i)} {v:.1f}" for i, v in enumerate(summary["branch_importance"]))
+    if summary.reranked:
+        lines += [f"Proxy fidelity: Spearman rho = {_rounded(summary.spearman_rho)} between proxy and end-to-end "
+                  f"mIoU over {summary.reranked} re-ranked cells (paper: rho >= 0.4).", ""]
+    if summary.oneshot_pairs:
+        lines += [f"One-shot screen: {summary.oneshot_cells} cells scored by the supernet; Spearman rho = "
+                  f"{_rounded(summary.oneshot_rho)} between one-shot and proxy mIoU over {summary.oneshot_pairs} "
+                  f"cells, top-5 overlap {summary.oneshot_top5}/5.", ""]
+    if summary.branch_importance:
+        values = ", ".join(f"{branch_label(i)} {v:.1f}" for i, v in enumerate(summary.branch_importance))
         lines += [f"Branch importance of the best cell (L1 norm of its projection weights): {values}.", ""]
     return "\n".join(lines + table + [""] + [f"![{name}]({path.name})" for name, path in figures.items()]) + "\n"
+
+
+def _rounded(rho: float | None) -> float | None:
+    return None if rho is None else round(rho, 3)
 
 
 def fingerprint(study: optuna.Study) -> str:
@@ -223,13 +265,8 @@ def fingerprint(study: optuna.Study) -> str:
 
 
 def _current(out: Path, stamp: str) -> dict[str, Path] | None:
-    try:
-        summary = json.loads((out / "summary.json").read_text())
-    except (OSError, ValueError):
-        return None
-    if summary.get("fingerprint") != stamp:
-        return None
-    return {name: out / file for name, file in summary["files"].items()}
+    summary = ReportSummary.read(out)
+    return summary.paths(out) if summary is not None and summary.fingerprint == stamp else None
 
 
 def report_is_current(study: optuna.Study, out_dir: str | Path) -> bool:
@@ -237,10 +274,26 @@ def report_is_current(study: optuna.Study, out_dir: str | Path) -> bool:
     return _current(Path(out_dir) / "report", fingerprint(study)) is not None
 
 
+def _summary(study: optuna.Study, trials: list[TrialRecord], best: TrialRecord, facts: dict[str, Any],
+             stamp: str) -> ReportSummary:
+    scores = sorted(t.values[0] for t in trials)
+    states = {state.name.lower(): 0 for state in optuna.trial.TrialState}
+    for t in record.records(study):
+        states[t.state.name.lower()] += 1
+    return ReportSummary(
+        study=study.study_name, trials=states, best_trial=best.number,
+        best_by="end-to-end mIoU (re-ranking)" if record.full_scores(study) else "proxy mIoU",
+        best_cell=best.cell.to_records(), **facts,
+        oneshot_cells=len(record.records(study, (optuna.trial.TrialState.COMPLETE,), stage="oneshot")),
+        proxy_miou={"best": scores[-1], "median": scores[len(scores) // 2], "worst": scores[0],
+                    "baseline_1x1": record.baseline(study)}, fingerprint=stamp)
+
+
 def write_report(study: optuna.Study, out_dir: str | Path, top: int = 10, draw: int = 3,
-                 checkpoints: Path | None = None) -> dict[str, Path]:
+                 search_run: Path | None = None) -> dict[str, Path]:
     """Write ``report.md``, ``report.html``, the plots, ``summary.json`` and ``best_cell.json`` into
-    ``out_dir/report``; ``checkpoints`` is the folder of the re-ranking runs (default ``out_dir/rerank``)."""
+    ``out_dir/report``; ``search_run`` is the search's run folder, whose re-ranking runs give the best cell's branch
+    importance (default ``out_dir``)."""
     out = make_dirs(Path(out_dir) / "report")
     trials = completed_trials(study)
     if not trials:
@@ -250,31 +303,64 @@ def write_report(study: optuna.Study, out_dir: str | Path, top: int = 10, draw: 
         return current
     full = record.full_scores(study)
     best = next(t for t in trials if t.number == max(full, key=full.get)) if full else trials[0]
-    figures, facts = _figures(study, trials, best, out, draw, checkpoints or Path(out_dir) / "rerank")
-    scores = sorted(t.values[0] for t in trials)
-    states = {state.name.lower(): 0 for state in optuna.trial.TrialState}
-    for t in record.records(study):
-        states[t.state.name.lower()] += 1
-    summary = {"study": study.study_name, "trials": states, "best_trial": best.number,
-               "best_by": "end-to-end mIoU (re-ranking)" if full else "proxy mIoU",
-               "best_cell": best.cell.to_records(), **facts,
-               "oneshot_cells": len(record.records(study, (optuna.trial.TrialState.COMPLETE,), stage="oneshot")),
-               "proxy_miou": {"best": scores[-1], "median": scores[len(scores) // 2], "worst": scores[0],
-                              "baseline_1x1": record.baseline(study)}}
-    markdown_text = _markdown(study, summary, _table(trials, full, top), figures)
+    figures, facts = _figures(study, trials, best, out, draw, Path(search_run or out_dir))
+    summary = _summary(study, trials, best, facts, stamp)
+    markdown_text = _markdown(summary, _table(trials, full, top), figures)
     write_text(out / "best_cell.json", best.cell.to_json())
     write_text(out / "report.md", markdown_text)
-    write_text(out / "report.html", _html(study.study_name, markdown_text))
+    write_text(out / "report.html", HTML.substitute(title=html.escape(study.study_name),
+                                                    body=markdown.markdown(markdown_text, extensions=["tables"])))
     outputs = {"report": out / "report.md", "html": out / "report.html", "best_cell": out / "best_cell.json",
                **figures}
-    summary |= {"fingerprint": stamp, "files": {name: path.name for name, path in outputs.items()}}
-    write_text(out / "summary.json", json.dumps(summary, indent=1))
+    summary.files = {name: path.name for name, path in outputs.items()}
+    summary.write(out)
     return outputs
 
 
-def _html(title: str, markdown_text: str) -> str:
-    import html
+@dataclass(frozen=True)
+class Correlation:
+    """Two scores of the same cells and how their rankings agree."""
 
-    import markdown
+    what: str
+    cells: int
+    rho: float
+    top5: int | None
+    plot: Path
 
-    return HTML.substitute(title=html.escape(title), body=markdown.markdown(markdown_text, extensions=["tables"]))
+
+def correlations(study: optuna.Study, out_dir: str | Path) -> list[Correlation]:
+    """The study's rank correlations, with their plots (the report is written or found current): proxy against
+    end-to-end mIoU of the re-ranked cells, and one-shot against proxy mIoU after a one-shot screen. Fewer than 3
+    cells scored two ways is an :class:`~densecell.errors.InputError`."""
+    outputs = write_report(study, out_dir)
+    summary = ReportSummary.read(outputs["report"].parent)
+    found = []
+    if summary.reranked >= 3:
+        found.append(Correlation("proxy vs end-to-end", summary.reranked, summary.spearman_rho, None,
+                                 outputs["correlation"]))
+    if summary.oneshot_pairs >= 3:
+        found.append(Correlation("one-shot vs proxy", summary.oneshot_pairs, summary.oneshot_rho,
+                                 summary.oneshot_top5, outputs["oneshot"]))
+    if not found:
+        raise InputError(f"study {study.study_name!r}: need at least 3 cells scored two ways (re-ranked, or screened "
+                         f"one-shot and trained on the proxy), it has {summary.reranked}")
+    return found
+
+
+def write_top_cells(study: optuna.Study, k: int, folder: str | Path) -> list[Path]:
+    """The ``k`` best cells by proxy mIoU as TF DeepLab JSON files ``rank-01-trial-N.json`` ... in ``folder``
+    (``densecell fidelity --cells FOLDER`` reads them back)."""
+    return [write_text(Path(folder) / f"rank-{rank:02d}-trial-{trial.number}.json", trial.cell.to_json())
+            for rank, trial in enumerate(completed_trials(study)[:k], 1)]
+
+
+def branch_importance(checkpoint: str | Path, plot: str | Path | None = None) -> tuple[Cell, list[float]]:
+    """Paper Fig. 5b for a trained DPC model: its cell and the L1 norm of the projection weights per branch (drawn
+    into ``plot`` when given). A checkpoint of another head is a :class:`~densecell.errors.CheckpointError`."""
+    run = load_run(checkpoint)
+    if run.model.config.get("head") != "dpc":
+        raise CheckpointError(f"{checkpoint}: not a DPC model (head {run.model.config.get('head')!r})")
+    values = run.model.head.branch_importance()
+    if plot is not None:
+        importance_plot(run.model.head.cell, values, Path(plot), str(checkpoint))
+    return run.model.head.cell, values

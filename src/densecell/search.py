@@ -50,7 +50,7 @@ from optuna.trial import FrozenTrial, TrialState
 
 from . import record
 from .cache import FeatureCache
-from .cell import DensePredictionCell
+from .heads import DensePredictionCell
 from .config import SearchSettings
 from .cost import CellCoster, measure_latency
 from .errors import DensecellError, SearchError, StudyError, TrainingError
@@ -58,6 +58,7 @@ from .files import make_dirs
 from .optim import default_device
 from .proxy import resolve_precision, train_candidate
 from .record import TrialRecord
+from .registry import PRUNERS, SAMPLERS
 from .space import Branch, Cell, Operation, SearchSpace
 from .steps import Precision
 
@@ -66,13 +67,8 @@ logger = logging.getLogger(__name__)
 
 # --- the cell as Optuna parameters -------------------------------------------------------------------------------
 
-def op_name(op: Operation) -> str:
-    """The operation as an Optuna choice: ``conv1x1``, ``sep3x3_6x21``, ``pool_2x4``."""
-    return op.label("conv1x1", "sep3x3_", "pool_")
-
-
 def distributions(space: SearchSpace) -> dict[str, CategoricalDistribution]:
-    names = [op_name(op) for op in space.operations()]
+    names = [op.choice for op in space.operations()]
     dists: dict[str, CategoricalDistribution] = {}
     for i in range(space.num_branches):
         dists[f"b{i}_input"] = CategoricalDistribution(list(range(-1, i)))
@@ -84,12 +80,12 @@ def cell_params(cell: Cell) -> dict[str, Any]:
     params: dict[str, Any] = {}
     for i, branch in enumerate(cell):
         params[f"b{i}_input"] = branch.input
-        params[f"b{i}_op"] = op_name(branch.op)
+        params[f"b{i}_op"] = branch.op.choice
     return params
 
 
 def cell_from_params(params: dict[str, Any], space: SearchSpace) -> Cell:
-    ops = {op_name(op): op for op in space.operations()}
+    ops = {op.choice: op for op in space.operations()}
     return Cell(tuple(Branch(int(params[f"b{i}_input"]), ops[params[f"b{i}_op"]])
                       for i in range(space.num_branches)))
 
@@ -151,6 +147,10 @@ class LocalSampler(_MutationSampler):
         super().__init__(space, seed)
         self.explore, self.top = explore, top
 
+    @classmethod
+    def from_settings(cls, settings: SearchSettings, seed: int) -> LocalSampler:
+        return cls(settings.space, seed=seed)
+
     def parent(self, done: list[FrozenTrial]) -> FrozenTrial | None:
         if self._rng.random() < self.explore:
             return None
@@ -165,6 +165,10 @@ class EvolutionSampler(_MutationSampler):
         super().__init__(space, seed)
         self.population, self.sample = population, sample
 
+    @classmethod
+    def from_settings(cls, settings: SearchSettings, seed: int) -> EvolutionSampler:
+        return cls(settings.space, seed=seed)
+
     def parent(self, done: list[FrozenTrial]) -> FrozenTrial | None:
         if len(done) < self.population:
             return None
@@ -172,16 +176,21 @@ class EvolutionSampler(_MutationSampler):
         return max(self._rng.sample(recent, self.sample), key=lambda t: t.values[0])
 
 
+def random_sampler(settings: SearchSettings, seed: int) -> BaseSampler:
+    return RandomSampler(seed)
+
+
+def tpe_sampler(settings: SearchSettings, seed: int) -> BaseSampler:
+    return TPESampler(seed=seed, n_startup_trials=10)
+
+
+def nsga2_sampler(settings: SearchSettings, seed: int) -> BaseSampler:
+    return NSGAIISampler(seed=seed, population_size=10)
+
+
 def make_sampler(settings: SearchSettings, worker_seed: int) -> BaseSampler:
-    seed = settings.seed * 1000 + worker_seed
-    samplers = {
-        "random": lambda: RandomSampler(seed),
-        "local": lambda: LocalSampler(settings.space, seed=seed),
-        "evolution": lambda: EvolutionSampler(settings.space, seed=seed),
-        "tpe": lambda: TPESampler(seed=seed, n_startup_trials=10),
-        "nsga2": lambda: NSGAIISampler(seed=seed, population_size=10),
-    }
-    return samplers[settings.sampler]()
+    """The study's sampler (:data:`densecell.registry.SAMPLERS`), seeded per worker."""
+    return SAMPLERS[settings.sampler](settings, settings.seed * 1000 + worker_seed)
 
 
 class _LiveTrialsStorage:
@@ -212,16 +221,27 @@ class LiveTrialsPruner(BasePruner):
         return self.pruner.prune(live, trial)
 
 
+def no_pruner(settings: SearchSettings) -> BasePruner:
+    return NopPruner()
+
+
+def median_pruner(settings: SearchSettings) -> BasePruner:
+    return MedianPruner(n_startup_trials=5)
+
+
+def successive_halving_pruner(settings: SearchSettings) -> BasePruner:
+    return SuccessiveHalvingPruner(min_resource=settings.proxy.eval_every, reduction_factor=3)
+
+
+def hyperband_pruner(settings: SearchSettings) -> BasePruner:
+    return HyperbandPruner(min_resource=settings.proxy.eval_every, max_resource=settings.proxy.iterations,
+                           reduction_factor=3)
+
+
 def make_pruner(settings: SearchSettings) -> BasePruner:
-    """Optuna's pruner for ``search.pruner``; its rungs are the proxy's ``eval_every`` steps."""
-    every, total = settings.proxy.eval_every, settings.proxy.iterations
-    pruners = {
-        "none": lambda: NopPruner(),
-        "median": lambda: MedianPruner(n_startup_trials=5),
-        "successive-halving": lambda: SuccessiveHalvingPruner(min_resource=every, reduction_factor=3),
-        "hyperband": lambda: HyperbandPruner(min_resource=every, max_resource=total, reduction_factor=3),
-    }
-    return LiveTrialsPruner(pruners[settings.pruner]())
+    """The study's pruner (:data:`densecell.registry.PRUNERS`; its rungs are the proxy's ``eval_every`` steps),
+    comparing a trial only with trials that did not fail."""
+    return LiveTrialsPruner(PRUNERS[settings.pruner](settings))
 
 
 class RetryCell:
@@ -428,8 +448,8 @@ def run_worker(name: str, storage_url: str, worker_seed: int | None = None, devi
     objective = Objective(study, settings, device or default_device())
     done = 0
     while max_trials is None or done < max_trials:
-        if settings.mode == "oneshot" and not (record.supernet_info(study) or {}).get("queued"):
-            time.sleep(poll_s)  # the one-shot screen has not queued its best cells for the proxy yet
+        if not record.ready(study):
+            time.sleep(poll_s)  # the search mode's preparation (the one-shot screen) is not done yet
             continue
         with warnings.catch_warnings():  # "experimental" in Optuna since 2.9
             warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
@@ -509,7 +529,7 @@ class StudyStatus:
     failures: list[tuple[int, str]]
     best: list[TrialRecord]
     full: dict[int, float]
-    oneshot: int = 0
+    oneshot_cells: int = 0
     pruned_steps: int = 0
     spent_steps: int = 0
     settings: SearchSettings | None = field(default=None, repr=False)
@@ -524,7 +544,7 @@ def study_status(study: optuna.Study, settings: SearchSettings, top: int = 10) -
     return StudyStatus(
         study.study_name, settings.trials, {k: v for k, v in states.items() if v}, sum(t.surplus for t in trials),
         failures, completed_trials(study)[:top], record.full_scores(study),
-        oneshot=len(record.records(study, (TrialState.COMPLETE,), stage="oneshot")),
+        oneshot_cells=len(record.records(study, (TrialState.COMPLETE,), stage="oneshot")),
         pruned_steps=sum(t.steps or 0 for t in pruned),
         spent_steps=sum(t.steps or 0 for t in trials if t.state in (TrialState.COMPLETE, TrialState.PRUNED)),
         settings=settings)

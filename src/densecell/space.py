@@ -4,7 +4,7 @@ A cell is ``B`` branches; branch ``i`` reads the backbone feature ``F`` (input `
 branch, and applies one of the operations: a 1x1 convolution, a 3x3 atrous separable convolution with rate
 ``r_h x r_w``, or average spatial pyramid pooling with grid ``g_h x g_w``. The cell's output is the concatenation of
 all branch outputs. A :class:`Cell` is a value: it is built, compared, hashed, sampled and written to the TensorFlow
-DeepLab JSON format without ever touching a tensor; :mod:`densecell.cell` turns it into a module.
+DeepLab JSON format without ever touching a tensor; :mod:`densecell.heads` turns it into a module.
 """
 
 from __future__ import annotations
@@ -15,7 +15,6 @@ import math
 import random
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
-from enum import Enum
 from importlib import resources
 from pathlib import Path
 from typing import Any
@@ -36,59 +35,109 @@ def branch_label(index: int) -> str:
     return "F" if index == BACKBONE else f"Y{index + 1}"
 
 
-class OpKind(str, Enum):
-    """The three operation families of the paper's operator space."""
+@dataclass(frozen=True)
+class OpFamily:
+    """One family of the operator space, written once: how its operations are named, written in TF DeepLab's JSON
+    and drawn from a :class:`SearchSpace`. Its module lives in :data:`densecell.heads.OPERATION_MODULES` under the
+    same name; those two entries are all a new family needs."""
 
-    CONV1X1 = "conv1x1"
-    SEPARABLE = "sep3x3"
-    PYRAMID_POOLING = "pool"
+    name: str
+    """Its name, and the prefix of its operations' Optuna choices (``sep3x3_6x21``)."""
+    json_op: str
+    """TF's ``op`` field: ``conv`` or ``pyramid_pooling``."""
+    kernel: int | None
+    """TF's ``kernel`` field (1 or 3), None for a family that has none."""
+    pair: str | None
+    """The TF field that holds the operation's two parameters (``rate``, ``grid_size``), None for none."""
+    axis: str | None
+    """The :class:`SearchSpace` field whose values each of the two parameters takes (``rates``, ``grids``)."""
+    text: str
+    """How ``str(operation)`` begins: ``sep3x3 rate `` (then ``6x21``)."""
+    short: str
+    """The one- or two-letter form: ``s`` (``s6x21``)."""
+
+    @property
+    def tf_name(self) -> str:
+        """The name a TF branch of this family goes by in messages: ``conv1x1``, ``conv3x3``, ``pyramid_pooling``."""
+        return f"{self.json_op}{self.kernel}x{self.kernel}" if self.kernel else self.json_op
+
+    @property
+    def fields(self) -> set[str]:
+        """The keys of a TF branch of this family."""
+        return {"op", "input"} | ({"kernel"} if self.kernel else set()) | ({self.pair} if self.pair else set())
+
+
+FAMILIES: dict[str, OpFamily] = {family.name: family for family in (
+    OpFamily("conv1x1", "conv", 1, None, None, "conv1x1", "c1"),
+    OpFamily("sep3x3", "conv", 3, "rate", "rates", "sep3x3 rate ", "s"),
+    OpFamily("pool", "pyramid_pooling", None, "grid_size", "grids", "pool grid ", "p"),
+)}
+"""The paper's three families (1x1 convolution, 3x3 atrous separable convolution, average spatial pyramid
+pooling), in the order the space lists its operations."""
 
 
 @dataclass(frozen=True, order=True)
 class Operation:
-    """One operation of the space: ``Operation.conv1x1()``, ``Operation.separable(rh, rw)`` or
-    ``Operation.pooling(gh, gw)``. ``rate`` is set only for separable convolutions and ``grid`` only for pooling."""
+    """One operation of the space: a family and, for families that have them, its two parameters (the rate of a
+    separable convolution, the grid of pyramid pooling): ``Operation.separable(6, 21)``."""
 
-    kind: OpKind
-    rate: tuple[int, int] | None = None
-    grid: tuple[int, int] | None = None
+    kind: str
+    param: tuple[int, int] | None = None
 
     def __post_init__(self) -> None:
-        object.__setattr__(self, "kind", OpKind(self.kind))
-        wants_rate = self.kind is OpKind.SEPARABLE
-        wants_grid = self.kind is OpKind.PYRAMID_POOLING
-        if (self.rate is not None) != wants_rate or (self.grid is not None) != wants_grid:
-            raise CellError(f"operation {self.kind.value}: rate is for sep3x3 only and grid for pool only")
-        for name, pair in (("rate", self.rate), ("grid", self.grid)):
-            if pair is not None and (len(pair) != 2 or any(not _is_int(v) or v < 1 for v in pair)):
-                raise CellError(f"operation {self.kind.value}: {name} must be two positive integers, got {pair!r}")
+        if self.kind not in FAMILIES:
+            raise CellError(f"operation {self.kind!r}: not a family of the space ({', '.join(FAMILIES)})")
+        family = FAMILIES[self.kind]
+        if (self.param is not None) != (family.pair is not None):
+            raise CellError(f"operation {self.kind}: " + (f"needs its {family.pair}" if family.pair else
+                                                          "takes no parameters"))
+        if self.param is not None:
+            if len(self.param) != 2 or any(not _is_int(v) or v < 1 for v in self.param):
+                raise CellError(f"operation {self.kind}: {family.pair} must be two positive integers, got "
+                                f"{self.param!r}")
+            object.__setattr__(self, "param", tuple(self.param))
+
+    @property
+    def family(self) -> OpFamily:
+        return FAMILIES[self.kind]
+
+    @property
+    def rate(self) -> tuple[int, int] | None:
+        """A separable convolution's atrous rate (at output stride 16)."""
+        return self.param if self.family.pair == "rate" else None
+
+    @property
+    def grid(self) -> tuple[int, int] | None:
+        """Pyramid pooling's grid."""
+        return self.param if self.family.pair == "grid_size" else None
 
     @classmethod
     def conv1x1(cls) -> Operation:
-        return cls(OpKind.CONV1X1)
+        return cls("conv1x1")
 
     @classmethod
     def separable(cls, rate_h: int, rate_w: int) -> Operation:
-        return cls(OpKind.SEPARABLE, rate=(rate_h, rate_w))
+        return cls("sep3x3", (rate_h, rate_w))
 
     @classmethod
     def pooling(cls, grid_h: int, grid_w: int) -> Operation:
-        return cls(OpKind.PYRAMID_POOLING, grid=(grid_h, grid_w))
+        return cls("pool", (grid_h, grid_w))
 
-    def label(self, conv: str, separable: str, pooling: str) -> str:
-        """The operation as ``conv``, or a prefix and its rate or grid (``label("c1", "s", "p")`` is ``s6x21``)."""
-        if self.rate is not None:
-            return f"{separable}{self.rate[0]}x{self.rate[1]}"
-        if self.grid is not None:
-            return f"{pooling}{self.grid[0]}x{self.grid[1]}"
-        return conv
+    def label(self, prefix: str) -> str:
+        """``prefix`` followed by the parameters, if any: ``label("s")`` is ``s6x21``."""
+        return prefix if self.param is None else f"{prefix}{self.param[0]}x{self.param[1]}"
+
+    @property
+    def choice(self) -> str:
+        """The operation as an Optuna choice: ``conv1x1``, ``sep3x3_6x21``, ``pool_2x4``."""
+        return self.label(self.kind if self.param is None else f"{self.kind}_")
 
     def __str__(self) -> str:
-        return self.label("conv1x1", "sep3x3 rate ", "pool grid ")
+        return self.label(self.family.text)
 
     def short(self) -> str:
         """``c1``, ``s6x21`` or ``p2x4``: the operation in a few characters."""
-        return self.label("c1", "s", "p")
+        return self.label(self.family.short)
 
 
 @dataclass(frozen=True, order=True)
@@ -142,16 +191,16 @@ class Cell:
     # --- TensorFlow DeepLab JSON -------------------------------------------------------------------------------
 
     def to_records(self) -> list[dict[str, Any]]:
-        """The cell as the list of dicts of the TF format (key order as in the released JSON)."""
+        """The cell as the list of dicts of the TF format (key order as in the released JSON: kernel, the
+        parameters, op, input)."""
         records: list[dict[str, Any]] = []
         for branch in self.branches:
-            op = branch.op
-            if op.kind is OpKind.CONV1X1:
-                records.append({"kernel": 1, "op": "conv", "input": branch.input})
-            elif op.kind is OpKind.SEPARABLE:
-                records.append({"kernel": 3, "rate": list(op.rate), "op": "conv", "input": branch.input})
-            else:
-                records.append({"grid_size": list(op.grid), "op": "pyramid_pooling", "input": branch.input})
+            family, record = branch.op.family, {}
+            if family.kernel:
+                record["kernel"] = family.kernel
+            if family.pair:
+                record[family.pair] = list(branch.op.param)
+            records.append(record | {"op": family.json_op, "input": branch.input})
         return records
 
     def to_json(self) -> str:
@@ -194,13 +243,6 @@ def _json_type(value: Any) -> str:
     return "a number"
 
 
-_KEYS = {
-    "conv1x1": {"op", "input", "kernel"},
-    "conv3x3": {"op", "input", "kernel", "rate"},
-    "pyramid_pooling": {"op", "input", "grid_size"},
-}
-
-
 def _int_pair(i: int, key: str, value: Any) -> tuple[int, int]:
     if not (isinstance(value, list) and len(value) == 2 and all(_is_int(v) for v in value)):
         raise CellError(f"branch {i}: field '{key}' must be a list of two integers, got {json.dumps(value)}")
@@ -209,43 +251,47 @@ def _int_pair(i: int, key: str, value: Any) -> tuple[int, int]:
     return value[0], value[1]
 
 
+def _alternatives(values: list[str]) -> str:
+    return values[0] if len(values) == 1 else f"{', '.join(values[:-1])} or {values[-1]}"
+
+
+def _family_of(i: int, record: dict[str, Any]) -> OpFamily:
+    """The family a TF branch record is of, from its ``op`` and (for convolutions) its ``kernel``."""
+    ops = sorted({family.json_op for family in FAMILIES.values()})
+    if record["op"] not in ops:
+        raise CellError(f"branch {i}: field 'op' must be {_alternatives([repr(o) for o in ops])}, got "
+                        f"{json.dumps(record['op'])}")
+    families = [family for family in FAMILIES.values() if family.json_op == record["op"]]
+    kernels = [family.kernel for family in families if family.kernel]
+    if not kernels:
+        return families[0]
+    if "kernel" not in record:
+        raise CellError(f"branch {i}: missing field 'kernel'")
+    kernel = record["kernel"]
+    for family in families:
+        if not isinstance(kernel, bool) and kernel in (family.kernel, [family.kernel] * 2):
+            return family
+    forms = [str(k) for k in kernels] + [f"[{k}, {k}]" for k in kernels]
+    raise CellError(f"branch {i}: field 'kernel' must be {_alternatives(forms)}, got {json.dumps(kernel)}")
+
+
 def _parse_branch(i: int, record: Any) -> Branch:
     if not isinstance(record, dict):
         raise CellError(f"branch {i}: expected an object, got {_json_type(record)}")
     if "op" not in record:
         raise CellError(f"branch {i}: missing field 'op'")
-    op_name = record["op"]
-    if op_name == "conv":
-        kernel = record.get("kernel")
-        if kernel in (1, [1, 1]) and not isinstance(kernel, bool):
-            shape = "conv1x1"
-        elif kernel in (3, [3, 3]) and not isinstance(kernel, bool):
-            shape = "conv3x3"
-        elif "kernel" not in record:
-            raise CellError(f"branch {i}: missing field 'kernel'")
-        else:
-            raise CellError(f"branch {i}: field 'kernel' must be 1, 3, [1, 1] or [3, 3], got {json.dumps(kernel)}")
-    elif op_name == "pyramid_pooling":
-        shape = "pyramid_pooling"
-    else:
-        raise CellError(f"branch {i}: field 'op' must be 'conv' or 'pyramid_pooling', got {json.dumps(op_name)}")
-    expected = _KEYS[shape]
-    missing = sorted(expected - record.keys())
+    family = _family_of(i, record)
+    missing = sorted(family.fields - record.keys())
     if missing:
         raise CellError(f"branch {i}: missing field '{missing[0]}'")
-    extra = sorted(record.keys() - expected)
+    extra = sorted(record.keys() - family.fields)
     if extra:
-        raise CellError(f"branch {i}: unexpected field '{extra[0]}' for a {shape} branch")
+        raise CellError(f"branch {i}: unexpected field '{extra[0]}' for a {family.tf_name} branch")
     source = record["input"]
     if not _is_int(source):
         raise CellError(f"branch {i}: field 'input' must be an integer, got {json.dumps(source)}")
-    if shape == "conv1x1":
-        op = Operation.conv1x1()
-    elif shape == "conv3x3":
-        op = Operation.separable(*_int_pair(i, "rate", record["rate"]))
-    else:
-        op = Operation.pooling(*_int_pair(i, "grid_size", record["grid_size"]))
-    return Branch(source, op)
+    param = _int_pair(i, family.pair, record[family.pair]) if family.pair else None
+    return Branch(source, Operation(family.name, param))
 
 
 def _read_source(source: str | Path) -> tuple[str, str]:
@@ -281,10 +327,13 @@ class SearchSpace:
             object.__setattr__(self, name, values)
 
     def operations(self) -> list[Operation]:
-        """All operations, in a fixed order: 1x1 conv, separable convs (row-major rates), pooling grids."""
-        ops = [Operation.conv1x1()]
-        ops += [Operation.separable(rh, rw) for rh in self.rates for rw in self.rates]
-        ops += [Operation.pooling(gh, gw) for gh in self.grids for gw in self.grids]
+        """All operations, in a fixed order: family by family (:data:`FAMILIES`: 1x1 conv, separable convs with
+        row-major rates, pooling grids)."""
+        ops = []
+        for family in FAMILIES.values():
+            values = getattr(self, family.axis) if family.axis else ()
+            ops += [Operation(family.name, (a, b)) for a in values for b in values] if family.pair else \
+                [Operation(family.name)]
         return ops
 
     def size(self) -> int:
@@ -316,13 +365,10 @@ class SearchSpace:
         if len(cell) != self.num_branches:
             raise CellError(f"cell: it has {len(cell)} branches; this search space has exactly {self.num_branches}")
         for i, branch in enumerate(cell):
-            op = branch.op
-            if op.rate is not None and not set(op.rate) <= set(self.rates):
-                raise CellError(f"branch {i}: field 'rate' {list(op.rate)} is outside the space's rates {self.rates}")
-            if op.grid is not None and not set(op.grid) <= set(self.grids):
-                raise CellError(
-                    f"branch {i}: field 'grid_size' {list(op.grid)} is outside the space's grids {self.grids}"
-                )
+            family = branch.op.family
+            if family.axis and not set(branch.op.param) <= set(getattr(self, family.axis)):
+                raise CellError(f"branch {i}: field '{family.pair}' {list(branch.op.param)} is outside the space's "
+                                f"{family.axis} {getattr(self, family.axis)}")
 
     def contains(self, cell: Cell) -> bool:
         try:

@@ -26,7 +26,7 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from .cell import CellDropout
+from .heads import CellDropout
 from .config import ProxySettings
 from .errors import TrainingError
 from .loss import cross_entropy, subsample_labels, upsampled_cross_entropy

@@ -9,7 +9,7 @@ Structure, for B branches:
 - the projection of the concatenation and the classifier are shared by every cell.
 
 A cell's path picks in each branch its input and its operation, so ``supernet(features, cell)`` computes what a
-:class:`~densecell.cell.DensePredictionCell` built for that cell computes with the weights it inherits
+:class:`~densecell.heads.DensePredictionCell` built for that cell computes with the weights it inherits
 (:meth:`Supernet.extract`).
 
 Training is single-path uniform sampling (SPOS, Guo et al. 2020): one uniformly random cell per step, with the proxy's
@@ -33,48 +33,40 @@ import torch.nn.functional as F
 from torch import nn
 
 from .cache import FeatureCache
-from .cell import ConvBNReLU, DensePredictionCell, PoolingMode, PyramidPooling, SeparableConv, rate_multiplier
+from .heads import ConvBNReLU, DensePredictionCell, PoolingMode, build_operation
 from .checkpoint import load_state
 from .config import ProxySettings, SupernetConfig
 from .errors import CheckpointError, TrainingError
-from .evaluate import ConfusionMatrix, predicted_classes
+from .metrics import val_miou
 from .files import save_torch
 from .optim import (autocast_for, backward_and_step, loss_scaler, make_optimizer, poly_lambda, rng_state,
                     set_rng_state)
 from .progress import Progress, report
 from .proxy import resolve_precision
-from .resize import resize_bilinear
-from .space import BACKBONE, Branch, Cell, OpKind, SearchSpace
+from .space import BACKBONE, FAMILIES, Branch, Cell, Operation, SearchSpace
 from .steps import Precision, proxy_loss
 
 logger = logging.getLogger(__name__)
 
 
 class SuperBranch(nn.Module):
-    """Every operation branch ``index`` can apply, once per input width; ``forward(x, branch)`` runs one."""
+    """Every operation branch ``index`` can apply: one module per operation family and input width (``F``, and
+    ``Y`` from the second branch on), named by the family (``sep3x3.F``); ``forward(x, branch)`` runs one."""
 
     def __init__(self, index: int, in_channels: int, filters: int, output_stride: int, pooling: PoolingMode) -> None:
         super().__init__()
         widths = {"F": in_channels} | ({"Y": filters} if index > 0 else {})
-        self.multiplier = rate_multiplier(output_stride)
-        self.conv1x1 = nn.ModuleDict({key: ConvBNReLU(width, filters) for key, width in widths.items()})
-        self.sep3x3 = nn.ModuleDict({key: SeparableConv(width, filters) for key, width in widths.items()})
-        self.pool = nn.ModuleDict({key: PyramidPooling(width, filters, pooling=pooling, output_stride=output_stride)
-                                   for key, width in widths.items()})
+        for family in FAMILIES.values():
+            some = Operation(family.name, (1, 1) if family.pair else None)  # the weights serve every parameter
+            self.add_module(family.name, nn.ModuleDict({key: build_operation(
+                some, width, filters, output_stride=output_stride, pooling=pooling) for key, width in widths.items()}))
 
     def module_for(self, branch: Branch) -> nn.Module:
         """The shared module that computes ``branch`` (its weights are the branch's inherited weights)."""
-        key = "F" if branch.input == BACKBONE else "Y"
-        families = {OpKind.CONV1X1: self.conv1x1, OpKind.SEPARABLE: self.sep3x3, OpKind.PYRAMID_POOLING: self.pool}
-        return families[branch.op.kind][key]
+        return getattr(self, branch.op.kind)["F" if branch.input == BACKBONE else "Y"]
 
     def forward(self, x: torch.Tensor, branch: Branch) -> torch.Tensor:
-        module = self.module_for(branch)
-        if branch.op.kind is OpKind.SEPARABLE:
-            return module(x, rate=(branch.op.rate[0] * self.multiplier, branch.op.rate[1] * self.multiplier))
-        if branch.op.kind is OpKind.PYRAMID_POOLING:
-            return module(x, grid=branch.op.grid)
-        return module(x)
+        return self.module_for(branch)(x, branch.op)
 
 
 class Supernet(nn.Module):
@@ -230,14 +222,10 @@ def score_cell(supernet: Supernet, cell: Cell, cache: FeatureCache, settings: Su
     for start in range(0, min(settings.bn_batches * batch, len(cache.train_features)), batch):
         logits(cache.train_features[start:start + batch])
     supernet.eval()
-    matrix = ConfusionMatrix(len(cache.classes))
-    for start in range(0, len(cache.val_features), batch):
-        labels = cache.val_labels[start:start + batch].to(device)
-        matrix.update(predicted_classes(resize_bilinear(logits(cache.val_features[start:start + batch]).float(),
-                                                        labels.shape[-2:])), labels)
+    miou = val_miou(logits, cache.val_features, cache.val_labels, len(cache.classes), batch)
     for module, (momentum, mean, var, tracked) in zip(norms, saved):
         module.momentum = momentum
         module.running_mean.copy_(mean)
         module.running_var.copy_(var)
         module.num_batches_tracked.copy_(tracked)
-    return matrix.miou()
+    return miou

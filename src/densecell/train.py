@@ -30,7 +30,8 @@ import torch.distributed as dist
 from torch import nn
 from torch.utils.data import DataLoader, Sampler
 
-from .checkpoint import load_checkpoint, load_state, save_checkpoint, training_payload
+from .checkpoint import (checkpoint_path, load_state, load_training_state, load_weights, save_checkpoint,
+                         training_payload)
 from .config import TrainConfig
 from .data import SegmentationDataset, build_datasets
 from .errors import ConfigError, Interrupted, RunExistsError, TrainingError
@@ -174,7 +175,7 @@ class _Session:
 
     @property
     def checkpoint(self) -> Path:
-        return self.config.run_dir / "checkpoint.pt"
+        return checkpoint_path(self.config.run_dir)
 
     def save(self, iteration: int) -> None:
         if self.env.main:
@@ -187,7 +188,7 @@ class _Session:
 def _start_weights(model: nn.Module, config: TrainConfig) -> None:
     """A fine-tuning stage starts from another run's weights (``init_from``): the model only, not its optimizer."""
     if config.init_from is not None:
-        load_state(model, load_checkpoint(config.init_from)["model"], config.init_from)
+        load_state(model, load_weights(config.init_from), config.init_from)
 
 
 def starting_weights(config: TrainConfig) -> str | None:
@@ -208,7 +209,7 @@ def _open(config: TrainConfig, resume: bool) -> _Session:
     """Build the model, optimizer and data of a run, and load its state when it resumes."""
     env = setup_distributed()
     use_deterministic(config.deterministic)
-    checkpoint = config.run_dir / "checkpoint.pt"
+    checkpoint = checkpoint_path(config.run_dir)
     if checkpoint.exists() and not resume:
         raise RunExistsError(config.run_dir)
     weights = starting_weights(config) if env.main else None
@@ -219,7 +220,10 @@ def _open(config: TrainConfig, resume: bool) -> _Session:
                                       model_config.std)
     model_config = model_config.model_copy(update={"mean": mean, "std": std})
     train_set, val_set = build_datasets(config.data, (mean, std))
-    core = build_model(**model_config.build_kwargs(), num_classes=train_set.num_classes).to(env.device)
+    if "num_classes" in config.model.model_fields_set and config.model.num_classes != train_set.num_classes:
+        raise ConfigError(f"model.num_classes {config.model.num_classes} is not the {train_set.num_classes} classes "
+                          f"of {train_set.name}")
+    core = build_model(model_config, num_classes=train_set.num_classes).to(env.device)
     if config.optim.freeze_bn:
         freeze_batchnorm(core)
     optim = config.optim
@@ -228,14 +232,14 @@ def _open(config: TrainConfig, resume: bool) -> _Session:
     scaler = loss_scaler(config.amp, env.device)
     start = 0
     if resume and checkpoint.exists():
-        state = load_checkpoint(checkpoint)
-        load_state(core, state["model"], checkpoint)
-        optimizer.load_state_dict(state["optimizer"])
-        scheduler.load_state_dict(state["scheduler"])
-        if state.get("scaler"):
-            scaler.load_state_dict(state["scaler"])
-        set_rng_state(state["rng"])
-        start = int(state["iteration"])
+        state = load_training_state(checkpoint)
+        load_state(core, state.model, checkpoint)
+        optimizer.load_state_dict(state.optimizer)
+        scheduler.load_state_dict(state.scheduler)
+        if state.scaler:
+            scaler.load_state_dict(state.scaler)
+        set_rng_state(state.rng)
+        start = state.iteration
     else:
         _start_weights(core, config)
     return _Session(config, env, _distribute(core, env), core, optimizer, scheduler, scaler, train_set, val_set,

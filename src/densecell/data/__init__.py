@@ -6,6 +6,7 @@ from pathlib import Path
 from typing import Any
 
 from ..config import DataConfig
+from ..registry import DATASETS
 from .base import IGNORE_INDEX, DataError, Sample, SegmentationDataset, Transform, item_seed
 from .cityscapes import Cityscapes
 from .folder import FolderDataset
@@ -13,19 +14,11 @@ from .person_part import PersonPart
 from .transforms import EvalTransform, Normalization, TrainTransform
 from .voc import PascalVOC
 
-DATASETS: dict[str, type[SegmentationDataset]] = {
-    "cityscapes": Cityscapes,
-    "voc": PascalVOC,
-    "person_part": PersonPart,
-    "folder": FolderDataset,
-}
-
-
 def build_dataset(name: str, root: str | Path, split: str, transform: Transform | None = None,
                   **options: Any) -> SegmentationDataset:
-    """A dataset by name (``cityscapes``, ``voc``, ``person_part``, ``folder``) from its root folder."""
-    if name not in DATASETS:
-        raise DataError(f"unknown dataset {name!r} (one of {', '.join(DATASETS)})")
+    """A dataset by name (:data:`densecell.registry.DATASETS`: ``cityscapes``, ``voc``, ``person_part``,
+    ``folder``) from its root folder."""
+    DATASETS.check(name, DataError)
     root = Path(root)
     if not root.is_dir():
         raise DataError(f"{root}: data root not found")

@@ -105,6 +105,12 @@ class SegmentationDataset(Dataset):
         self.read_label = read_label
         self.name = name
 
+    @classmethod
+    def submission_ids(cls) -> np.ndarray | None:
+        """A train id -> id table for prediction files a benchmark server accepts (Cityscapes' labelIds), or None
+        for a dataset without one."""
+        return None
+
     @property
     def num_classes(self) -> int:
         return len(self.classes)

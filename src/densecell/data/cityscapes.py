@@ -89,6 +89,11 @@ def _split_samples(root: Path, split: str, annotation: str) -> list[Sample]:
 class Cityscapes(SegmentationDataset):
     """Cityscapes fine (or coarse, with ``annotation="gtCoarse"``) annotations mapped to the 19 train ids."""
 
+    @classmethod
+    def submission_ids(cls) -> np.ndarray:
+        """labelIds for the benchmark server (:func:`train_id_to_label_id`)."""
+        return train_id_to_label_id()
+
     def __init__(self, root: str | Path, split: str = "train", transform: Transform | None = None,
                  annotation: str = "gtFine") -> None:
         classes, palette = train_classes()

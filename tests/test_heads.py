@@ -3,7 +3,7 @@ import torch
 from torch import nn
 
 from densecell.errors import ModelError
-from densecell.cell import ASPP, DensePredictionCell, PyramidPooling, SeparableConv, tf_pool_window
+from densecell.heads import ASPP, DensePredictionCell, PyramidPooling, SeparableConv, tf_pool_window
 from densecell.space import BACKBONE, Branch, Cell, Operation, load_cell
 
 # One cell with every operation family, wired as a chain with a skip, so that each op reads both F and Y.
@@ -57,7 +57,7 @@ def test_every_op_is_conv_bn_relu_and_separable_is_depthwise_then_pointwise():
     # the same weights at another rate (what the one-shot supernet does) equal a module built at that rate
     other = SeparableConv(6, 8, (6, 1)).eval()
     other.load_state_dict(sep.state_dict())
-    assert torch.allclose(sep(x, rate=(6, 1)), other(x))
+    assert torch.allclose(sep(x, Operation.separable(6, 1)), other(x))
 
 
 def test_state_dict_keys_say_what_they_hold():
@@ -144,7 +144,7 @@ def test_bad_pooling_mode_and_output_stride():
 
 @pytest.mark.parametrize("kernel", [(1, 1), (3, 5), (17, 33), (32, 64)])
 def test_sliding_average_is_avg_pool(kernel):
-    from densecell.cell import sliding_average
+    from densecell.heads import sliding_average
 
     x = torch.randn(2, 3, 32, 64, requires_grad=True)
     expected = torch.nn.functional.avg_pool2d(x, kernel, stride=1)
@@ -156,9 +156,33 @@ def test_sliding_average_is_avg_pool(kernel):
 
 
 def test_grid_average_matrices_are_adaptive_pooling():
-    from densecell.cell import _bin_matrix
+    from densecell.heads import _bin_matrix
 
     x = torch.randn(2, 3, 17, 31)
     for grid in [(1, 1), (2, 4), (8, 8), (3, 5)]:
         rows, cols = _bin_matrix(grid[0], 17), _bin_matrix(grid[1], 31)
         assert torch.allclose(rows @ x @ cols.T, torch.nn.functional.adaptive_avg_pool2d(x, grid), atol=1e-6)
+
+
+def test_a_new_operation_family_is_its_definition_and_its_module(monkeypatch):
+    """The door for a new family: one entry in space.FAMILIES and one in heads.OPERATION_MODULES. Here a dense 5x5
+    convolution (TF's conv with kernel 5) becomes part of the space, its JSON, the head, the supernet and the cost."""
+    from densecell.cost import CellCoster
+    from densecell.heads import OPERATION_MODULES, ConvBNReLU
+    from densecell.space import FAMILIES, OpFamily, SearchSpace
+    from densecell.supernet import Supernet
+
+    assert set(OPERATION_MODULES) == set(FAMILIES)  # every family of the space has its module
+    monkeypatch.setitem(FAMILIES, "conv5x5", OpFamily("conv5x5", "conv", 5, None, None, "conv5x5", "c5"))
+    monkeypatch.setitem(OPERATION_MODULES, "conv5x5", lambda op, cin, filters, bn_momentum=0.1, **_: ConvBNReLU(
+        cin, filters, 5, bn_momentum=bn_momentum))
+    space = SearchSpace(num_branches=2, rates=(1,), grids=(1,))
+    assert [op.short() for op in space.operations()] == ["c1", "s1x1", "p1x1", "c5"]
+    cell = Cell.from_json('[{"kernel": 5, "op": "conv", "input": -1}, {"kernel": 1, "op": "conv", "input": 0}]', space)
+    assert cell[0].op == Operation("conv5x5") and Cell.from_json(cell.to_json(), space) == cell
+    head = DensePredictionCell(cell, 4, filters=8, concat_channels=8).eval()
+    x = torch.randn(1, 4, 9, 9)
+    assert head(x).shape == (1, 8, 9, 9) and head.branches[0].conv.kernel_size == (5, 5)
+    supernet = Supernet(space, 4, 3, filters=8).eval()
+    assert torch.allclose(supernet(x, cell), supernet.extract(cell).eval()(x), atol=1e-6)
+    assert CellCoster(4, 8, (129, 129))(cell).params == 4 * 8 * 25 + 8 * 8

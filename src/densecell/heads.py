@@ -1,4 +1,4 @@
-"""The cell as a module: DensePredictionCell and ASPP with the released TensorFlow DeepLab semantics.
+"""The heads as modules: DensePredictionCell and ASPP with the released TensorFlow DeepLab semantics.
 
 Every operation is convolution + BatchNorm + ReLU with ``filters`` outputs (TF's slim arg_scope). A 3x3 operation is a
 *split* separable convolution: depthwise atrous 3x3 + BN + ReLU, then pointwise 1x1 + BN + ReLU (TF's
@@ -20,9 +20,9 @@ Grid 1x1 is global average pooling in both.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 import torch
 import torch.nn.functional as F
@@ -30,7 +30,7 @@ from torch import nn
 
 from .errors import ModelError
 from .resize import resize_bilinear
-from .space import BACKBONE, Cell, Operation, OpKind, aspp_cell, load_cell
+from .space import BACKBONE, Cell, Operation, aspp_cell, load_cell
 
 PoolingMode = Literal["tf", "grid"]
 
@@ -50,27 +50,29 @@ class ConvBNReLU(nn.Module):
         self.conv = nn.Conv2d(in_channels, out_channels, kernel_size, padding=kernel_size // 2, bias=False)
         self.bn = nn.BatchNorm2d(out_channels, eps=BN_EPS, momentum=bn_momentum)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, op: Operation | None = None) -> torch.Tensor:
         return F.relu(self.bn(self.conv(x)))
 
 
 class SeparableConv(nn.Module):
     """TF's ``split_separable_conv2d``: depthwise atrous 3x3 + BN + ReLU, then pointwise 1x1 + BN + ReLU.
 
-    ``forward(x, rate)`` applies the same weights at another rate (the one-shot supernet shares them over rates)."""
+    ``forward(x, op)`` applies the same weights at ``op``'s rate (times ``multiplier``, TF's ``conv_rate_multiplier``):
+    the one-shot supernet shares them over rates."""
 
     def __init__(self, in_channels: int, out_channels: int, rate: tuple[int, int] = (1, 1),
-                 bn_momentum: float = 0.1) -> None:
+                 bn_momentum: float = 0.1, multiplier: int = 1) -> None:
         super().__init__()
-        self.rate = tuple(rate)
+        self.rate, self.multiplier = tuple(rate), multiplier
         self.conv_dw = nn.Conv2d(in_channels, in_channels, 3, padding=_same_padding(3, self.rate),
                                  dilation=self.rate, groups=in_channels, bias=False)
         self.bn_dw = nn.BatchNorm2d(in_channels, eps=BN_EPS, momentum=bn_momentum)
         self.conv_pw = nn.Conv2d(in_channels, out_channels, 1, bias=False)
         self.bn_pw = nn.BatchNorm2d(out_channels, eps=BN_EPS, momentum=bn_momentum)
 
-    def forward(self, x: torch.Tensor, rate: tuple[int, int] | None = None) -> torch.Tensor:
-        if rate is None or tuple(rate) == self.rate:
+    def forward(self, x: torch.Tensor, op: Operation | None = None) -> torch.Tensor:
+        rate = None if op is None else (op.rate[0] * self.multiplier, op.rate[1] * self.multiplier)
+        if rate is None or rate == self.rate:
             x = self.conv_dw(x)
         else:
             x = F.conv2d(x, self.conv_dw.weight, None, 1, _same_padding(3, rate), rate, self.conv_dw.groups)
@@ -118,7 +120,7 @@ def _bin_matrix(bins: int, size: int) -> torch.Tensor:
 class PyramidPooling(ConvBNReLU):
     """Average spatial pyramid pooling with grid ``g_h x g_w``, a 1x1 conv + BN + ReLU, and a bilinear resize back.
 
-    ``forward(x, grid)`` pools at another grid with the same 1x1 conv (as the one-shot supernet does)."""
+    ``forward(x, op)`` pools at ``op``'s grid with the same 1x1 conv (as the one-shot supernet does)."""
 
     def __init__(
         self,
@@ -138,8 +140,8 @@ class PyramidPooling(ConvBNReLU):
         self.output_stride = output_stride
         self.crop_size = crop_size
 
-    def forward(self, x: torch.Tensor, grid: tuple[int, int] | None = None) -> torch.Tensor:
-        grid = self.grid if grid is None else grid
+    def forward(self, x: torch.Tensor, op: Operation | None = None) -> torch.Tensor:
+        grid = self.grid if op is None else op.grid
         size = x.shape[-2:]
         if self.pooling == "grid":
             pooled = grid_average(x, grid)
@@ -169,6 +171,29 @@ class CellDropout(nn.Dropout):
         return x * keep / (1.0 - self.p)
 
 
+def _conv1x1(op: Operation, in_channels: int, filters: int, bn_momentum: float = 0.1, **_: Any) -> nn.Module:
+    return ConvBNReLU(in_channels, filters, 1, bn_momentum=bn_momentum)
+
+
+def _separable(op: Operation, in_channels: int, filters: int, output_stride: int = 16, bn_momentum: float = 0.1,
+               **_: Any) -> nn.Module:
+    multiplier = rate_multiplier(output_stride)
+    return SeparableConv(in_channels, filters, (op.rate[0] * multiplier, op.rate[1] * multiplier), bn_momentum,
+                         multiplier)
+
+
+def _pooling(op: Operation, in_channels: int, filters: int, output_stride: int = 16, pooling: PoolingMode = "tf",
+             crop_size: tuple[int, int] | None = None, bn_momentum: float = 0.1) -> nn.Module:
+    return PyramidPooling(in_channels, filters, op.grid, pooling, output_stride, crop_size, bn_momentum)
+
+
+OPERATION_MODULES: dict[str, Callable[..., nn.Module]] = {"conv1x1": _conv1x1, "sep3x3": _separable,
+                                                           "pool": _pooling}
+"""The module of each operation family of :data:`densecell.space.FAMILIES`, by its name: ``build(op, in_channels,
+filters, *, output_stride, pooling, crop_size, bn_momentum)``. A module's ``forward(x, op)`` computes another
+operation of its family with the same weights (the one-shot supernet shares them)."""
+
+
 def build_operation(
     op: Operation,
     in_channels: int,
@@ -180,13 +205,8 @@ def build_operation(
     bn_momentum: float = 0.1,
 ) -> nn.Module:
     """The module of one operation; separable rates are given at output stride 16 and scaled by ``16 // OS``."""
-    if op.kind is OpKind.CONV1X1:
-        return ConvBNReLU(in_channels, filters, 1, bn_momentum=bn_momentum)
-    if op.kind is OpKind.SEPARABLE:
-        multiplier = rate_multiplier(output_stride)
-        rate = (op.rate[0] * multiplier, op.rate[1] * multiplier)
-        return SeparableConv(in_channels, filters, rate, bn_momentum=bn_momentum)
-    return PyramidPooling(in_channels, filters, op.grid, pooling, output_stride, crop_size, bn_momentum)
+    return OPERATION_MODULES[op.kind](op, in_channels, filters, output_stride=output_stride, pooling=pooling,
+                                      crop_size=crop_size, bn_momentum=bn_momentum)
 
 
 def rate_multiplier(output_stride: int) -> int:
@@ -238,6 +258,14 @@ class DensePredictionCell(nn.Module):
         self.dropout = CellDropout(dropout)
         self.project = ConvBNReLU(filters * len(self.cell), concat_channels, 1, bn_momentum=bn_momentum)
 
+    @classmethod
+    def from_settings(cls, cell: Cell | str | Path, in_channels: int, *, filters: int = 256, dropout: float = 0.1,
+                      output_stride: int = 16, pooling: PoolingMode = "tf", crop_size: tuple[int, int] | None = None,
+                      bn_momentum: float = 0.1) -> DensePredictionCell:
+        """The head of a model (:data:`densecell.registry.HEADS`): the cell with ``filters`` concat channels."""
+        return cls(cell, in_channels, filters=filters, concat_channels=filters, dropout=dropout,
+                   output_stride=output_stride, pooling=pooling, crop_size=crop_size, bn_momentum=bn_momentum)
+
     def branch_outputs(self, features: torch.Tensor) -> list[torch.Tensor]:
         """Y_1 .. Y_B, each branch reading F or an earlier Y as the cell says."""
         outputs: list[torch.Tensor] = []
@@ -283,3 +311,11 @@ class ASPP(DensePredictionCell):
             pooling="grid",
             bn_momentum=bn_momentum,
         )
+
+    @classmethod
+    def from_settings(cls, cell: Cell | str | Path, in_channels: int, *, filters: int = 256, dropout: float = 0.1,
+                      output_stride: int = 16, bn_momentum: float = 0.1, **_: Any) -> ASPP:
+        """The head of a model (:data:`densecell.registry.HEADS`); ASPP is a fixed cell: ``cell``, the pooling mode
+        and the crop are not its to choose."""
+        return cls(in_channels, filters=filters, dropout=dropout, output_stride=output_stride,
+                   bn_momentum=bn_momentum)
