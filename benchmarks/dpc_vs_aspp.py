@@ -13,8 +13,8 @@ from __future__ import annotations
 import argparse
 
 import torch
-from common import table, write_result
 
+from common import table, write_result
 from densecell.cost import build_head, context_module_cost, feature_size, head_cost, measure_latency, model_cost
 from densecell.model import build_model
 

@@ -15,8 +15,8 @@ from collections.abc import Callable
 from pathlib import Path
 
 import torch
-from common import table, write_result
 
+from common import table, write_result
 from densecell import proxy
 from densecell.cache import FeatureCache, build_cache
 from densecell.config import ProxySettings, SupernetConfig

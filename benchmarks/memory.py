@@ -19,9 +19,8 @@ import tempfile
 from pathlib import Path
 
 from common import table, write_result
-
-from densecell.data.synthetic import write_synthetic_cityscapes
 from densecell.config import ProxySettings, SearchSettings
+from densecell.data.synthetic import write_synthetic_cityscapes
 from densecell.search import create_study
 
 CITYSCAPES = {"train": 2975, "val": 500}

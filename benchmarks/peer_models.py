@@ -16,9 +16,9 @@ from __future__ import annotations
 import argparse
 
 import torch
-from common import seconds_per_call, table, write_result
 from torch import nn
 
+from common import seconds_per_call, table, write_result
 from densecell.cost import count_madds, measure_latency
 from densecell.model import build_model
 

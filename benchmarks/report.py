@@ -65,7 +65,7 @@ def proxy_section(result: dict) -> list[str]:
 
 def scaling_section(result: dict) -> list[str]:
     workers = result["workers"]
-    return [f"## 2. Search scaling", "",
+    return ["## 2. Search scaling", "",
             f"{result['trials']} trials of {result['iterations_per_trial']} proxy steps each, one SQLite study, one "
             "torch thread per worker. " + provenance(result), "",
             table(["workers", "trials/min", "wall s with start-up", "trials/min with start-up"],

@@ -25,17 +25,17 @@ from pathlib import Path
 
 import optuna
 import torch
-from common import table, write_result
 from optuna.trial import TrialState
 
+from common import table, write_result
 from densecell import record
 from densecell.cache import FeatureCache
 from densecell.config import load_search_config
 from densecell.pipeline import run_pipeline
-from densecell.stages import feature_cache
 from densecell.proxy import train_candidate
 from densecell.ranking import spearman, top_overlap
 from densecell.search import completed_trials, create_study, load_study, run_worker
+from densecell.stages import feature_cache
 
 THREADS = 2
 """torch threads for the in-process proxy runs (the recipes' workers run one thread each, two at a time)."""

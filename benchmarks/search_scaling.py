@@ -20,16 +20,18 @@ from pathlib import Path
 
 import optuna
 import torch
-from common import table, write_result
 from optuna.trial import TrialState
 
-from densecell.data import Cityscapes, EvalTransform, TrainTransform
-from densecell.data.synthetic import write_synthetic_cityscapes
-from densecell.model import build_model
+from common import table, write_result
 from densecell.cache import build_cache
 from densecell.config import ProxySettings, SearchSettings
+from densecell.data import Cityscapes, EvalTransform, TrainTransform
+from densecell.data.synthetic import write_synthetic_cityscapes
+from densecell.model import (
+    build_model,
+    resolve_normalization,
+)
 from densecell.search import create_study
-from densecell.model import resolve_normalization  # noqa: E402
 
 NORMALIZATION = resolve_normalization("mobilenetv2_100")  # the random MobileNet-v2s here: ImageNet's
 
@@ -61,9 +63,9 @@ def main() -> None:
         root = write_synthetic_cityscapes(Path(tmp) / "data", train=16, val=4, size=(128, 256))
         torch.manual_seed(0)
         backbone = build_model(backbone="mobilenetv2_100", num_classes=19, feature_stages=2).backbone
-        cache = build_cache(backbone, Cityscapes(root, "train", TrainTransform((128, 128), 1.0, 1.0, normalization=NORMALIZATION)),
-                            Cityscapes(root, "val", EvalTransform(NORMALIZATION)), Path(tmp) / "cache", output_stride=16,
-                            crop_size=(128, 128))
+        train = Cityscapes(root, "train", TrainTransform((128, 128), 1.0, 1.0, normalization=NORMALIZATION))
+        cache = build_cache(backbone, train, Cityscapes(root, "val", EvalTransform(NORMALIZATION)), Path(tmp) / "cache",
+                            output_stride=16, crop_size=(128, 128))
         storage = f"sqlite:///{Path(tmp) / 'study.db'}"
         results = {workers: run(cache, storage, workers, args.trials, args.iterations) for workers in (1, 2)}
     speedup = results[2]["trials_per_min"] / results[1]["trials_per_min"]

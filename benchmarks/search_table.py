@@ -2,7 +2,7 @@
 with the demo's proxy settings, each at every rung, with its MAdds, params and seconds; the published cell; and 50
 cells trained a second time with another seed (the noise floor).
 
-    python benchmarks/search_table.py build     # densecell search on configs/search-synthetic-table.yaml (~1 h, 2 cores)
+    python benchmarks/search_table.py build     # densecell search, configs/search-synthetic-table.yaml (2 cores: hours)
     python benchmarks/search_table.py export    # -> benchmarks/data/synthetic-proxy-table.json.gz
 
 ``build`` writes the synthetic data if needed, queues the published cell and the 50 repeated cells (each twice: a
@@ -27,9 +27,9 @@ from optuna.trial import TrialState
 from densecell import record
 from densecell.config import load_search_config
 from densecell.data.synthetic import write_synthetic_cityscapes
-from densecell.stages import feature_cache
 from densecell.search import cell_params, create_study
 from densecell.space import load_cell
+from densecell.stages import feature_cache
 
 ROOT = Path(__file__).parent.parent
 RECIPE = ROOT / "configs" / "search-synthetic-table.yaml"
@@ -82,9 +82,10 @@ def export() -> None:
         facts = record.TrialRecord.from_trial(trial)
         kind = "published" if facts.cell == published else ("repeat" if facts.cell in seen else "uniform")
         seen.setdefault(facts.cell, trial.number)
+        rungs = {str(step): miou for step, miou in sorted(trial.intermediate_values.items())}
         rows.append({"trial": trial.number, "seed": trial.number, "kind": kind, "cell": facts.cell.to_records(),
-                     "miou": facts.values[0], "rungs": {str(k): v for k, v in sorted(trial.intermediate_values.items())},
-                     "madds": facts.madds, "params": facts.params, "seconds": facts.seconds})
+                     "miou": facts.values[0], "rungs": rungs, "madds": facts.madds, "params": facts.params,
+                     "seconds": facts.seconds})
     table = {"commit": commit(), "command": "python benchmarks/search_table.py build && python "
                                             "benchmarks/search_table.py export",
              "recipe": str(RECIPE.relative_to(ROOT)), "proxy": settings.proxy.model_dump(mode="json"),

@@ -1,12 +1,9 @@
 import sys
-from pathlib import Path
 
 import pytest
 
-sys.path.insert(0, str(Path(__file__).parent))  # tests/layouts.py
-
-from densecell.data.synthetic import write_synthetic_cityscapes  # noqa: E402
-from densecell.model import resolve_normalization  # noqa: E402
+from densecell.data.synthetic import write_synthetic_cityscapes
+from densecell.model import resolve_normalization
 
 NORMALIZATION = resolve_normalization("mobilenetv2_100")  # the random MobileNet-v2s here: ImageNet's
 
@@ -33,30 +30,19 @@ def synthetic_root(tmp_path_factory):
                                       objects=4)
 
 
-def tiny_overrides(root, output_dir, name, iterations=4, **extra):
-    """Overrides for a fast CPU run on the synthetic data."""
-    values = {
-        "data.root": root, "data.crop_size": "[64,64]", "data.batch_size": 2, "data.workers": 0,
-        "data.min_scale": 1.0, "data.max_scale": 1.0, "model.filters": 32, "optim.iterations": iterations,
-        "optim.lr": 0.02, "checkpoint_every": 2, "log_every": 1, "output_dir": output_dir, "name": name,
-        "allow_random_backbone": "true",  # random backbones on purpose: nothing pretrained can be downloaded here
-    } | extra
-    return [f"{key}={value}" for key, value in values.items()]
-
-
 @pytest.fixture(scope="session")
 def feature_cache(synthetic_root, tmp_path_factory):
     """The proxy cache of a (random, seeded) MobileNet-v2 over the synthetic data: 2 views of 64x64 crops."""
     import torch
 
+    from densecell.cache import build_cache
     from densecell.data import Cityscapes, EvalTransform, TrainTransform
     from densecell.model import build_model
-    from densecell.cache import build_cache
 
     torch.manual_seed(0)
     backbone = build_model(num_classes=19).backbone
     folder = tmp_path_factory.mktemp("cache") / "cache"
-    build_cache(backbone, Cityscapes(synthetic_root, "train", TrainTransform((64, 64), 1.0, 1.0, normalization=NORMALIZATION)),
-                Cityscapes(synthetic_root, "val", EvalTransform(NORMALIZATION)), folder, output_stride=16, crop_size=(64, 64),
-                views=2, shard_size=12)
+    train = Cityscapes(synthetic_root, "train", TrainTransform((64, 64), 1.0, 1.0, normalization=NORMALIZATION))
+    val = Cityscapes(synthetic_root, "val", EvalTransform(NORMALIZATION))
+    build_cache(backbone, train, val, folder, output_stride=16, crop_size=(64, 64), views=2, shard_size=12)
     return folder, backbone

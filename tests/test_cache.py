@@ -8,7 +8,6 @@ import shutil
 import numpy as np
 import pytest
 import torch
-from layouts import write_folder, write_voc
 
 from densecell.cache import CacheSource, FeatureCache, build_cache, cache_source, check_cache
 from densecell.config import load_search_config
@@ -16,6 +15,7 @@ from densecell.data import Cityscapes, EvalTransform, FolderDataset, PascalVOC, 
 from densecell.errors import CacheDamaged, CacheError, CacheMissing
 from densecell.model import build_model, resolve_normalization
 from densecell.stages import rerank_config
+from helpers import recipe, write_folder, write_voc
 
 NORMALIZATION = resolve_normalization("mobilenetv2_100")  # the random MobileNet-v2s here: ImageNet's
 
@@ -124,7 +124,7 @@ def test_a_damaged_cache_through_the_cli_says_what_to_delete_and_what_rebuilds_i
                                                                                     synthetic_root):
     folder = copy_cache(feature_cache, tmp_path)
     DAMAGE["truncated data"](folder)
-    code, _, err = densecell("search", "--config", "configs/search-synthetic.yaml", "--data-root", synthetic_root,
+    code, _, err = densecell("search", "--config", recipe("search-synthetic.yaml"), "--data-root", synthetic_root,
                              "--set", f"output_dir={tmp_path / 'runs'}", "--set", f"cache.dir={folder}")
     assert code == 2 and err.count("\n") == 1 and "Traceback" not in err, err
     assert f"{folder / 'train.features.npy'}: damaged" in err and f"delete {folder}" in err
@@ -182,7 +182,7 @@ def test_val_images_of_several_sizes_are_padded_to_the_largest(tmp_path, layout,
     caplog.set_level("INFO", logger="densecell.cache")
     folder = build_cache(backbone, train, val, tmp_path / "cache", output_stride=4, crop_size=(33, 33))
     cache = FeatureCache.load(folder)
-    assert cache.spec["val_size"] == [52, 56] and cache.val_labels.shape == (3, 52, 56)
+    assert cache.spec.val_size == (52, 56) and cache.val_labels.shape == (3, 52, 56)
     assert "padded to 52x56" in caplog.text and "3 sizes" in caplog.text
     labels = cache.val_labels
     assert (labels[0, 40:] == 255).all() and (labels[1, :, 36:] == 255).all()  # the padding is ignored
@@ -202,7 +202,7 @@ def test_the_source_records_resolved_weights_and_reads_old_caches(feature_cache,
                       "std": [0.229, 0.224, 0.225]}
     (folder / "spec.json").write_text(json.dumps(spec))
     assert cache_source(folder).weights == "mobilenetv2_100.ra_in1k"
-    config = load_search_config("configs/search-synthetic.yaml", [f"cache.dir={folder}", "backbone.pretrained=true",
+    config = load_search_config(recipe("search-synthetic.yaml"), [f"cache.dir={folder}", "backbone.pretrained=true",
                                                                   "warmup=null"])
     run = rerank_config(config, "trial-0", "cityscapes-top1")
     assert run.model.pretrained == "mobilenetv2_100.ra_in1k" and run.model.mean == (0.485, 0.456, 0.406)

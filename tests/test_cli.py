@@ -2,6 +2,8 @@ import json
 
 import pytest
 
+from helpers import recipe, tiny_overrides
+
 
 def test_space_prints_the_papers_size(densecell):
     code, out, _ = densecell("space")
@@ -69,8 +71,6 @@ def test_bad_input_is_one_line_and_exit_2(densecell, args, message):
 
 
 def test_cell_importance_is_the_l1_norm_of_each_branchs_projection_weights(densecell, synthetic_root, tmp_path):
-    from conftest import tiny_overrides
-
     from densecell.checkpoint import load_run
     from densecell.config import load_config
     from densecell.train import train
@@ -91,7 +91,7 @@ def test_cell_importance_is_the_l1_norm_of_each_branchs_projection_weights(dense
 
 
 def test_a_random_backbone_is_refused_unless_the_recipe_allows_it(densecell, synthetic_root, tmp_path):
-    args = ["cache", "--config", "configs/search-synthetic.yaml", "--data-root", synthetic_root,
+    args = ["cache", "--config", recipe("search-synthetic.yaml"), "--data-root", synthetic_root,
             "--set", "warmup=null", "--set", f"output_dir={tmp_path}"]
     code, _, err = densecell(*args)
     assert code == 2 and err.count("\n") == 1

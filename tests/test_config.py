@@ -1,18 +1,15 @@
 import pytest
 
-from densecell.config import ConfigError, load_config
+from densecell.config import ConfigError, load_config, load_search_config
+from helpers import CONFIGS, recipe
 
 
 def test_every_shipped_recipe_validates():
-    from pathlib import Path
-
-    from densecell.config import load_search_config
-
-    recipes = sorted(Path("configs").glob("*.yaml"))
+    recipes = sorted(CONFIGS.glob("*.yaml"))
     assert len(recipes) >= 8
-    for recipe in recipes:
-        config = (load_search_config if recipe.stem.startswith("search-") else load_config)(recipe)
-        assert config.name == recipe.stem
+    for path in recipes:
+        config = (load_search_config if path.stem.startswith("search-") else load_config)(path)
+        assert config.name == path.stem
 
 
 def test_paper_defaults():
@@ -23,7 +20,7 @@ def test_paper_defaults():
 
 
 def test_overrides_parse_values_as_yaml():
-    config = load_config("configs/cityscapes-xception71-dpc.yaml", ["optim.lr=0.02", "data.crop_size=[513, 513]",
+    config = load_config(recipe("cityscapes-xception71-dpc.yaml"), ["optim.lr=0.02", "data.crop_size=[513, 513]",
                                                                    "model.decoder=false"])
     assert config.optim.lr == 0.02 and config.data.crop_size == (513, 513) and config.model.decoder is False
 

@@ -2,7 +2,6 @@ import pytest
 import torch
 from torch import nn
 
-from densecell.heads import ASPP, DensePredictionCell
 from densecell.cost import (
     conv_params,
     count_madds,
@@ -10,6 +9,7 @@ from densecell.cost import (
     model_cost,
     paper_table,
 )
+from densecell.heads import ASPP, DensePredictionCell
 from densecell.model import build_model
 
 

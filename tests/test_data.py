@@ -3,7 +3,6 @@ import random
 import numpy as np
 import pytest
 import torch
-from layouts import write_cityscapes, write_folder, write_person_part, write_sbd, write_voc
 from PIL import Image
 
 from densecell.data import (
@@ -17,7 +16,8 @@ from densecell.data import (
     build_dataset,
 )
 from densecell.data.cityscapes import train_classes, train_id_to_label_id
-from densecell.model import resolve_normalization  # noqa: E402
+from densecell.model import resolve_normalization
+from helpers import write_cityscapes, write_folder, write_person_part, write_sbd, write_voc
 
 NORMALIZATION = resolve_normalization("mobilenetv2_100")  # the random MobileNet-v2s here: ImageNet's
 
@@ -63,7 +63,7 @@ def test_cityscapes_trainval_and_coarse_extra_in_one_split(cityscapes):
     data = Cityscapes(cityscapes, "trainval+train_extra")
     assert len(data) == 5
     labels = [str(s.label) for s in data.samples]
-    assert sum("gtFine" in l for l in labels) == 3 and sum("gtCoarse_labelIds" in l for l in labels) == 2
+    assert sum("gtFine" in name for name in labels) == 3 and sum("gtCoarse_labelIds" in name for name in labels) == 2
     assert set(np.unique(data.load(3)[1])) == {13, 255}
     next((cityscapes / "gtCoarse" / "train_extra").rglob("*.png")).unlink()
     with pytest.raises(DataError, match="gtCoarse/train_extra"):  # it has no fine labels: always read coarse

@@ -1,18 +1,17 @@
 import json
-import math
 
 import numpy as np
 import pytest
 import torch
-from conftest import tiny_overrides
 from PIL import Image
 from torch import nn
 
 from densecell.config import load_config
 from densecell.data import Cityscapes, EvalTransform
 from densecell.evaluate import evaluate, predict_probabilities, sliding_window_logits
+from densecell.model import resolve_normalization
 from densecell.train import train
-from densecell.model import resolve_normalization  # noqa: E402
+from helpers import tiny_overrides
 
 NORMALIZATION = resolve_normalization("mobilenetv2_100")  # the random MobileNet-v2s here: ImageNet's
 
@@ -141,8 +140,8 @@ def test_eval_pads_to_the_tf_eval_crop(densecell, checkpoint, synthetic_root, tm
 
 def test_eval_and_predict_normalise_as_the_checkpoint_says(checkpoint, synthetic_root):
     """The normalisation a run was trained with travels in its checkpoint and is what eval and predict apply."""
-    from timm.data import resolve_data_config
     import timm
+    from timm.data import resolve_data_config
 
     from densecell.checkpoint import load_run
     from densecell.data import eval_dataset

@@ -5,11 +5,12 @@ import json
 import pytest
 
 from densecell.fidelity import choose_cells, slug
-from densecell.space import SearchSpace, load_cell
+from densecell.space import SearchSpace
+from helpers import recipe
 
 
 def base(synthetic_root, tmp_path):
-    return ["--config", "configs/search-synthetic.yaml", "--data-root", synthetic_root,
+    return ["--config", recipe("search-synthetic.yaml"), "--data-root", synthetic_root,
             "--set", f"output_dir={tmp_path}", "--set", "warmup.iterations=4", "--set", "cache.views=1",
             "--set", "proxy.iterations=6", "--set", "proxy.filters=8", "--set", "rerank.optim.iterations=2"]
 

@@ -8,11 +8,11 @@ import time
 
 import optuna
 import pytest
-from conftest import tiny_overrides
 from optuna.trial import TrialState
 
 from densecell.errors import RunInUseError
 from densecell.lock import RunLock
+from helpers import recipe, tiny_overrides
 
 
 def cli(*args):
@@ -75,7 +75,7 @@ SEARCH = ["warmup.iterations=6", "cache.views=1", "proxy.iterations=12", "proxy.
 def twice(command, synthetic_root, tmp_path):
     """``densecell COMMAND`` on the synthetic search recipe, a second time once the first holds the run: both
     outputs, after checking that both exit 0 and that the warm-up and the cache were built once."""
-    args = [command, "--config", "configs/search-synthetic.yaml", "--data-root", synthetic_root,
+    args = [command, "--config", recipe("search-synthetic.yaml"), "--data-root", synthetic_root,
             *as_set(SEARCH + [f"output_dir={tmp_path}"])]
     first = cli(*args)
     wait_for(tmp_path / "search-synthetic" / ".lock.json", first)

@@ -5,12 +5,12 @@ import sys
 import pytest
 import timm
 import torch
-from layouts import write_hf_cache
 
-from densecell.heads import ASPP, DensePredictionCell
 from densecell.data.synthetic import write_synthetic_cityscapes
 from densecell.errors import ModelError
+from densecell.heads import ASPP, DensePredictionCell
 from densecell.model import KNOWN_BACKBONES, build_model
+from helpers import write_hf_cache
 
 
 @pytest.mark.parametrize("backbone", KNOWN_BACKBONES)

@@ -7,8 +7,16 @@ import torch
 from torch import nn
 
 from densecell.model import build_model
-from densecell.optim import (LOSS_SCALE, decayed_parameters, loss_scaler, param_groups, poly_lambda, rng_state,
-                             set_rng_state, train_step)
+from densecell.optim import (
+    LOSS_SCALE,
+    decayed_parameters,
+    loss_scaler,
+    param_groups,
+    poly_lambda,
+    rng_state,
+    set_rng_state,
+    train_step,
+)
 
 
 def test_weight_decay_as_tf_deeplab():

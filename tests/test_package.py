@@ -116,3 +116,55 @@ def test_no_path_defaults_to_imagenet_statistics(helper):
     module, name = helper.split(":")
     parameter = inspect.signature(getattr(importlib.import_module(module), name)).parameters["normalization"]
     assert parameter.default is inspect.Parameter.empty
+
+
+def is_module(name):
+    return (SOURCE.parent.joinpath(*name.split(".")).with_suffix(".py")).exists()
+
+
+def imports_of(path):
+    """The densecell modules a source file imports, at its top or inside its functions (and Optuna, if it does)."""
+    package = "densecell" + "".join(f".{part}" for part in path.relative_to(SOURCE).parent.parts)
+    found = set()
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.ImportFrom) and node.level:
+            base = package.rsplit(".", node.level - 1)[0] if node.level > 1 else package
+            module = f"{base}.{node.module}" if node.module else base
+            found |= {f"{module}.{a.name}" if is_module(f"{module}.{a.name}") else module for a in node.names}
+        elif isinstance(node, (ast.Import, ast.ImportFrom)):
+            names = [alias.name for alias in node.names] if isinstance(node, ast.Import) else [node.module or ""]
+            found |= {name for name in names if name.split(".")[0] in ("densecell", "optuna")}
+    return found
+
+
+def module_name(path):
+    name = "densecell." + ".".join(path.relative_to(SOURCE).with_suffix("").parts)
+    return name.removesuffix(".__init__")
+
+
+def test_no_import_cycle_and_the_layers_hold():
+    """Imports go one way (no cycle, imports inside functions counted); the proxy, the supernet and the cache are
+    siblings of full training (nothing from evaluate or train); the command line reaches neither Optuna nor the
+    owners of the files on disk (locks, cache, study records): it parses, calls the library and prints."""
+    graph = {module_name(path): imports_of(path) for path in SOURCE.rglob("*.py")}
+    graph = {name: {target for target in targets if target in graph and target != name}
+             for name, targets in graph.items()}
+    for name in graph:
+        graph[name].discard("densecell")
+    state = {}
+
+    def visit(node, trail):
+        state[node] = "open"
+        for target in sorted(graph[node]):
+            assert state.get(target) != "open", " -> ".join(trail + [node, target])
+            if target not in state:
+                visit(target, trail + [node])
+        state[node] = "done"
+
+    for node in sorted(graph):
+        if node not in state:
+            visit(node, [])
+    for sibling in ("densecell.proxy", "densecell.supernet", "densecell.cache"):
+        assert not {"densecell.evaluate", "densecell.train"} & graph[sibling], sibling
+    cli = imports_of(SOURCE / "cli.py")
+    assert not {"optuna", "densecell.lock", "densecell.cache", "densecell.record"} & cli, cli

@@ -7,20 +7,21 @@ import pytest
 import torch
 from optuna.trial import TrialState
 
+from densecell.cache import FeatureCache
 from densecell.config import load_search_config
 from densecell.data.synthetic import write_synthetic_cityscapes
-from densecell.cache import FeatureCache
 from densecell.optim import default_device
 from densecell.pipeline import run_pipeline
 from densecell.proxy import train_candidate
 from densecell.search import completed_trials
 from densecell.space import Cell
+from helpers import recipe
 
 
 @pytest.mark.slow
 def test_search_pipeline_end_to_end_and_resumed(tmp_path):
     root = write_synthetic_cityscapes(tmp_path / "data", train=24, val=8, seed=2)
-    config = load_search_config("configs/search-synthetic.yaml", [
+    config = load_search_config(recipe("search-synthetic.yaml"), [
         f"data.root={root}", f"output_dir={tmp_path / 'runs'}", "warmup.iterations=40", "cache.views=1",
         "search.trials=6", "rerank.top=2", "rerank.optim.iterations=10"])
     outputs = run_pipeline(config)

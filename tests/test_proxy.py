@@ -57,8 +57,8 @@ def test_cached_proxy_matches_frozen_backbone_training(feature_cache, synthetic_
     noise. (How much faster the cache is lives in benchmarks/proxy_speed.py, not in a timed test.)"""
     folder, backbone = feature_cache
     cache = FeatureCache.load(folder)
-    fresh = FrozenBackboneFeatures(cache, backbone, Cityscapes(synthetic_root, "train",
-                                                                TrainTransform((64, 64), 1.0, 1.0, normalization=NORMALIZATION)))
+    train = Cityscapes(synthetic_root, "train", TrainTransform((64, 64), 1.0, 1.0, normalization=NORMALIZATION))
+    fresh = FrozenBackboneFeatures(cache, backbone, train)
     settings = ProxySettings(iterations=40, batch_size=4, lr=0.05, filters=16)
     cached = train_candidate("cityscapes-top1", cache, settings, seed=3)
     computed = train_candidate("cityscapes-top1", fresh, settings, seed=3)

@@ -10,13 +10,13 @@ import optuna
 import pytest
 import timm
 import torch
-from layouts import write_hf_cache
 from optuna.trial import TrialState
 
 from densecell.checkpoint import load_run
 from densecell.config import load_search_config
+from helpers import recipe, write_hf_cache
 
-RECIPE = "configs/search-cityscapes-mobilenetv2.yaml"
+RECIPE = recipe("search-cityscapes-mobilenetv2.yaml")
 
 
 def test_the_recipe_is_the_papers_proxy():

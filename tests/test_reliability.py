@@ -13,20 +13,18 @@ import numpy as np
 import optuna
 import pytest
 import torch
-from conftest import tiny_overrides
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from layouts import write_folder
 from optuna.trial import TrialState
 from PIL import Image
-from test_space import BAD_CELLS
 
 from densecell import search as search_module
-from densecell.data.synthetic import write_synthetic_cityscapes
 from densecell.config import ProxySettings, SearchSettings
+from densecell.data.synthetic import write_synthetic_cityscapes
 from densecell.errors import TrainingError
 from densecell.search import create_study, run_worker
 from densecell.space import Cell, CellError, SearchSpace
+from helpers import BAD_CELLS, recipe, tiny_overrides, write_folder
 
 
 def one_line_error(code, err, message, exit_code=2):
@@ -254,9 +252,9 @@ def test_killed_cache_resumes_to_identical_files(synthetic_root, tmp_path):
     from densecell.config import load_search_config
     from densecell.stages import feature_cache
 
-    straight = feature_cache(load_search_config("configs/search-synthetic.yaml",
+    straight = feature_cache(load_search_config(recipe("search-synthetic.yaml"),
                                                       cache_overrides(synthetic_root, tmp_path / "a")))
-    args = ["cache", "--config", "configs/search-synthetic.yaml", *as_set(cache_overrides(synthetic_root,
+    args = ["cache", "--config", recipe("search-synthetic.yaml"), *as_set(cache_overrides(synthetic_root,
                                                                                           tmp_path / "b"))]
     process = cli_process(*args)
     shards = tmp_path / "b" / "search-synthetic" / "cache" / "train"

@@ -10,7 +10,6 @@ from pathlib import Path
 
 import optuna
 import pytest
-from optuna.storages import RetryHeartbeatStaleTrialCallback
 from optuna.trial import TrialState
 
 from densecell.config import ProxySettings, SearchSettings

@@ -18,6 +18,7 @@ from densecell.space import (
     load_cell,
     preset_text,
 )
+from helpers import BAD_CELLS
 
 TINY = SearchSpace(num_branches=2, rates=(1, 3), grids=(1,))
 
@@ -127,35 +128,6 @@ def test_aspp_is_a_cell_of_the_space():
     assert all(b.input == BACKBONE for b in cell)
 
 
-def five(branch0: str) -> str:
-    rest = ', '.join(['{"kernel": 1, "op": "conv", "input": 0}'] * 4)
-    return f"[{branch0}, {rest}]"
-
-
-BAD_CELLS = [
-    ("[not json", "not valid JSON"),
-    ('{"op": "conv"}', "expected a JSON list"),
-    ("[]", "no branches"),
-    ("[1, 2, 3, 4, 5]", "branch 0: expected an object"),
-    (five('{"op": "dilated", "kernel": 3, "input": -1}'), "branch 0: field 'op'"),
-    (five('{"kernel": 3, "rate": [1, 1], "input": -1}'), "branch 0: missing field 'op'"),
-    (five('{"kernel": 3, "op": "conv", "input": -1}'), "branch 0: missing field 'rate'"),
-    (five('{"rate": [1, 1], "op": "conv", "input": -1}'), "branch 0: missing field 'kernel'"),
-    (five('{"kernel": 3, "rate": [1, 1], "op": "conv"}'), "branch 0: missing field 'input'"),
-    (five('{"kernel": 1, "op": "conv", "input": -1, "color": "red"}'), "branch 0: unexpected field 'color'"),
-    (five('{"kernel": 5, "rate": [1, 1], "op": "conv", "input": -1}'), "branch 0: field 'kernel'"),
-    (five('{"kernel": 3, "rate": 6, "op": "conv", "input": -1}'), "branch 0: field 'rate'"),
-    (five('{"kernel": 3, "rate": [6, "6"], "op": "conv", "input": -1}'), "branch 0: field 'rate'"),
-    (five('{"kernel": 3, "rate": [0, 6], "op": "conv", "input": -1}'), "branch 0: field 'rate'"),
-    (five('{"kernel": 3, "rate": [2, 6], "op": "conv", "input": -1}'), "branch 0: field 'rate' [2, 6] is outside"),
-    (five('{"grid_size": [3, 1], "op": "pyramid_pooling", "input": -1}'), "branch 0: field 'grid_size' [3, 1]"),
-    (five('{"grid_size": [true, 1], "op": "pyramid_pooling", "input": -1}'), "branch 0: field 'grid_size'"),
-    (five('{"kernel": 1, "op": "conv", "input": "F"}'), "branch 0: field 'input' must be an integer"),
-    (five('{"kernel": 1, "op": "conv", "input": 0}'), "branch 0: field 'input' is 0"),
-    (five('{"kernel": 1, "op": "conv", "input": -2}'), "branch 0: field 'input' is -2"),
-    ('[{"kernel": 1, "op": "conv", "input": -1}, {"kernel": 1, "op": "conv", "input": 1}]', "branch 1: field 'input'"),
-    ("[" + ", ".join(['{"kernel": 1, "op": "conv", "input": -1}'] * 1000) + "]", "1000 branches"),
-]
 
 
 @pytest.mark.parametrize("text,message", BAD_CELLS)

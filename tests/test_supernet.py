@@ -14,10 +14,11 @@ from optuna.trial import TrialState
 from densecell import record
 from densecell.cache import FeatureCache
 from densecell.config import ProxySettings, SupernetConfig, load_search_config
-from densecell.space import SearchSpace, load_cell
 from densecell.optim import LOSS_SCALE
+from densecell.space import SearchSpace, load_cell
 from densecell.steps import Precision
 from densecell.supernet import Supernet, build_supernet, resume, score_cell, step_cell, train_supernet
+from helpers import recipe
 
 MIXED = load_cell('[{"kernel": 3, "rate": [21, 3], "op": "conv", "input": -1}, '
                   '{"grid_size": [2, 4], "op": "pyramid_pooling", "input": 0}, '
@@ -91,12 +92,12 @@ def test_a_killed_supernet_training_resumes_to_the_same_weights(synthetic_root, 
     overrides = [f"data.root={synthetic_root}", f"output_dir={tmp_path}", "warmup=null", "allow_random_backbone=true",
                  "cache.views=1", "proxy.batch_size=4", "proxy.filters=8", "supernet.steps=40",
                  "supernet.checkpoint_every=4", "search.mode=oneshot", "search.oneshot_cells=3", "search.trials=2"]
-    straight = load_search_config("configs/search-synthetic.yaml", overrides + ["name=straight"])
+    straight = load_search_config(recipe("search-synthetic.yaml"), overrides + ["name=straight"])
     from densecell.stages import feature_cache, supernet
 
     feature_cache(straight)
     reference = supernet(straight)[0].state_dict()
-    args = ["supernet", "--config", "configs/search-synthetic.yaml", *sum((["--set", o] for o in overrides +
+    args = ["supernet", "--config", recipe("search-synthetic.yaml"), *sum((["--set", o] for o in overrides +
                                                                           ["name=killed"]), [])]
     process = subprocess.Popen([sys.executable, "-m", "densecell", *args], stdout=subprocess.PIPE,
                                stderr=subprocess.PIPE, text=True,  # on the CPU, as the reference
@@ -111,7 +112,7 @@ def test_a_killed_supernet_training_resumes_to_the_same_weights(synthetic_root, 
     process.wait()
     step = torch.load(checkpoint, weights_only=True)["step"]
     assert 8 <= step < 40, step
-    killed = load_search_config("configs/search-synthetic.yaml", overrides + ["name=killed"])
+    killed = load_search_config(recipe("search-synthetic.yaml"), overrides + ["name=killed"])
     resumed = supernet(killed)[0].state_dict()
     for key, value in reference.items():
         assert torch.equal(value, resumed[key]), key
@@ -123,11 +124,11 @@ def test_the_screen_scores_cells_into_the_study_and_the_best_go_to_the_proxy(syn
     from densecell.search import completed_trials, load_study
     from densecell.stages import feature_cache
 
-    base = load_search_config("configs/search-synthetic.yaml", [
+    base = load_search_config(recipe("search-synthetic.yaml"), [
         f"data.root={synthetic_root}", f"output_dir={tmp_path}", "warmup=null", "allow_random_backbone=true",
         "cache.views=1"])
     feature_cache(base)
-    config = load_search_config("configs/search-synthetic-oneshot.yaml", [
+    config = load_search_config(recipe("search-synthetic-oneshot.yaml"), [
         f"data.root={synthetic_root}", f"output_dir={tmp_path}", f"cache.dir={base.cache_dir}",
         "proxy.iterations=8", "proxy.batch_size=4", "supernet.steps=10", "search.oneshot_cells=12", "search.trials=3",
         "search.workers=1"])

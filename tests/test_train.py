@@ -7,7 +7,6 @@ import time
 
 import pytest
 import torch
-from conftest import tiny_overrides
 from torch.utils.data import DataLoader
 
 from densecell.checkpoint import load_checkpoint, load_run
@@ -16,6 +15,7 @@ from densecell.data import Cityscapes, TrainTransform
 from densecell.errors import RunExistsError, TrainingError
 from densecell.model import build_model, resolve_normalization
 from densecell.train import IterationSampler, train
+from helpers import recipe, tiny_overrides
 
 NORMALIZATION = resolve_normalization("mobilenetv2_100")  # the random MobileNet-v2s here: ImageNet's
 
@@ -150,7 +150,7 @@ def test_synthetic_training_beats_chance_by_far(synthetic_root, tmp_path):
     from densecell.data.synthetic import write_synthetic_cityscapes
 
     root = write_synthetic_cityscapes(tmp_path / "data", train=32, val=8, seed=1)
-    config = load_config("configs/synthetic-mobilenetv2-dpc.yaml", [
+    config = load_config(recipe("synthetic-mobilenetv2-dpc.yaml"), [
         f"data.root={root}", f"output_dir={tmp_path}", "optim.iterations=200", "data.batch_size=4", "eval_every=0",
         "data.workers=0"])
     result = train(config)
@@ -160,8 +160,8 @@ def test_synthetic_training_beats_chance_by_far(synthetic_root, tmp_path):
 
 def test_training_normalises_as_timm_says_for_the_backbone(synthetic_root, tmp_path, monkeypatch):
     """xception71 (TF-ported weights): inputs are 2x/255 - 1, mean = std = 0.5, in training and in the checkpoint."""
-    from timm.data import resolve_data_config
     import timm
+    from timm.data import resolve_data_config
 
     from densecell import train as training
 

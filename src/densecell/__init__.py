@@ -10,10 +10,10 @@ The few names a user needs are here, as ``timm.create_model`` is::
 Everything else lives in the modules (``densecell.proxy``, ``densecell.search`` ...), which import only what they use.
 """
 
-from .heads import ASPP, DensePredictionCell
 from .config import ProxySettings, SearchSettings, load_config, load_search_config
 from .cost import cell_costs, context_module_cost, model_cost, paper_table
 from .errors import DensecellError
+from .heads import ASPP, DensePredictionCell
 from .model import backbone_normalization, build_model
 from .space import Branch, Cell, Operation, SearchSpace, load_cell
 

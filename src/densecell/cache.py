@@ -37,6 +37,11 @@ from .files import atomic_path, make_dirs, save_array, write_text
 from .model import resolve_weights
 from .progress import Progress, report
 
+__all__ = [
+    "build_cache", "cache_source", "cache_spec", "CACHE_VERSION", "CacheSource", "CacheSpec", "check_cache",
+    "FeatureCache", "FrozenBackboneFeatures", "KINDS", "largest_size", "pad_to", "remembered", "SPLITS"
+]
+
 logger = logging.getLogger(__name__)
 CACHE_VERSION = 1
 SPLITS = ("train", "val")
@@ -66,6 +71,39 @@ class CacheSource(BaseModel):
         return values
 
 
+class CacheSpec(BaseModel):
+    """``spec.json``: the settings a cache was built with (a rerun with other settings on its folder is refused), the
+    item counts and sizes its arrays must have, and the :class:`CacheSource`."""
+
+    model_config = ConfigDict(frozen=True)
+
+    version: int = CACHE_VERSION
+    output_stride: int
+    crop_size: tuple[int, int]
+    val_size: tuple[int, int]
+    views: int
+    seed: int
+    shard_size: int
+    classes: tuple[str, ...]
+    train_images: int
+    val_images: int
+    source: CacheSource | None = None
+
+    @model_validator(mode="before")
+    @classmethod
+    def _no_source(cls, values: Any) -> Any:
+        """Caches written before their source was recorded have ``source: {}``."""
+        return values | {"source": None} if isinstance(values, dict) and values.get("source") == {} else values
+
+    def count(self, split: str) -> int:
+        """The items of a split: ``views`` crops of each training image, each val image once."""
+        return self.train_images * self.views if split == "train" else self.val_images
+
+    def size(self, split: str) -> tuple[int, int]:
+        """The label size of a split's items: the crop, or the padded val size."""
+        return self.crop_size if split == "train" else self.val_size
+
+
 def pad_to(image: torch.Tensor, label: torch.Tensor, size: tuple[int, int]) -> tuple[torch.Tensor, torch.Tensor]:
     """Pad a normalised image with 0 (the mean pixel) and its label with ignore, bottom and right."""
     pad_h, pad_w = size[0] - label.shape[0], size[1] - label.shape[1]
@@ -81,19 +119,19 @@ class _Job:
 
     backbone: nn.Module
     datasets: dict[str, SegmentationDataset]
-    spec: dict[str, Any]
+    spec: CacheSpec
     device: torch.device
     batch_size: int
 
     def items(self, split: str) -> list[tuple[int, int]]:
-        views = self.spec["views"] if split == "train" else 1
+        views = self.spec.views if split == "train" else 1
         return [(index, view) for index in range(len(self.datasets[split])) for view in range(views)]
 
     def load(self, split: str, index: int, view: int) -> tuple[torch.Tensor, torch.Tensor]:
         dataset = self.datasets[split]
         if split == "train":
-            return dataset[(index, item_seed(self.spec["seed"], index, self.spec["views"], view))]
-        return pad_to(*dataset[index], tuple(self.spec["val_size"]))
+            return dataset[(index, item_seed(self.spec.seed, index, self.spec.views, view))]
+        return pad_to(*dataset[index], self.spec.val_size)
 
     def features(self, split: str, shard: list[tuple[int, int]]) -> tuple[np.ndarray, np.ndarray]:
         """Backbone features (fp16) and labels (uint8) of one shard's items, a batch at a time."""
@@ -108,14 +146,27 @@ class _Job:
 
 def cache_spec(train_set: SegmentationDataset, val_set: SegmentationDataset, *, output_stride: int,
                crop_size: tuple[int, int], val_size: tuple[int, int] | None, views: int, seed: int, shard_size: int,
-               source: CacheSource | None) -> dict[str, Any]:
-    """The settings a cache is built with; a rerun with other settings on the same folder is refused."""
-    if val_size is None:
-        val_size = largest_size(val_set)
-    return {"version": CACHE_VERSION, "output_stride": output_stride, "crop_size": list(crop_size),
-            "val_size": list(val_size), "views": views, "seed": seed, "shard_size": shard_size,
-            "classes": list(train_set.classes), "train_images": len(train_set), "val_images": len(val_set),
-            "source": source.model_dump(mode="json") if source else {}}
+               source: CacheSource | None) -> CacheSpec:
+    """The spec of a cache of these datasets with these settings."""
+    return CacheSpec(output_stride=output_stride, crop_size=crop_size, val_size=val_size or largest_size(val_set),
+                     views=views, seed=seed, shard_size=shard_size, classes=train_set.classes,
+                     train_images=len(train_set), val_images=len(val_set), source=source)
+
+
+def _check_spec(out_dir: Path, spec: CacheSpec) -> None:
+    path = out_dir / "spec.json"
+    if path.exists() and _read_spec(out_dir) != spec:
+        raise CacheError(f"{out_dir}: holds a cache built with other settings; remove it or choose another folder")
+    make_dirs(out_dir)
+    write_text(path, spec.model_dump_json(indent=1))
+
+
+def _read_spec(folder: Path) -> CacheSpec:
+    path = folder / "spec.json"
+    try:
+        return CacheSpec.model_validate_json(path.read_text())
+    except (OSError, ValueError) as exc:
+        raise CacheDamaged(folder, path, f"unreadable: {' '.join(str(exc).split())[:120]}") from None
 
 
 def largest_size(dataset: SegmentationDataset) -> tuple[int, int]:
@@ -131,19 +182,11 @@ def largest_size(dataset: SegmentationDataset) -> tuple[int, int]:
     return size
 
 
-def _check_spec(out_dir: Path, spec: dict[str, Any]) -> None:
-    spec_path = out_dir / "spec.json"
-    if spec_path.exists() and json.loads(spec_path.read_text()) != spec:
-        raise CacheError(f"{out_dir}: holds a cache built with other settings; remove it or choose another folder")
-    make_dirs(out_dir)
-    write_text(spec_path, json.dumps(spec, indent=1))
-
-
 def _write_split(job: _Job, out_dir: Path, split: str, progress: Progress | None) -> None:
     """The shards of one split; the ones a crashed run finished are kept."""
     folder = make_dirs(out_dir / split)
     items = job.items(split)
-    size = job.spec["shard_size"]
+    size = job.spec.shard_size
     done = 0
     for number, start in enumerate(range(0, len(items), size)):
         shard = items[start:start + size]
@@ -228,7 +271,7 @@ def _whole(path: Path) -> bool:
     return problem is None
 
 
-def check_cache(folder: str | Path) -> dict[str, Any]:
+def check_cache(folder: str | Path) -> CacheSpec:
     """The spec of the complete cache in ``folder``, after checking it whole, in one place: a readable spec, and
     four arrays whose headers read, whose sizes are what the headers declare, and whose item counts and crop sizes
     are the spec's. Raises :class:`~densecell.errors.CacheMissing` or :class:`~densecell.errors.CacheDamaged`, which
@@ -236,32 +279,23 @@ def check_cache(folder: str | Path) -> dict[str, Any]:
     folder = Path(folder)
     if not (folder / "complete").exists():
         raise CacheMissing(folder)
-    try:
-        spec = json.loads((folder / "spec.json").read_text())
-        counts = {"train": spec["train_images"] * spec["views"], "val": spec["val_images"]}
-        sizes = {"train": tuple(spec["crop_size"]), "val": tuple(spec["val_size"])}
-    except (OSError, ValueError, KeyError, TypeError) as exc:
-        raise CacheDamaged(folder, folder / "spec.json", f"unreadable: {' '.join(str(exc).split())[:120]}") from None
+    spec = _read_spec(folder)
     for split in SPLITS:
         for kind, dtype in zip(KINDS, (np.float16, np.uint8)):
             path = folder / f"{split}.{kind}.npy"
             if (problem := _array_problem(path)) is not None:
                 raise CacheDamaged(folder, path, problem)
             shape, found, _ = _array_header(path)
-            wanted = (counts[split],) + (sizes[split] if kind == "labels" else shape[1:])
+            wanted = (spec.count(split),) + (spec.size(split) if kind == "labels" else shape[1:])
             if found != dtype or shape != wanted:
                 raise CacheDamaged(folder, path, f"{found} {list(shape)} where the spec says {np.dtype(dtype)} "
                                                  f"{list(wanted)}")
     return spec
 
 
-def _source(spec: dict[str, Any]) -> CacheSource | None:
-    return CacheSource(**spec["source"]) if spec.get("source") else None
-
-
 def cache_source(folder: str | Path) -> CacheSource | None:
     """What the complete cache in ``folder`` was computed with (:class:`CacheSource`), without loading its arrays."""
-    return _source(check_cache(folder))
+    return check_cache(folder).source
 
 
 def remembered(folder: Path | None, file: str, key: str, compute: Callable[[], Any]) -> Any:
@@ -320,14 +354,8 @@ class FeatureCache:
     val_labels: torch.Tensor
     classes: tuple[str, ...]
     output_stride: int
-    spec: dict[str, Any]
+    spec: CacheSpec
     folder: Path | None = None
-
-    @property
-    def source(self) -> CacheSource | None:
-        """The backbone, weights and normalisation the features were computed with (None for a cache that does not
-        say)."""
-        return _source(self.spec)
 
     @property
     def channels(self) -> int:
@@ -362,7 +390,7 @@ class FeatureCache:
             return tensor if device.type == "cpu" else tensor.to(device)
 
         return cls(read("train.features"), read("train.labels"), read("val.features"), read("val.labels"),
-                   tuple(spec["classes"]), spec["output_stride"], spec, folder)
+                   spec.classes, spec.output_stride, spec, folder)
 
 
 class FrozenBackboneFeatures(FeatureCache):
@@ -380,7 +408,7 @@ class FrozenBackboneFeatures(FeatureCache):
 
     def images(self, index: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """The training items' crops, read and augmented from the dataset as the cache saw them, with labels."""
-        views, seed = self.spec["views"], self.spec["seed"]
+        views, seed = self.spec.views, self.spec.seed
         images, labels = [], []
         for item in index.tolist():
             image_index, view = divmod(item, views)

@@ -3,10 +3,11 @@ carry.
 
 A checkpoint is a plain dict: ``model_config`` (the keyword arguments of :func:`~densecell.model.build_model`, with the
 input normalisation), ``model`` (the state dict), ``classes``, ``palette`` and, for a training checkpoint,
-``optimizer``, ``scheduler``, ``scaler``, ``iteration``, ``rng``, the run's ``config`` and ``backbone_weights`` (what
-the backbone started from: a timm tag, a file, a checkpoint, or None for random weights). Nothing in it needs unpickling of
-arbitrary objects. This module is the only one that knows the keys and where a run keeps its checkpoint (and a
-search its re-ranking runs); everyone else gets a :class:`Run`, a :class:`TrainingState` or a path from here.
+``optimizer``, ``scheduler``, ``scaler``, ``iteration``, ``rng``, the run's ``config`` and ``backbone_weights``
+(what the backbone started from: a timm tag, a file, a checkpoint, or None for random weights). Nothing in it needs
+unpickling of arbitrary objects. This module is the only one that knows the keys and where a run keeps its
+checkpoint (and a search its re-ranking runs); everyone else gets a :class:`Run`, a :class:`TrainingState` or a path
+from here.
 """
 
 from __future__ import annotations
@@ -21,7 +22,6 @@ from .config import TrainConfig
 from .errors import CheckpointError, ConfigError
 from .files import save_torch
 from .model import SegmentationModel, build_model
-
 
 __all__ = ["CHECKPOINT", "Run", "TrainingState", "checkpoint_path", "finished_iteration", "load_checkpoint",
            "load_run", "load_state", "load_training_state", "load_weights", "rerank_run", "save_checkpoint",

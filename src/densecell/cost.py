@@ -23,8 +23,15 @@ import torch
 from torch import nn
 from torch.utils.flop_counter import FlopCounterMode
 
-from .heads import ASPP, DensePredictionCell
+from .heads import ASPP, DensePredictionCell, build_operation
+from .model import build_model, create_backbone
 from .space import Branch, Cell
+
+__all__ = [
+    "all_params", "branch_costs", "build_head", "cell_costs", "CellCoster", "CellCosts", "CITYSCAPES_EVAL_SIZE",
+    "context_module_cost", "conv_params", "Cost", "count_madds", "feature_size", "head_cost", "measure_latency",
+    "model_cost", "model_costs", "paper_table", "PAPER_TABLE1"
+]
 
 #: The Cityscapes evaluation size at which the paper and the model zoo count multiply-adds.
 CITYSCAPES_EVAL_SIZE = (1025, 2049)
@@ -182,8 +189,6 @@ class CellCoster:
     def _branch(self, branch: Branch) -> Cost:
         key = (branch.op, branch.input < 0)
         if key not in self._known:
-            from .heads import build_operation
-
             width = self.in_channels if branch.input < 0 else self.filters
             shape = (1, width, *feature_size(self.image_size, self.output_stride))
             with torch.device("meta"):
@@ -218,8 +223,6 @@ class CellCosts:
 def cell_costs(cell: Cell, backbone: str = "xception71", image_size: Sequence[int] = CITYSCAPES_EVAL_SIZE,
                output_stride: int = 16) -> CellCosts:
     """The costs of ``cell`` on the last feature of ``backbone`` (counted on the meta device)."""
-    from .model import create_backbone
-
     size = (int(image_size[0]), int(image_size[1]))
     with torch.device("meta"):
         channels = create_backbone(backbone, output_stride).feature_info.channels()[-1]
@@ -234,8 +237,6 @@ def model_costs(image_size: Sequence[int] = CITYSCAPES_EVAL_SIZE, latency: bool 
                 **model: Any) -> dict[str, Cost]:
     """The context module, the head and the whole model of ``build_model(**model)`` at ``image_size``; with
     ``latency`` the whole model is also timed on the CPU."""
-    from .model import build_model
-
     size = (int(image_size[0]), int(image_size[1]))
     stride = model.get("output_stride", 16)
     with torch.device("meta"):

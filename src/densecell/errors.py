@@ -9,6 +9,12 @@ from __future__ import annotations
 
 from pathlib import Path
 
+__all__ = [
+    "CacheDamaged", "CacheError", "CacheMissing", "CellError", "CheckpointError", "ConfigError", "DataError",
+    "DataRootMissing", "DensecellError", "FileOperationError", "InputError", "Interrupted", "ModelError",
+    "RunExistsError", "RunInUseError", "SearchError", "StudyError", "TrainingError"
+]
+
 
 class DensecellError(Exception):
     """The base of every densecell error: catch this one."""

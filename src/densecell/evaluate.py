@@ -28,6 +28,11 @@ from .progress import Progress, report
 from .registry import DATASETS
 from .resize import resize_bilinear
 
+__all__ = [
+    "colorize", "EvalResult", "evaluate", "evaluate_checkpoint", "pad_image", "PAPER_EVAL_SCALES",
+    "predict_checkpoint", "predict_files", "predict_probabilities", "scaled_size", "sliding_window_logits"
+]
+
 PAPER_EVAL_SCALES = (0.75, 1.0, 1.25, 1.5, 1.75, 2.0)
 
 
@@ -186,8 +191,9 @@ def predict_files(model: nn.Module, images: Sequence[Path], output: Path, palett
                   normalization: Normalization, label_ids: np.ndarray | None = None, scales: Sequence[float] = (1.0,),
                   flip: bool = False, window: Sequence[int] | None = None, device: torch.device | str = "cpu",
                   progress: Progress | None = None, pad_to: Sequence[int] | None = None) -> list[Path]:
-    """Normalise each image as the model expects (``model.normalization``), and write ``<stem>_trainIds.png``, ``<stem>_overlay.png`` (50% colour over the image) and,
-    with a ``label_ids`` table (Cityscapes), ``<stem>_labelIds.png`` for the benchmark server."""
+    """Normalise each image as the model expects (``model.normalization``), and write ``<stem>_trainIds.png``,
+    ``<stem>_overlay.png`` (50% colour over the image) and, with a ``label_ids`` table (Cityscapes),
+    ``<stem>_labelIds.png`` for the benchmark server."""
     make_dirs(output)
     model.eval()
     written = []

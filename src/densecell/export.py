@@ -27,6 +27,8 @@ from .errors import InputError
 from .files import atomic_path
 from .model import build_model
 
+__all__ = ["export_model", "export_onnx", "Exported", "onnx_max_error", "onnx_metadata", "read_metadata", "TOLERANCE"]
+
 TOLERANCE = 1e-3
 """The largest difference between onnxruntime's logits and PyTorch's that an export accepts."""
 

@@ -15,7 +15,12 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+import torch
+
 from .errors import FileOperationError
+
+__all__ = ["atomic_path", "describe", "make_dirs", "save_array", "save_torch", "write_bytes", "write_text"]
 
 
 def describe(exc: OSError) -> str:
@@ -78,8 +83,6 @@ def write_text(path: str | Path, text: str) -> Path:
 
 def save_torch(payload: Any, path: str | Path) -> Path:
     """``torch.save`` through :func:`atomic_path`."""
-    import torch
-
     with atomic_path(path) as temporary:
         torch.save(payload, temporary)
     return Path(path)
@@ -87,8 +90,6 @@ def save_torch(payload: Any, path: str | Path) -> Path:
 
 def save_array(array: Any, path: str | Path) -> Path:
     """``numpy.save`` through :func:`atomic_path` (a file handle, so numpy adds no suffix)."""
-    import numpy as np
-
     with atomic_path(path) as temporary, open(temporary, "wb") as handle:
         np.save(handle, array)
     return Path(path)

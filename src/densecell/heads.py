@@ -32,6 +32,12 @@ from .errors import ModelError
 from .resize import resize_bilinear
 from .space import BACKBONE, Cell, Operation, aspp_cell, load_cell
 
+__all__ = [
+    "ASPP", "BN_EPS", "build_operation", "CellDropout", "ConvBNReLU", "DensePredictionCell", "grid_average",
+    "OPERATION_MODULES", "PoolingMode", "PyramidPooling", "rate_multiplier", "SeparableConv", "sliding_average",
+    "tf_pool_window"
+]
+
 PoolingMode = Literal["tf", "grid"]
 
 #: TensorFlow's batch-norm epsilon in DeepLab (``decay`` 0.9997 is exposed as ``bn_momentum``).

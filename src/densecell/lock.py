@@ -23,6 +23,8 @@ import filelock
 from .errors import RunInUseError
 from .files import make_dirs, write_text
 
+__all__ = ["Holder", "POLL_S", "run_folder_of", "RunLock"]
+
 logger = logging.getLogger(__name__)
 POLL_S = 0.5
 

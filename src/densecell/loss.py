@@ -20,6 +20,8 @@ import torch.nn.functional as F
 
 from .resize import bilinear_matrix
 
+__all__ = ["CHUNK_ELEMENTS", "cross_entropy", "IGNORE_INDEX", "subsample_labels", "upsampled_cross_entropy"]
+
 IGNORE_INDEX = 255
 """The label value that the loss and the metrics ignore (DeepLab's convention)."""
 

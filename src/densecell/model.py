@@ -14,14 +14,21 @@ from typing import Any
 
 import timm
 import torch
+from timm.data import IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD, resolve_data_config
+from timm.models import get_pretrained_cfg
 from torch import nn
 
-from .heads import ConvBNReLU, SeparableConv
-from .data.transforms import Normalization
 from .config import ModelConfig
+from .data.transforms import Normalization
 from .errors import ConfigError, ModelError
+from .heads import ConvBNReLU, SeparableConv
 from .registry import HEADS
 from .resize import resize_bilinear
+
+__all__ = [
+    "backbone_normalization", "build_model", "create_backbone", "Decoder", "KNOWN_BACKBONES", "Pretrained",
+    "resolve_normalization", "resolve_weights", "SegmentationModel", "timm_name", "WEIGHT_SUFFIXES"
+]
 
 Pretrained = bool | str | Path | None
 """Backbone weights: True (timm's default tag), a timm tag (``xception71.tf_in1k``), a local file, or None."""
@@ -85,8 +92,6 @@ def _is_weights_file(pretrained: str | Path) -> bool:
 
 def _pretrained_cfg(name: str) -> Any:
     """timm's pretrained config of a model name (with or without a tag), None for a model timm has none for."""
-    from timm.models import get_pretrained_cfg
-
     try:
         return get_pretrained_cfg(name)
     except RuntimeError:
@@ -125,8 +130,6 @@ def resolve_weights(backbone: str, pretrained: Pretrained) -> str | None:
 def backbone_normalization(backbone: str, pretrained: Pretrained = None) -> Normalization:
     """Input mean and std as timm declares them for these weights (``resolve_data_config``): ImageNet's for most,
     0.5 and 0.5 for TF-ported ones such as ``xception71.tf_in1k``, whose inputs are ``2x/255 - 1`` as in TF DeepLab."""
-    from timm.data import IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD, resolve_data_config
-
     cfg = _pretrained_cfg(timm_name(backbone, pretrained))
     if cfg is None:  # a model timm has no weights for: its defaults
         return tuple(IMAGENET_DEFAULT_MEAN), tuple(IMAGENET_DEFAULT_STD)

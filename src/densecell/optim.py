@@ -19,6 +19,13 @@ from torch import nn
 
 from .loss import cross_entropy
 
+__all__ = [
+    "Amp", "autocast_dtype", "autocast_for", "backward_and_step", "decayed_parameters", "default_device",
+    "freeze_batchnorm", "is_depthwise", "LOSS_SCALE", "loss_scaler", "make_optimizer", "OptimizerName", "param_groups",
+    "poly_lambda", "rng_state", "SCALE_GROWTH_INTERVAL", "set_rng_state", "set_train_mode", "train_step",
+    "use_deterministic"
+]
+
 Amp = Literal["auto", "off", "bf16", "fp16"]
 OptimizerName = Literal["sgd", "adam"]
 

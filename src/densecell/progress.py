@@ -10,6 +10,8 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass
 
+__all__ = ["Progress", "ProgressEvent", "report"]
+
 
 @dataclass(frozen=True)
 class ProgressEvent:

@@ -19,12 +19,17 @@ import torch
 from torch import nn
 
 from .cache import FeatureCache, remembered
-from .heads import DensePredictionCell
 from .config import ProxySettings
+from .heads import DensePredictionCell
 from .metrics import val_miou
 from .optim import autocast_for
 from .space import Cell
 from .steps import EagerStep, GraphStep, Precision, candidate_generator
+
+__all__ = [
+    "advance", "build_proxy_head", "EVAL_ELEMENTS", "proxy_miou", "ProxyResult", "resolve_precision",
+    "train_candidate", "train_candidates", "TUNE_STEPS"
+]
 
 logger = logging.getLogger(__name__)
 

@@ -5,11 +5,13 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 
+from scipy.stats import spearmanr
+
+__all__ = ["describe_rho", "spearman", "top_overlap"]
+
 
 def spearman(pairs: Sequence[tuple[float, float]]) -> float:
     """Spearman's rank correlation of (x, y) pairs; NaN with fewer than three pairs or a constant side."""
-    from scipy.stats import spearmanr
-
     if len(pairs) < 3 or len({a for a, _ in pairs}) < 2 or len({b for _, b in pairs}) < 2:
         return math.nan
     return float(spearmanr([a for a, _ in pairs], [b for _, b in pairs]).statistic)

@@ -3,7 +3,8 @@
 Optuna keeps a trial's facts in its user attributes and the study's in the study's user attributes. densecell writes
 and reads them only through this module: :class:`TrialRecord` for a trial, and the functions below for the study
 (its settings, its precision, whether its workers may start, the lone 1x1 baseline, the end-to-end scores of
-re-ranked trials, the one-shot screen's scores and record). A study written by an earlier version reads the same way: a key it lacks takes its default.
+re-ranked trials, the one-shot screen's scores and record). A study written by an earlier version reads the same
+way: a key it lacks takes its default.
 
 The study's trials are proxy trials. The one-shot screen's cells (thousands, each scored in a fraction of a second)
 are kept as study attributes in chunks (``oneshot:0``, ``oneshot:1`` ...), one database write per chunk rather than
@@ -21,6 +22,13 @@ import optuna
 from optuna.trial import FrozenTrial, TrialState
 
 from .space import Cell
+
+__all__ = [
+    "baseline", "full_scores", "oneshot_records", "precision", "ready", "records", "retry_attrs", "screen_record",
+    "ScreenRecord", "Stage", "stage_of", "store_baseline", "store_full_score", "store_oneshot_chunk",
+    "store_precision", "store_ready", "store_screen_record", "store_settings", "stored_settings", "TrialRecord",
+    "write"
+]
 
 Stage = Literal["proxy", "oneshot"]
 """Which score a trial's value is: the stand-alone proxy's, or the one-shot supernet's."""

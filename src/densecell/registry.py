@@ -16,7 +16,7 @@ offers, so validating a recipe never imports Optuna or torch; a new kind is its 
 from __future__ import annotations
 
 import importlib
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator, MutableMapping
 from typing import Any
 
 from .errors import ConfigError
@@ -24,7 +24,7 @@ from .errors import ConfigError
 __all__ = ["DATASETS", "HEADS", "PRUNERS", "Registry", "SAMPLERS", "SEARCH_MODES"]
 
 
-class Registry(Mapping[str, Any]):
+class Registry(MutableMapping[str, Any]):
     """Names of one kind of extension and their factories (or ``"module:attribute"`` references to them)."""
 
     def __init__(self, kind: str, entries: dict[str, Any]) -> None:
@@ -32,7 +32,7 @@ class Registry(Mapping[str, Any]):
         self._entries = dict(entries)
 
     def __getitem__(self, name: str) -> Any:
-        entry = self._entries[self.check(name)]
+        entry = self._entries[name]
         if isinstance(entry, str):
             module, _, path = entry.partition(":")
             entry = importlib.import_module(module)
@@ -40,6 +40,15 @@ class Registry(Mapping[str, Any]):
                 entry = getattr(entry, attribute)
             self._entries[name] = entry
         return entry
+
+    def __setitem__(self, name: str, factory: Any) -> None:
+        self._entries[name] = factory
+
+    def __delitem__(self, name: str) -> None:
+        del self._entries[name]
+
+    def __contains__(self, name: object) -> bool:
+        return name in self._entries
 
     def __iter__(self) -> Iterator[str]:
         return iter(self._entries)
@@ -56,7 +65,7 @@ class Registry(Mapping[str, Any]):
     def register(self, name: str, factory: Any = None) -> Any:
         """Add ``factory`` under ``name`` (or use as a decorator: ``@SAMPLERS.register("mine")``)."""
         def add(entry: Any) -> Any:
-            self._entries[name] = entry
+            self[name] = entry
             return entry
 
         return add if factory is None else add(factory)

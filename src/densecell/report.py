@@ -33,6 +33,11 @@ from .record import TrialRecord
 from .search import completed_trials, proxy_full_pairs
 from .space import BACKBONE, Cell, branch_label
 
+__all__ = [
+    "branch_importance", "Correlation", "correlations", "draw_cell", "fingerprint", "HTML", "importance_plot",
+    "pareto_front", "report_is_current", "ReportSummary", "scatter", "write_report", "write_top_cells"
+]
+
 
 def pareto_front(points: list[tuple[float, float]]) -> list[int]:
     """Indices of the points no other point beats on both axes (mIoU up, cost down), sorted by cost."""

@@ -15,6 +15,8 @@ from functools import lru_cache
 import torch
 import torch.nn.functional as F
 
+__all__ = ["bilinear_matrix", "resize_bilinear", "resize_by_matrices"]
+
 
 @lru_cache(maxsize=64)
 def _matrix(out_size: int, in_size: int) -> torch.Tensor:

@@ -47,20 +47,29 @@ from optuna.pruners import BasePruner, HyperbandPruner, MedianPruner, NopPruner,
 from optuna.samplers import BaseSampler, NSGAIISampler, RandomSampler, TPESampler
 from optuna.storages import RDBStorage
 from optuna.trial import FrozenTrial, TrialState
+from sqlalchemy.engine import make_url
 
 from . import record
 from .cache import FeatureCache
-from .heads import DensePredictionCell
 from .config import SearchSettings
 from .cost import CellCoster, measure_latency
 from .errors import DensecellError, SearchError, StudyError, TrainingError
 from .files import make_dirs
+from .heads import DensePredictionCell
 from .optim import default_device
 from .proxy import resolve_precision, train_candidate
 from .record import TrialRecord
 from .registry import PRUNERS, SAMPLERS
-from .space import Branch, Cell, Operation, SearchSpace
+from .space import Branch, Cell, SearchSpace
 from .steps import Precision
+
+__all__ = [
+    "cell_from_params", "cell_params", "completed_trials", "Counts", "counts", "create_study", "distributions",
+    "EvolutionSampler", "hyperband_pruner", "LiveTrialsPruner", "load_study", "LocalSampler", "make_pruner",
+    "make_sampler", "median_pruner", "no_pruner", "nsga2_sampler", "Objective", "open_storage", "own_process",
+    "proxy_full_pairs", "random_sampler", "redact", "RetryCell", "run_worker", "start_workers", "study_precision",
+    "study_status", "StudyStatus", "successive_halving_pruner", "suggest_cell", "top_cells", "tpe_sampler"
+]
 
 logger = logging.getLogger(__name__)
 
@@ -266,8 +275,6 @@ class RetryCell:
 
 def redact(url: str) -> str:
     """The URL with its password replaced by ***, for messages and logs."""
-    from sqlalchemy.engine import make_url
-
     try:
         return make_url(url).render_as_string(hide_password=True)
     except Exception:
@@ -464,7 +471,7 @@ def run_worker(name: str, storage_url: str, worker_seed: int | None = None, devi
             continue
         finished: list[FrozenTrial] = []
         study.optimize(objective, n_trials=1, catch=(TrainingError,), gc_after_trial=False,
-                       callbacks=[lambda _, trial: finished.append(trial)])
+                       callbacks=[lambda _, trial, into=finished: into.append(trial)])
         for trial in finished:
             if trial.state == TrialState.FAIL:
                 logger.warning("trial %d failed: %s", trial.number, TrialRecord.from_trial(trial).error)

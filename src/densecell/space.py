@@ -21,6 +21,11 @@ from typing import Any
 
 from .errors import CellError, ConfigError
 
+__all__ = [
+    "aspp_cell", "BACKBONE", "Branch", "branch_label", "Cell", "conv1x1_cell", "FAMILIES", "load_cell", "Operation",
+    "OpFamily", "PAPER_GRIDS", "PAPER_NUM_BRANCHES", "PAPER_RATES", "preset_text", "PRESETS", "SearchSpace"
+]
+
 #: The paper's atrous rates per axis, {1, 3, 6, 9, ..., 21}, and pyramid-pooling grid sizes per axis.
 PAPER_RATES: tuple[int, ...] = (1, 3, 6, 9, 12, 15, 18, 21)
 PAPER_GRIDS: tuple[int, ...] = (1, 2, 4, 8)

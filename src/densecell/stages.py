@@ -37,8 +37,19 @@ from .progress import Progress, report
 from .proxy import train_candidate
 from .registry import SEARCH_MODES
 from .report import report_is_current, write_report
-from .search import (cell_params, counts, create_study, distributions, load_study, make_sampler, redact,
-                     start_workers, study_precision, suggest_cell, top_cells)
+from .search import (
+    cell_params,
+    counts,
+    create_study,
+    distributions,
+    load_study,
+    make_sampler,
+    redact,
+    start_workers,
+    study_precision,
+    suggest_cell,
+    top_cells,
+)
 from .space import conv1x1_cell
 from .steps import Precision
 from .supernet import Supernet, score_cell, train_supernet

@@ -26,12 +26,22 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from .heads import CellDropout
 from .config import ProxySettings
 from .errors import TrainingError
+from .heads import CellDropout
 from .loss import cross_entropy, subsample_labels, upsampled_cross_entropy
-from .optim import (LOSS_SCALE, SCALE_GROWTH_INTERVAL, autocast_for, backward_and_step, decayed_parameters,
-                    loss_scaler, make_optimizer, poly_lambda)
+from .optim import (
+    LOSS_SCALE,
+    SCALE_GROWTH_INTERVAL,
+    autocast_for,
+    backward_and_step,
+    decayed_parameters,
+    loss_scaler,
+    make_optimizer,
+    poly_lambda,
+)
+
+__all__ = ["candidate_generator", "EagerStep", "GraphStep", "Precision", "proxy_loss", "seed_dropout", "WARMUP_STEPS"]
 
 WARMUP_STEPS = 3
 """Steps run before a capture (cuDNN picks its kernels, the allocator settles); their effect is undone."""

@@ -33,18 +33,21 @@ import torch.nn.functional as F
 from torch import nn
 
 from .cache import FeatureCache
-from .heads import ConvBNReLU, DensePredictionCell, PoolingMode, build_operation
 from .checkpoint import load_state
 from .config import ProxySettings, SupernetConfig
 from .errors import CheckpointError, TrainingError
-from .metrics import val_miou
 from .files import save_torch
-from .optim import (autocast_for, backward_and_step, loss_scaler, make_optimizer, poly_lambda, rng_state,
-                    set_rng_state)
+from .heads import ConvBNReLU, DensePredictionCell, PoolingMode, build_operation
+from .metrics import val_miou
+from .optim import autocast_for, backward_and_step, loss_scaler, make_optimizer, poly_lambda, rng_state, set_rng_state
 from .progress import Progress, report
 from .proxy import resolve_precision
 from .space import BACKBONE, FAMILIES, Branch, Cell, Operation, SearchSpace
 from .steps import Precision, proxy_loss
+
+__all__ = [
+    "build_supernet", "resume", "score_cell", "step_cell", "SuperBranch", "Supernet", "SupernetRun", "train_supernet"
+]
 
 logger = logging.getLogger(__name__)
 

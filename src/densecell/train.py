@@ -29,9 +29,16 @@ import torch
 import torch.distributed as dist
 from torch import nn
 from torch.utils.data import DataLoader, Sampler
+from torch.utils.tensorboard import SummaryWriter
 
-from .checkpoint import (checkpoint_path, load_state, load_training_state, load_weights, save_checkpoint,
-                         training_payload)
+from .checkpoint import (
+    checkpoint_path,
+    load_state,
+    load_training_state,
+    load_weights,
+    save_checkpoint,
+    training_payload,
+)
 from .config import TrainConfig
 from .data import SegmentationDataset, build_datasets
 from .errors import ConfigError, Interrupted, RunExistsError, TrainingError
@@ -39,9 +46,24 @@ from .evaluate import evaluate
 from .files import make_dirs, write_text
 from .lock import RunLock
 from .model import SegmentationModel, build_model, resolve_normalization, resolve_weights
-from .optim import (default_device, freeze_batchnorm, loss_scaler, make_optimizer, poly_lambda, rng_state,
-                    set_rng_state, set_train_mode, train_step, use_deterministic)
+from .optim import (
+    default_device,
+    freeze_batchnorm,
+    loss_scaler,
+    make_optimizer,
+    poly_lambda,
+    rng_state,
+    set_rng_state,
+    set_train_mode,
+    train_step,
+    use_deterministic,
+)
 from .progress import Progress, report
+
+__all__ = [
+    "CSV_FIELDS", "Distributed", "IterationSampler", "MetricsLog", "setup_distributed", "starting_weights",
+    "StopRequest", "train", "TrainResult"
+]
 
 CSV_FIELDS = ("iteration", "loss", "lr", "seconds", "val_miou")
 logger = logging.getLogger(__name__)
@@ -133,8 +155,6 @@ class MetricsLog:
             writer = csv.DictWriter(handle, CSV_FIELDS)
             writer.writeheader()
             writer.writerows(rows)
-        from torch.utils.tensorboard import SummaryWriter
-
         self.board = SummaryWriter(str(run_dir / "tensorboard"), purge_step=start_iteration + 1)
 
     def write(self, iteration: int, **values: float) -> None:

@@ -14,6 +14,7 @@ from .person_part import PersonPart
 from .transforms import EvalTransform, Normalization, TrainTransform
 from .voc import PascalVOC
 
+
 def build_dataset(name: str, root: str | Path, split: str, transform: Transform | None = None,
                   **options: Any) -> SegmentationDataset:
     """A dataset by name (:data:`densecell.registry.DATASETS`: ``cityscapes``, ``voc``, ``person_part``,

@@ -22,6 +22,11 @@ from torch.utils.data import Dataset
 from ..errors import DataError
 from ..loss import IGNORE_INDEX
 
+__all__ = [
+    "identity_lut", "IMAGE_SUFFIXES", "item_seed", "LabelReader", "list_images", "opened", "read_id_list",
+    "read_image", "read_png_label", "require_file", "Sample", "SegmentationDataset", "Transform"
+]
+
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp")
 
 

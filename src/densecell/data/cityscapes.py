@@ -21,6 +21,11 @@ from cityscapesscripts.helpers.labels import labels as CITYSCAPES_LABELS
 
 from .base import IGNORE_INDEX, DataError, Sample, SegmentationDataset, Transform, list_images
 
+__all__ = [
+    "ALIASES", "Cityscapes", "cityscapes_samples", "COARSE_ONLY", "label_id_to_train_id", "split_parts", "SPLITS",
+    "train_classes", "train_id_to_label_id"
+]
+
 SPLITS = ("train", "val", "test", "train_extra")
 ALIASES = {"trainval": ("train", "val")}
 COARSE_ONLY = ("train_extra",)
@@ -29,8 +34,9 @@ COARSE_ONLY = ("train_extra",)
 @cache
 def train_classes() -> tuple[tuple[str, ...], tuple[tuple[int, int, int], ...]]:
     """Names and colours of the 19 evaluated classes, in train-id order."""
-    evaluated = sorted((l for l in CITYSCAPES_LABELS if 0 <= l.trainId < IGNORE_INDEX), key=lambda l: l.trainId)
-    return tuple(l.name for l in evaluated), tuple(tuple(l.color) for l in evaluated)
+    evaluated = sorted((label for label in CITYSCAPES_LABELS if 0 <= label.trainId < IGNORE_INDEX),
+                       key=lambda label: label.trainId)
+    return tuple(label.name for label in evaluated), tuple(tuple(label.color) for label in evaluated)
 
 
 @cache

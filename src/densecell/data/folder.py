@@ -17,6 +17,8 @@ import yaml
 from .base import IGNORE_INDEX, DataError, Sample, SegmentationDataset, Transform, identity_lut, list_images
 from .voc import voc_palette
 
+__all__ = ["folder_samples", "FolderDataset", "read_classes"]
+
 
 def read_classes(path: Path) -> tuple[list[str], int, list[tuple[int, int, int]]]:
     if not path.is_file():

@@ -15,6 +15,8 @@ from pathlib import Path
 from .base import Sample, SegmentationDataset, Transform, read_id_list, require_file
 from .voc import voc_palette
 
+__all__ = ["PERSON_PART_CLASSES", "person_part_samples", "PersonPart"]
+
 PERSON_PART_CLASSES = ("background", "head", "torso", "upper arms", "lower arms", "upper legs", "lower legs")
 
 

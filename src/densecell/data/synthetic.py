@@ -25,6 +25,8 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
+__all__ = ["CITY", "draw_image", "LABEL_IDS", "SYNTHETIC_CLASSES", "write_synthetic_cityscapes"]
+
 SYNTHETIC_CLASSES = ("background", "small square", "large square", "tall bar", "wide bar")
 LABEL_IDS = (7, 8, 11, 12, 13)
 CITY = "synthcity"

@@ -21,6 +21,8 @@ import scipy.io
 
 from .base import DataError, Sample, SegmentationDataset, Transform, read_id_list, read_png_label, require_file
 
+__all__ = ["PascalVOC", "read_sbd_label", "read_voc_or_sbd_label", "VOC_CLASSES", "voc_palette", "voc_samples"]
+
 VOC_CLASSES = (
     "background", "aeroplane", "bicycle", "bird", "boat", "bottle", "bus", "car", "cat", "chair", "cow",
     "diningtable", "dog", "horse", "motorbike", "person", "pottedplant", "sheep", "sofa", "train", "tvmonitor",

@@ -1,4 +1,6 @@
-"""Writers of tiny fixtures in the exact on-disk layouts of the real datasets."""
+"""What the tests share (imported by them as ``helpers``, never from another test file): writers of tiny fixtures in
+the exact on-disk layouts of the real datasets and of a Hugging Face cache, the recipes' paths, the overrides of a
+fast CPU training run, and the bad cells."""
 
 from __future__ import annotations
 
@@ -11,6 +13,24 @@ import scipy.io
 from PIL import Image
 
 from densecell.data.voc import voc_palette
+
+CONFIGS = Path(__file__).resolve().parent.parent / "configs"
+
+
+def recipe(name: str) -> str:
+    """The path of a shipped recipe, wherever the tests are started from."""
+    return str(CONFIGS / name)
+
+
+def tiny_overrides(root, output_dir, name, iterations=4, **extra):
+    """Overrides for a fast CPU run on the synthetic data."""
+    values = {
+        "data.root": root, "data.crop_size": "[64,64]", "data.batch_size": 2, "data.workers": 0,
+        "data.min_scale": 1.0, "data.max_scale": 1.0, "model.filters": 32, "optim.iterations": iterations,
+        "optim.lr": 0.02, "checkpoint_every": 2, "log_every": 1, "output_dir": output_dir, "name": name,
+        "allow_random_backbone": "true",  # random backbones on purpose: nothing pretrained can be downloaded here
+    } | extra
+    return [f"{key}={value}" for key, value in values.items()]
 
 
 def random_image(rng: np.random.Generator, height: int, width: int) -> np.ndarray:
@@ -120,3 +140,34 @@ def write_hf_cache(home: Path, repo_id: str, state_dict: dict, commit: str = "0"
     snapshot.mkdir(parents=True, exist_ok=True)
     os.symlink(os.path.relpath(blob, snapshot), snapshot / "model.safetensors")
     return home
+
+
+def five(branch0: str) -> str:
+    rest = ', '.join(['{"kernel": 1, "op": "conv", "input": 0}'] * 4)
+    return f"[{branch0}, {rest}]"
+
+
+BAD_CELLS = [
+    ("[not json", "not valid JSON"),
+    ('{"op": "conv"}', "expected a JSON list"),
+    ("[]", "no branches"),
+    ("[1, 2, 3, 4, 5]", "branch 0: expected an object"),
+    (five('{"op": "dilated", "kernel": 3, "input": -1}'), "branch 0: field 'op'"),
+    (five('{"kernel": 3, "rate": [1, 1], "input": -1}'), "branch 0: missing field 'op'"),
+    (five('{"kernel": 3, "op": "conv", "input": -1}'), "branch 0: missing field 'rate'"),
+    (five('{"rate": [1, 1], "op": "conv", "input": -1}'), "branch 0: missing field 'kernel'"),
+    (five('{"kernel": 3, "rate": [1, 1], "op": "conv"}'), "branch 0: missing field 'input'"),
+    (five('{"kernel": 1, "op": "conv", "input": -1, "color": "red"}'), "branch 0: unexpected field 'color'"),
+    (five('{"kernel": 5, "rate": [1, 1], "op": "conv", "input": -1}'), "branch 0: field 'kernel'"),
+    (five('{"kernel": 3, "rate": 6, "op": "conv", "input": -1}'), "branch 0: field 'rate'"),
+    (five('{"kernel": 3, "rate": [6, "6"], "op": "conv", "input": -1}'), "branch 0: field 'rate'"),
+    (five('{"kernel": 3, "rate": [0, 6], "op": "conv", "input": -1}'), "branch 0: field 'rate'"),
+    (five('{"kernel": 3, "rate": [2, 6], "op": "conv", "input": -1}'), "branch 0: field 'rate' [2, 6] is outside"),
+    (five('{"grid_size": [3, 1], "op": "pyramid_pooling", "input": -1}'), "branch 0: field 'grid_size' [3, 1]"),
+    (five('{"grid_size": [true, 1], "op": "pyramid_pooling", "input": -1}'), "branch 0: field 'grid_size'"),
+    (five('{"kernel": 1, "op": "conv", "input": "F"}'), "branch 0: field 'input' must be an integer"),
+    (five('{"kernel": 1, "op": "conv", "input": 0}'), "branch 0: field 'input' is 0"),
+    (five('{"kernel": 1, "op": "conv", "input": -2}'), "branch 0: field 'input' is -2"),
+    ('[{"kernel": 1, "op": "conv", "input": -1}, {"kernel": 1, "op": "conv", "input": 1}]', "branch 1: field 'input'"),
+    ("[" + ", ".join(['{"kernel": 1, "op": "conv", "input": -1}'] * 1000) + "]", "1000 branches"),
+]

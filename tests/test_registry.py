@@ -1,0 +1,33 @@
+"""The doors for extensions: every registered name resolves, the settings and the command line take their choices
+from the registries, and a user's own sampler is one registration away."""
+
+import pytest
+from optuna.samplers import RandomSampler
+
+from densecell.config import ModelConfig, ProxySettings, SearchSettings
+from densecell.errors import ConfigError
+from densecell.registry import DATASETS, HEADS, PRUNERS, SAMPLERS, SEARCH_MODES
+from densecell.search import make_pruner, make_sampler
+
+
+@pytest.mark.parametrize("registry", [SAMPLERS, PRUNERS, SEARCH_MODES, HEADS, DATASETS], ids=lambda r: r.kind)
+def test_every_registered_name_resolves_to_a_factory(registry):
+    assert len(registry) >= 2 and all(callable(registry[name]) for name in registry)
+
+
+def test_the_settings_take_their_choices_from_the_registries(monkeypatch):
+    with pytest.raises(ConfigError, match="sampler 'vizier': not one of random, local, evolution, tpe, nsga2"):
+        SearchSettings(cache_dir="x", sampler="vizier")
+    with pytest.raises(ConfigError, match="head 'psp': not one of dpc, aspp"):
+        ModelConfig(head="psp")
+    monkeypatch.setitem(SAMPLERS, "mine", lambda settings, seed: RandomSampler(seed + 7))
+    settings = SearchSettings(cache_dir="x", sampler="mine")  # one entry, and the settings accept it
+    assert isinstance(make_sampler(settings, 1), RandomSampler)
+    proxy = ProxySettings(eval_every=5)
+    assert type(make_pruner(SearchSettings(cache_dir="x", pruner="hyperband", proxy=proxy)).pruner).__name__ == \
+        "HyperbandPruner"
+
+
+def test_the_command_line_offers_the_registered_heads(densecell):
+    code, _, err = densecell("cost", "--head", "psp")
+    assert code == 2 and "not one of dpc, aspp" in err
