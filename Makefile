@@ -28,6 +28,8 @@ demo: $(STAMP)
 	$(BIN)/densecell synthetic runs/synthetic-data
 	$(BIN)/densecell train --config configs/synthetic-mobilenetv2-dpc.yaml --data-root runs/synthetic-data --resume
 	$(BIN)/densecell predict runs/synthetic-data/leftImg8bit/val/synthcity/synthcity_00000[0-3]_000019_leftImg8bit.png --checkpoint runs/synthetic-mobilenetv2-dpc/checkpoint.pt --output runs/demo/predictions
+	$(BIN)/densecell save runs/synthetic-mobilenetv2-dpc runs/demo/synthetic-mobilenetv2-dpc
+	$(BIN)/densecell eval --checkpoint runs/demo/synthetic-mobilenetv2-dpc --data-root runs/synthetic-data
 	$(BIN)/densecell search --config configs/search-synthetic.yaml --data-root runs/synthetic-data
 	$(BIN)/densecell search status --config configs/search-synthetic.yaml
 	$(BIN)/densecell search --config configs/search-synthetic-oneshot.yaml --data-root runs/synthetic-data

@@ -123,23 +123,28 @@ def write_folder(root: Path, masks: dict[str, np.ndarray], classes_yaml: str, sp
     return root
 
 
-def write_hf_cache(home: Path, repo_id: str, state_dict: dict, commit: str = "0" * 39 + "1") -> Path:
-    """A Hugging Face hub cache as ``huggingface_hub`` leaves it after a download of ``model.safetensors``:
-    ``HOME/hub/models--ORG--NAME/{refs/main, blobs/<sha256>, snapshots/<commit>/model.safetensors -> blob}``."""
-    from safetensors.torch import save_file
-
+def write_hf_snapshot(home: Path, repo_id: str, files: dict[str, bytes], commit: str = "0" * 39 + "1") -> Path:
+    """A Hugging Face hub cache as ``huggingface_hub`` leaves it after downloading ``files`` of a model repo:
+    ``HOME/hub/models--ORG--NAME/{refs/main, blobs/<sha256>, snapshots/<commit>/<file> -> ../../blobs/<sha256>}``."""
     repo = home / "hub" / f"models--{repo_id.replace('/', '--')}"
     (repo / "refs").mkdir(parents=True, exist_ok=True)
     (repo / "refs" / "main").write_text(commit)
     (repo / "blobs").mkdir(exist_ok=True)
-    staged = repo / "blobs" / "staged"
-    save_file({k: v.contiguous() for k, v in state_dict.items()}, str(staged))
-    blob = repo / "blobs" / hashlib.sha256(staged.read_bytes()).hexdigest()
-    staged.rename(blob)
     snapshot = repo / "snapshots" / commit
     snapshot.mkdir(parents=True, exist_ok=True)
-    os.symlink(os.path.relpath(blob, snapshot), snapshot / "model.safetensors")
+    for name, data in files.items():
+        blob = repo / "blobs" / hashlib.sha256(data).hexdigest()
+        blob.write_bytes(data)
+        os.symlink(os.path.relpath(blob, snapshot), snapshot / name)
     return home
+
+
+def write_hf_cache(home: Path, repo_id: str, state_dict: dict, commit: str = "0" * 39 + "1") -> Path:
+    """The cache after a download of timm weights: ``model.safetensors`` of ``state_dict``."""
+    from safetensors.torch import save
+
+    weights = save({k: v.contiguous() for k, v in state_dict.items()})
+    return write_hf_snapshot(home, repo_id, {"model.safetensors": weights}, commit)
 
 
 def five(branch0: str) -> str:

@@ -10,6 +10,7 @@ from pathlib import Path
 
 import optuna
 import pytest
+from huggingface_hub import ModelCard
 from optuna.trial import TrialState
 
 from densecell.config import ProxySettings, SearchSettings
@@ -23,7 +24,7 @@ from densecell.search import (
     load_study,
     redact,
 )
-from densecell.space import SearchSpace
+from densecell.space import Cell, SearchSpace
 
 FAST = ProxySettings(iterations=8, batch_size=2, lr=0.05, filters=8)
 
@@ -304,6 +305,16 @@ def test_status_fits_80_columns_and_wide_shows_the_cells(feature_cache, tmp_path
     assert len(rows) == 1  # one line per trial, the cell as its digest
     code, out, _ = densecell("search", "status", "--storage", storage, "--study", "status", "--wide")
     assert code == 0 and best[0].cell.short().split()[0] in out and "host" in out
+    # the best cells as files to rank again, each with a card to publish it without a model
+    code, out, err = densecell("search", "top", "--k", "2", "--output", tmp_path / "top", "--storage", storage,
+                               "--study", "status")
+    assert code == 0 and len(list((tmp_path / "top").glob("rank-*.json"))) == 2, err
+    card_folder = tmp_path / "top" / "cards" / f"rank-01-trial-{best[0].number}"
+    card = ModelCard.load(card_folder / "README.md")
+    assert card.data.library_name == "densecell" and "dense-prediction-cell" in card.data.tags
+    assert f"{best[0].values[0] * 100:.2f}%" in card.text and '"trials": 3' in card.text
+    assert (card_folder / "cell.png").stat().st_size > 1000
+    assert Cell.from_json(card_folder / "cell.json") == best[0].cell
 
 
 @pytest.mark.slow

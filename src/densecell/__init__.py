@@ -4,6 +4,7 @@ The few names a user needs are here, as ``timm.create_model`` is::
 
     import densecell
     model = densecell.build_model(backbone="xception71", head="dpc", cell="cityscapes-top1", pretrained=True)
+    model = densecell.from_pretrained("user/repo")   # a model saved with save_pretrained, or on the Hub
     cell = densecell.load_cell("cityscapes-top1")
     densecell.SearchSpace().size()      # 418414128120
 
@@ -14,13 +15,14 @@ from .config import ProxySettings, SearchSettings, load_config, load_search_conf
 from .cost import cell_costs, context_module_cost, model_cost, paper_table
 from .errors import DensecellError
 from .heads import ASPP, DensePredictionCell
-from .model import backbone_normalization, build_model
+from .model import SegmentationModel, backbone_normalization, build_model, from_pretrained
 from .space import Branch, Cell, Operation, SearchSpace, load_cell
 
-__version__ = "0.2.0"
+__version__ = "0.3.0"
 
 __all__ = [
     "ASPP", "Branch", "Cell", "DensePredictionCell", "DensecellError", "Operation", "ProxySettings",
-    "SearchSettings", "SearchSpace", "backbone_normalization", "build_model", "cell_costs", "context_module_cost",
-    "load_cell", "load_config", "load_search_config", "model_cost", "paper_table",
+    "SearchSettings", "SearchSpace", "SegmentationModel", "backbone_normalization", "build_model", "cell_costs",
+    "context_module_cost", "from_pretrained", "load_cell", "load_config", "load_search_config", "model_cost",
+    "paper_table",
 ]

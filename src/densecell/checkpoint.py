@@ -12,16 +12,20 @@ from here.
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import torch
+from huggingface_hub import hf_hub_download
+from huggingface_hub.constants import CONFIG_NAME
+from huggingface_hub.errors import HfHubHTTPError
 
 from .config import TrainConfig
 from .errors import CheckpointError, ConfigError
 from .files import save_torch
-from .model import SegmentationModel, build_model
+from .model import TRAINING, SegmentationModel, build_model, load_state
 
 __all__ = ["CHECKPOINT", "Run", "TrainingState", "checkpoint_path", "finished_iteration", "load_checkpoint",
            "load_run", "load_state", "load_training_state", "load_weights", "rerank_run", "save_checkpoint",
@@ -95,25 +99,10 @@ def load_training_state(path: str | Path) -> TrainingState:
                          payload["rng"], int(payload["iteration"]))
 
 
-def load_state(model: torch.nn.Module, state: dict[str, torch.Tensor], origin: str | Path) -> None:
-    """``load_state_dict`` with a one-line error that names the mismatching tensors."""
-    own = model.state_dict()
-    problems = {
-        "shape mismatch": [f"{k} {tuple(state[k].shape)} vs {tuple(v.shape)}" for k, v in own.items()
-                           if k in state and state[k].shape != v.shape],
-        "missing": [k for k in own if k not in state],
-        "unexpected": [k for k in state if k not in own],
-    }
-    parts = [f"{kind}: {', '.join(names[:3])}" + (" ..." if len(names) > 3 else "")
-             for kind, names in problems.items() if names]
-    if parts:
-        raise CheckpointError(f"{origin}: does not fit this model ({'; '.join(parts)})")
-    model.load_state_dict(state)
-
-
 @dataclass
 class Run:
-    """A trained model and what it was trained with."""
+    """A trained model and what it was trained with: from a checkpoint, or from a folder or Hub repo that
+    ``save_pretrained`` (``densecell save``) wrote."""
 
     path: Path
     model: SegmentationModel
@@ -129,18 +118,70 @@ class Run:
         """The dataset the run was trained on (``cityscapes``, ``voc`` ...), if the checkpoint says."""
         return self.config.data.dataset if self.config else None
 
+    @property
+    def provenance(self) -> dict[str, Any]:
+        """What a saved model carries besides its weights and config (``training.json``)."""
+        return {"recipe": self.config.model_dump(mode="json") if self.config else None, "iteration": self.iteration,
+                "backbone_weights": self.backbone_weights}
 
-def load_run(path: str | Path, **overrides: Any) -> Run:
-    """Rebuild the model a checkpoint was trained with and load its weights. ``overrides`` such as
-    ``output_stride=8`` change the architecture's evaluation settings, not its weights."""
-    path = Path(path)
-    payload = load_checkpoint(path)
-    model = build_model(**(payload["model_config"] | overrides))
-    load_state(model, payload["model"], path)
+
+def _recipe(values: dict[str, Any] | None, origin: str | Path) -> TrainConfig | None:
     try:
-        config = TrainConfig(**payload["config"]) if "config" in payload else None
+        return TrainConfig(**values) if values else None
     except ConfigError as exc:
-        raise CheckpointError(f"{path}: its training recipe does not read ({exc})") from None
-    palette = tuple(tuple(c) for c in payload.get("palette", ()))
-    return Run(path, model.eval(), tuple(payload.get("classes", ())), palette,  # type: ignore[arg-type]
-               payload.get("iteration"), config, payload.get("backbone_weights"))
+        raise CheckpointError(f"{origin}: its training recipe does not read ({exc})") from None
+
+
+def _is_repo_id(text: str) -> bool:
+    """``user/name`` (or ``name``): a Hugging Face Hub repo, not a local path."""
+    parts = text.split("/")
+    return len(parts) <= 2 and all(parts) and not text.startswith((".", "~")) and \
+        not text.lower().endswith((".pt", ".pth", ".safetensors", ".ckpt", ".json"))
+
+
+def load_run(source: str | Path, **overrides: Any) -> Run:
+    """Rebuild a trained model and load its weights, from a checkpoint (or the run folder that holds one), a folder
+    written by ``save_pretrained``, or a Hugging Face Hub repo id (through its cache). ``overrides`` such as
+    ``output_stride=8`` change the architecture's evaluation settings, not its weights."""
+    path = Path(source)
+    if path.is_dir() and checkpoint_path(path).is_file():
+        path = checkpoint_path(path)
+    if path.is_file():
+        payload = load_checkpoint(path)
+        known = {"classes": payload.get("classes") or None, "palette": payload.get("palette") or None}
+        model = build_model(**(payload["model_config"] | known | overrides))
+        load_state(model, payload["model"], path)
+        run = Run(path, model.eval(), model.classes, _palette(model), payload.get("iteration"),
+                  _recipe(payload.get("config"), path), payload.get("backbone_weights"))
+    elif (path / CONFIG_NAME).is_file() or (not path.exists() and _is_repo_id(str(source))):
+        run = _load_saved(str(source), overrides)
+    else:
+        raise CheckpointError(f"{source}: checkpoint not found (give a checkpoint.pt, its run folder, a folder "
+                              f"written by densecell save, or a Hugging Face Hub repo id)")
+    run.model.provenance = run.provenance
+    return run
+
+
+def _palette(model: SegmentationModel) -> tuple[tuple[int, int, int], ...]:
+    return tuple(tuple(c) for c in model.config.get("palette") or ())  # type: ignore[misc]
+
+
+def _load_saved(source: str, overrides: dict[str, Any]) -> Run:
+    """A model that ``save_pretrained`` wrote, with its ``training.json`` when it has one."""
+    try:
+        model = SegmentationModel.from_pretrained(source, **overrides)
+        folder = Path(source) if Path(source).is_dir() else None
+        record = folder / TRAINING if folder else _hub_file(source, TRAINING)
+    except (OSError, ValueError, HfHubHTTPError) as exc:  # not cached offline, no such repo, the hub unreachable
+        raise CheckpointError(f"{source}: cannot load this densecell model: it is not in the Hugging Face cache "
+                              f"and the hub cannot give it ({type(exc).__name__})") from None
+    facts = json.loads(record.read_text()) if record is not None and record.is_file() else {}
+    return Run(Path(source), model.eval(), model.classes, _palette(model), facts.get("iteration"),
+               _recipe(facts.get("recipe"), source), facts.get("backbone_weights"))
+
+
+def _hub_file(repo_id: str, name: str) -> Path | None:
+    try:
+        return Path(hf_hub_download(repo_id, name))
+    except (OSError, ValueError, HfHubHTTPError):  # the file is optional
+        return None

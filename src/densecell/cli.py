@@ -124,7 +124,8 @@ Scales = Annotated[str, typer.Option("--scales", help="Comma-separated test scal
 Flip = Annotated[bool, typer.Option("--flip", help="Also average the left-right flipped image.")]
 Window = Annotated[str | None, typer.Option("--window", help="Sliding-window size HxW for large images.")]
 PadTo = Annotated[str | None, typer.Option("--pad-to", help="Pad images to HxW first, as TF's eval crop (1025x2049).")]
-CheckpointPath = Annotated[Path, typer.Option("--checkpoint", help="A checkpoint.pt written by densecell train.")]
+MODEL_SOURCES = "a checkpoint.pt, its run folder, a folder written by densecell save, or a Hugging Face Hub id"
+CheckpointPath = Annotated[str, typer.Option("--checkpoint", help=f"The trained model: {MODEL_SOURCES}.")]
 SearchConfigPath = Annotated[Path | None, typer.Option("--config", help="Search recipe, e.g. "
                                                                         "configs/search-synthetic.yaml.")]
 StorageOption = Annotated[str | None, typer.Option("--storage", envvar="DENSECELL_STORAGE",
@@ -238,7 +239,7 @@ def cell_show(
 
 @cell_app.command("importance")
 def cell_importance(
-    checkpoint: Annotated[Path, typer.Argument(help="A checkpoint.pt of a DPC model.")],
+    checkpoint: Annotated[str, typer.Argument(help=f"A trained DPC model: {MODEL_SOURCES}.")],
     plot: Annotated[Path | None, typer.Option("--plot", help="Also draw the bars into this PNG.")] = None,
     fmt: Annotated[Format, typer.Option("--format")] = Format.table,
 ) -> None:
@@ -312,8 +313,9 @@ def print_paper_table(rows: list[dict[str, Any]], size: tuple[int, int]) -> None
 @app.command()
 def export(
     output: Annotated[Path, typer.Argument(help="Where to write the .onnx file.")],
-    checkpoint: Annotated[Path | None, typer.Option("--checkpoint", help="Export this trained model (else the "
-                                                                         "architecture below, untrained).")] = None,
+    checkpoint: Annotated[str | None, typer.Option(
+        "--checkpoint", help=f"Export this trained model ({MODEL_SOURCES}; else the architecture below, untrained)."
+    )] = None,
     backbone: Annotated[str, typer.Option(help="timm backbone.")] = "mobilenetv2_100",
     head: Annotated[str, typer.Option(help=f"Context head: {', '.join(HEADS)}.", callback=head_name)] = "dpc",
     cell: CellSpec = "cityscapes-top1",
@@ -432,6 +434,32 @@ def synthetic(
 
     write_synthetic_cityscapes(root, train_images, val_images, seed=seed)
     console.print(f"wrote {train_images} train + {val_images} val images to {root} (Cityscapes layout)")
+
+
+@app.command()
+def save(
+    run: Annotated[str, typer.Argument(help=f"The trained model: {MODEL_SOURCES}.")],
+    output: Annotated[Path, typer.Argument(help="The folder to write.")],
+) -> None:
+    """Save a trained model as the Hugging Face ecosystem does: config.json, model.safetensors, the cell drawn and a
+    model card (recipe, costs, val mIoU); densecell.from_pretrained(FOLDER) loads it."""
+    from .sharing import save_run
+
+    folder = save_run(run, output)
+    console.print(f"saved {run} to {folder}: load it with densecell.from_pretrained({str(folder)!r})")
+
+
+@app.command()
+def push(
+    run: Annotated[str, typer.Argument(help=f"The trained model: {MODEL_SOURCES}.")],
+    repo_id: Annotated[str, typer.Option("--repo-id", help="The Hub repository, user/name.")],
+    private: Annotated[bool, typer.Option("--private", help="Create the repository private.")] = False,
+) -> None:
+    """Push a trained model to the Hugging Face Hub with its model card (log in first: hf auth login)."""
+    from .sharing import push_run
+
+    url = push_run(run, repo_id, private or None)
+    console.print(f"pushed {run} to {repo_id}: {url}")
 
 
 # --- the search ----------------------------------------------------------------------------------------------------

@@ -105,6 +105,10 @@ class ModelConfig(Strict):
     head: Head = "dpc"
     cell: str = Field("cityscapes-top1", description="DPC only: a preset name, a JSON file, JSON text or a Cell.")
     num_classes: int = Field(19, ge=1, description="Set from the dataset when training.")
+    classes: tuple[str, ...] | None = Field(None, description="The classes' names in train-id order (from the "
+                                            "dataset when training): model cards and prediction files show them.")
+    palette: tuple[tuple[int, int, int], ...] | None = Field(None, description="Their colours, for prediction "
+                                                             "overlays.")
     output_stride: Literal[8, 16] = 16
     decoder: bool = True
     pooling: Literal["tf", "grid"] = "tf"
@@ -119,6 +123,16 @@ class ModelConfig(Strict):
     dropout: float = Field(0.1, ge=0, lt=1)
     bn_momentum: float = Field(0.1, gt=0, le=1)
     feature_stages: int | None = Field(None, ge=1, description="Keep only the backbone's first stages.")
+
+    @model_validator(mode="before")
+    @classmethod
+    def _classes_count(cls, values: Any) -> Any:
+        """Class names given without a count set it; with one, they must agree."""
+        if isinstance(values, dict) and values.get("classes") is not None:
+            count = values.setdefault("num_classes", len(values["classes"]))
+            if count != len(values["classes"]):
+                raise ValueError(f"num_classes {count} but {len(values['classes'])} class names")
+        return values
 
     @field_validator("cell", mode="before")
     @classmethod

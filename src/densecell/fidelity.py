@@ -31,13 +31,13 @@ from . import stages
 from .cache import FeatureCache
 from .config import ProxySettings, SearchConfig
 from .errors import ConfigError
+from .figures import scatter
 from .files import make_dirs, write_text
 from .lock import RunLock
 from .optim import default_device
 from .progress import Progress, report
 from .proxy import train_candidate
 from .ranking import describe_rho, spearman, top_overlap
-from .report import scatter
 from .space import Cell, SearchSpace, load_cell
 from .supernet import score_cell
 from .train import train

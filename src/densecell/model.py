@@ -8,26 +8,35 @@ be rebuilt from it.
 
 from __future__ import annotations
 
+import json
+import os
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 import timm
 import torch
+from huggingface_hub import ModelCard, PyTorchModelHubMixin, hf_hub_download
+from huggingface_hub.constants import CONFIG_NAME, SAFETENSORS_SINGLE_FILE
+from safetensors.torch import load_file, save_model
 from timm.data import IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD, resolve_data_config
 from timm.models import get_pretrained_cfg
 from torch import nn
 
 from .config import ModelConfig
 from .data.transforms import Normalization
-from .errors import ConfigError, ModelError
+from .errors import CheckpointError, ConfigError, ModelError
+from .figures import draw_cell
+from .files import write_text
 from .heads import ConvBNReLU, SeparableConv
+from .hubcard import MODEL_CARD, PAPER_URL, model_card_facts
 from .registry import HEADS
 from .resize import resize_bilinear
 
 __all__ = [
-    "backbone_normalization", "build_model", "create_backbone", "Decoder", "KNOWN_BACKBONES", "Pretrained",
-    "resolve_normalization", "resolve_weights", "SegmentationModel", "timm_name", "WEIGHT_SUFFIXES"
+    "backbone_normalization", "build_model", "create_backbone", "Decoder", "from_pretrained", "KNOWN_BACKBONES",
+    "load_state", "Pretrained", "TRAINING", "resolve_normalization", "resolve_weights", "SegmentationModel",
+    "timm_name", "WEIGHT_SUFFIXES"
 ]
 
 Pretrained = bool | str | Path | None
@@ -36,6 +45,8 @@ Pretrained = bool | str | Path | None
 #: Backbones the paper and the issue tracker name; any other timm model with ``features_only`` support works too.
 KNOWN_BACKBONES = ("mobilenetv2_100", "xception71", "resnet50", "resnet101")
 WEIGHT_SUFFIXES = (".pth", ".pt", ".bin", ".safetensors", ".ckpt")
+TRAINING = "training.json"
+"""Beside a saved model's config: what it was trained with."""
 
 
 class Decoder(nn.Module):
@@ -57,25 +68,54 @@ class Decoder(nn.Module):
         return self.refine(torch.cat([high, self.reduce(low)], dim=1))
 
 
-class SegmentationModel(nn.Module):
+HUB_TAGS = ["semantic-segmentation", "deeplab", "dense-prediction-cell", "neural-architecture-search"]
+
+
+class SegmentationModel(nn.Module, PyTorchModelHubMixin, library_name="densecell", pipeline_tag="image-segmentation",
+                        tags=HUB_TAGS, paper_url=PAPER_URL, model_card_template=MODEL_CARD):
     """Backbone -> head -> (decoder) -> 1x1 classifier -> bilinear upsampling to the input size.
 
-    ``mean`` and ``std`` (in ``config``) are the input normalisation the backbone expects: images are scaled to [0, 1],
-    then normalised with them, in training, evaluation, prediction, the feature cache and the exported model."""
+    Built from a :class:`~densecell.config.ModelConfig` and/or its fields (:func:`build_model`); ``config`` is the
+    fields without ``pretrained`` and with the normalisation resolved, so that ``build_model(**model.config)``
+    builds the same architecture. ``mean`` and ``std`` are the input normalisation the backbone expects: images are
+    scaled to [0, 1], then normalised with them, in training, evaluation, prediction, the feature cache and the
+    exported model.
 
-    def __init__(self, backbone: nn.Module, head: nn.Module, classifier: nn.Module, decoder: Decoder | None,
-                 low_level_index: int, config: dict[str, Any] | None = None) -> None:
+    Shared as the Hugging Face ecosystem shares models (``huggingface_hub.PyTorchModelHubMixin``):
+    ``save_pretrained(folder)`` writes ``config.json`` (``config``), ``model.safetensors``, the cell drawn and a model
+    card; ``SegmentationModel.from_pretrained(folder or "user/repo")`` (or :func:`densecell.from_pretrained`) builds it
+    from ``config.json`` without downloading ImageNet weights and loads its own; ``push_to_hub("user/repo")``."""
+
+    def __init__(self, settings: ModelConfig | None = None, /, **fields: Any) -> None:
         super().__init__()
-        self.backbone = backbone
-        self.head = head
-        self.decoder = decoder
-        self.classifier = classifier
-        self.low_level_index = low_level_index
-        self.config = dict(config or {})
+        try:
+            args = ModelConfig(**((settings.model_dump() if settings else {}) | fields))
+        except ConfigError as exc:
+            raise ModelError(str(exc).removeprefix("ModelConfig: ")) from None
+        mean, std = resolve_normalization(args.backbone, args.pretrained, args.mean, args.std)
+        self.backbone = create_backbone(args.backbone, args.output_stride, args.pretrained, args.feature_stages)
+        channels = self.backbone.feature_info.channels()
+        reductions = self.backbone.feature_info.reduction()
+        self.head = HEADS[args.head](args.cell, channels[-1], filters=args.filters, dropout=args.dropout,
+                                     output_stride=args.output_stride, pooling=args.pooling,
+                                     crop_size=args.crop_size, bn_momentum=args.bn_momentum)
+        self.low_level_index = reductions.index(4) if 4 in reductions else 0
+        self.decoder = Decoder(args.filters, channels[self.low_level_index], filters=args.filters,
+                               bn_momentum=args.bn_momentum) if args.decoder else None
+        self.classifier = nn.Conv2d(args.filters, args.num_classes, 1)
+        self.config = args.model_dump(mode="json", exclude={"pretrained"}) | {"mean": list(mean), "std": list(std)}
+        if args.head == "dpc":  # the cell itself, not the name or path it was given by: the config travels
+            self.config["cell"] = self.head.cell.to_json()
 
     @property
     def normalization(self) -> tuple[tuple[float, ...], tuple[float, ...]]:
         return tuple(self.config["mean"]), tuple(self.config["std"])
+
+    @property
+    def classes(self) -> tuple[str, ...]:
+        """The class names (``class_0`` ... when the model was built without them)."""
+        names = self.config.get("classes")
+        return tuple(names) if names else tuple(f"class_{i}" for i in range(self.config["num_classes"]))
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
         features = self.backbone(images)
@@ -83,6 +123,63 @@ class SegmentationModel(nn.Module):
         if self.decoder is not None:
             x = self.decoder(x, features[self.low_level_index])
         return resize_bilinear(self.classifier(x), images.shape[-2:])
+
+    # --- the Hugging Face Hub ----------------------------------------------------------------------------------------
+
+    provenance: dict[str, Any] | None = None
+    """What the model was trained with (the recipe, the iterations, the backbone's starting weights), when it came
+    from a run: saved as ``training.json`` beside it."""
+
+    def _save_pretrained(self, save_directory: Path) -> None:
+        """``model.safetensors``, ``config.json`` (the model's config: its constructor's arguments), ``training.json``
+        (:attr:`provenance`, if known) and, for a DPC, ``cell.json`` and ``cell.png`` (the cell in TF DeepLab JSON,
+        and drawn)."""
+        save_model(self, str(save_directory / SAFETENSORS_SINGLE_FILE))
+        write_text(save_directory / CONFIG_NAME, json.dumps(self.config, indent=2, sort_keys=True))
+        if self.provenance:
+            write_text(save_directory / TRAINING, json.dumps(self.provenance, indent=2))
+        if self.config["head"] == "dpc":
+            write_text(save_directory / "cell.json", self.head.cell.to_json())
+            draw_cell(self.head.cell, save_directory / "cell.png", "the Dense Prediction Cell")
+
+    @classmethod
+    def _from_pretrained(cls, *, model_id: str, revision: str | None, cache_dir: str | Path | None,
+                         force_download: bool, local_files_only: bool, token: str | bool | None,
+                         map_location: str = "cpu", **config: Any) -> SegmentationModel:
+        """Build the model from its ``config.json`` (without the backbone's ImageNet weights: the file has them
+        all) and load ``model.safetensors``, every tensor checked (a one-line error names the ones that differ)."""
+        model = cls(**{key: value for key, value in config.items() if key in ModelConfig.model_fields})
+        if os.path.isdir(model_id):
+            weights = os.path.join(model_id, SAFETENSORS_SINGLE_FILE)
+        else:
+            weights = hf_hub_download(model_id, SAFETENSORS_SINGLE_FILE, revision=revision, cache_dir=cache_dir,
+                                      force_download=force_download, token=token, local_files_only=local_files_only)
+        if not os.path.isfile(weights):
+            raise ModelError(f"{model_id}: no {SAFETENSORS_SINGLE_FILE} (a folder written by save_pretrained has one)")
+        load_state(model, load_file(weights, device=map_location), model_id)
+        return model.eval()
+
+    def generate_model_card(self, *args: Any, **facts: Any) -> ModelCard:
+        """The model card (Markdown with the Hub's YAML metadata): what the model is, how to load it, its cell and
+        classes, and what ``facts`` tell of its training (the command line's ``densecell save`` and ``push`` give
+        the recipe, the costs and the val mIoU)."""
+        return super().generate_model_card(**(model_card_facts(self.config) | facts))
+
+
+def load_state(model: nn.Module, state: dict[str, torch.Tensor], origin: str | Path) -> None:
+    """``load_state_dict`` with a one-line error that names the mismatching tensors."""
+    own = model.state_dict()
+    problems = {
+        "shape mismatch": [f"{k} {tuple(state[k].shape)} vs {tuple(v.shape)}" for k, v in own.items()
+                           if k in state and state[k].shape != v.shape],
+        "missing": [k for k in own if k not in state],
+        "unexpected": [k for k in state if k not in own],
+    }
+    parts = [f"{kind}: {', '.join(names[:3])}" + (" ..." if len(names) > 3 else "")
+             for kind, names in problems.items() if names]
+    if parts:
+        raise CheckpointError(f"{origin}: does not fit this model ({'; '.join(parts)})")
+    model.load_state_dict(state)
 
 
 def _is_weights_file(pretrained: str | Path) -> bool:
@@ -195,27 +292,17 @@ def build_model(config: ModelConfig | None = None, /, **fields: Any) -> Segmenta
     (which win): ``backbone``, ``pretrained``, ``output_stride``, ``feature_stages`` for the timm backbone; ``head``
     (:data:`~densecell.registry.HEADS`: ``dpc`` or ``aspp``), ``cell`` (DPC only: a preset name, a JSON path, JSON text
     or a Cell), ``filters``, ``dropout``, ``pooling``, ``crop_size``, ``bn_momentum`` for the head; ``decoder``;
-    ``num_classes``; ``mean`` and ``std``. Defaults are the paper's (256 filters, OS 16, dropout keep 0.9).
+    ``num_classes`` (and ``classes``, their names); ``mean`` and ``std``. Defaults are the paper's (256 filters, OS
+    16, dropout keep 0.9).
 
     ``bn_momentum`` is PyTorch's convention; TF DeepLab's decay 0.9997 is ``bn_momentum=0.0003`` and suits only very
     long runs. ``pretrained`` loads backbone weights (see :func:`create_backbone`); ``mean`` and ``std`` default to
-    what timm declares for those weights (:func:`resolve_normalization`). ``model.config`` is the fields without
-    ``pretrained`` (the weights are in the model) and with the normalisation resolved: ``build_model(**model.config)``
-    builds the same architecture."""
-    try:
-        args = ModelConfig(**((config.model_dump() if config else {}) | fields))
-    except ConfigError as exc:
-        raise ModelError(str(exc).removeprefix("ModelConfig: ")) from None
-    mean, std = resolve_normalization(args.backbone, args.pretrained, args.mean, args.std)
-    features = create_backbone(args.backbone, args.output_stride, args.pretrained, args.feature_stages)
-    channels = features.feature_info.channels()
-    reductions = features.feature_info.reduction()
-    context = HEADS[args.head](args.cell, channels[-1], filters=args.filters, dropout=args.dropout,
-                               output_stride=args.output_stride, pooling=args.pooling, crop_size=args.crop_size,
-                               bn_momentum=args.bn_momentum)
-    low_level_index = reductions.index(4) if 4 in reductions else 0
-    decoder = Decoder(args.filters, channels[low_level_index], filters=args.filters,
-                      bn_momentum=args.bn_momentum) if args.decoder else None
-    classifier = nn.Conv2d(args.filters, args.num_classes, 1)
-    config_dict = args.model_dump(mode="json", exclude={"pretrained"}) | {"mean": list(mean), "std": list(std)}
-    return SegmentationModel(features, context, classifier, decoder, low_level_index, config_dict)
+    what timm declares for those weights (:func:`resolve_normalization`)."""
+    return SegmentationModel(config, **fields)
+
+
+def from_pretrained(source: str | Path, **overrides: Any) -> SegmentationModel:
+    """A model saved by ``save_pretrained`` (or ``densecell save``): a folder, or a Hugging Face Hub repo id
+    (``user/repo``, through the hub's cache; ``HF_HOME`` and ``HF_HUB_OFFLINE`` apply). ``overrides`` change the
+    architecture's evaluation settings, e.g. ``output_stride=8``."""
+    return SegmentationModel.from_pretrained(source, **overrides)

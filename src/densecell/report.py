@@ -13,7 +13,6 @@ import hashlib
 import html
 import json
 import math
-from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from string import Template
@@ -21,21 +20,21 @@ from typing import Any
 
 import markdown
 import optuna
-from matplotlib.axes import Axes
-from matplotlib.figure import Figure
 
 from . import record
 from .checkpoint import checkpoint_path, load_run, rerank_run
 from .errors import CheckpointError, InputError
-from .files import atomic_path, make_dirs, write_text
-from .ranking import describe_rho, spearman, top_overlap
+from .figures import draw_cell, figure, histogram, importance_plot, save_figure, scatter
+from .files import make_dirs, write_text
+from .hubcard import cell_card
+from .ranking import spearman, top_overlap
 from .record import TrialRecord
 from .search import completed_trials, proxy_full_pairs
-from .space import BACKBONE, Cell, branch_label
+from .space import Cell, branch_label
 
 __all__ = [
-    "branch_importance", "Correlation", "correlations", "draw_cell", "fingerprint", "HTML", "importance_plot",
-    "pareto_front", "report_is_current", "ReportSummary", "scatter", "write_report", "write_top_cells"
+    "branch_importance", "Correlation", "correlations", "fingerprint", "HTML", "pareto_front", "report_is_current",
+    "ReportSummary", "write_cell_card", "write_report", "write_top_cells"
 ]
 
 
@@ -46,38 +45,6 @@ def pareto_front(points: list[tuple[float, float]]) -> list[int]:
     return sorted(front, key=lambda i: points[i][1])
 
 
-def draw_cell(cell: Cell, path: Path, title: str = "") -> Path:
-    """The cell as a DAG: F on the left, each branch placed one column right of its input, all into the concat."""
-    depth = {BACKBONE: 0}
-    for i, branch in enumerate(cell):
-        depth[i] = depth[branch.input] + 1
-    columns: dict[int, list[int]] = {}
-    for i in range(len(cell)):
-        columns.setdefault(depth[i], []).append(i)
-    position = {BACKBONE: (0.0, 0.0)}
-    for column, members in columns.items():
-        for row, i in enumerate(members):
-            position[i] = (float(column), row - (len(members) - 1) / 2)
-    out_x = max(depth.values()) + 1.0
-    fig, ax = _figure((2.2 * (out_x + 1), 1.0 + 1.1 * max(len(m) for m in columns.values())))
-    for i, branch in enumerate(cell):
-        (x0, y0), (x1, y1) = position[branch.input], position[i]
-        ax.annotate("", xy=(x1 - 0.22, y1), xytext=(x0 + 0.22, y0), arrowprops={"arrowstyle": "->", "color": "0.3"})
-        ax.annotate("", xy=(out_x - 0.3, 0), xytext=(x1 + 0.22, y1),
-                    arrowprops={"arrowstyle": "->", "color": "0.75", "linestyle": "dotted"})
-        ax.text(x1, y1, f"{branch_label(i)}\n{branch.op}", ha="center", va="center", fontsize=8,
-                bbox={"boxstyle": "round", "facecolor": "#dde8f5", "edgecolor": "#4a6fa5"})
-    ax.text(0, 0, "F", ha="center", va="center", fontsize=10, bbox={"boxstyle": "circle", "facecolor": "#f5e6cc"})
-    ax.text(out_x, 0, "concat\n1x1", ha="center", va="center", fontsize=8,
-            bbox={"boxstyle": "round", "facecolor": "#e5f5dd"})
-    ax.set_xlim(-0.6, out_x + 0.6)
-    ys = [y for _, y in position.values()]
-    ax.set_ylim(min(ys) - 0.8, max(ys) + 0.8)
-    ax.axis("off")
-    ax.set_title(title, fontsize=9)
-    return _save(fig, path)
-
-
 HTML = Template("""<!doctype html><meta charset="utf-8"><title>$title</title>
 <style>body{font-family:sans-serif;max-width:1100px;margin:2em auto}td,th{padding:2px 8px;
 border-bottom:1px solid #ddd;font-size:13px}img{max-width:48%;margin:4px}</style>
@@ -85,55 +52,17 @@ $body
 """)
 
 
-def _save(fig: Any, path: Path) -> Path:
-    fig.tight_layout()
-    with atomic_path(path) as temporary:
-        fig.savefig(temporary, dpi=110, format="png")
-    return path
-
-
-def _figure(size: tuple[float, float]) -> tuple[Figure, Axes]:
-    """A figure of its own (matplotlib's object API: no pyplot, so the caller's backend and figures are left
-    alone)."""
-    fig = Figure(figsize=size)
-    return fig, fig.subplots()
-
-
-def _histogram(scores: list[float], baseline: float | None, path: Path) -> Path:
-    fig, ax = _figure((5, 3.2))
-    ax.hist([s * 100 for s in scores], bins=min(30, max(5, len(scores) // 3)), color="#4a6fa5")
-    if baseline is not None:
-        ax.axvline(baseline * 100, color="#c0392b", linestyle="--", label="lone 1x1 conv (no context)")
-        ax.legend(fontsize=8)
-    ax.set_xlabel("proxy val mIoU (%)")
-    ax.set_ylabel("cells")
-    ax.set_title(f"{len(scores)} cells on the proxy task (cf. paper Fig. 4a)")
-    return _save(fig, path)
-
-
 def _pareto(trials: list[TrialRecord], path: Path) -> tuple[Path, list[int]]:
     points = [(t.values[0], float(t.madds)) for t in trials]
     front = pareto_front(points)
-    fig, ax = _figure((5, 3.2))
+    fig, ax = figure((5, 3.2))
     ax.scatter([c / 1e6 for _, c in points], [m * 100 for m, _ in points], s=12, color="0.6", label="cells")
     ax.plot([points[i][1] / 1e6 for i in front], [points[i][0] * 100 for i in front], "o-", color="#c0392b",
             label="Pareto front")
     ax.set_xlabel("context-module MAdds at the proxy size (M)")
     ax.set_ylabel("proxy val mIoU (%)")
     ax.legend(fontsize=8)
-    return _save(fig, path), [trials[i].number for i in front]
-
-
-def scatter(pairs: Sequence[tuple[float, float]], x_label: str, y_label: str, path: Path, title: str = "") -> Path:
-    """A rank-correlation plot: one point per cell, Spearman's rho and the top-5 overlap in the title."""
-    fig, ax = _figure((4.2, 3.4))
-    ax.scatter([x * 100 for x, _ in pairs], [y * 100 for _, y in pairs], s=16, color="#4a6fa5")
-    ax.set_xlabel(f"{x_label} (%)")
-    ax.set_ylabel(f"{y_label} (%)")
-    summary = f"{len(pairs)} cells, Spearman rho = {describe_rho(spearman(pairs), 2)}, top-5 overlap " \
-              f"{top_overlap(pairs)}/5"
-    ax.set_title(f"{title}\n{summary}" if title else summary, fontsize=9)
-    return _save(fig, path)
+    return save_figure(fig, path), [trials[i].number for i in front]
 
 
 def _importance(trial: TrialRecord, search_run: Path, path: Path) -> tuple[Path | None, list[float]]:
@@ -143,17 +72,6 @@ def _importance(trial: TrialRecord, search_run: Path, path: Path) -> tuple[Path 
         return None, []
     values = load_run(checkpoint).model.head.branch_importance()
     return importance_plot(trial.cell, values, path, f"trial {trial.number}"), values
-
-
-def importance_plot(cell: Cell, values: Sequence[float], path: Path, title: str = "") -> Path:
-    """Paper Fig. 5b: the L1 norm of the projection weights that read each branch."""
-    fig, ax = _figure((4.6, 2.8))
-    labels = [f"{branch_label(i)}\n{b.op}" for i, b in enumerate(cell)]
-    ax.bar(range(len(values)), values, color="#4a6fa5")
-    ax.set_xticks(range(len(values)), labels, fontsize=7)
-    ax.set_ylabel("L1 norm of projection weights")
-    ax.set_title(f"branch importance (cf. paper Fig. 5b) {title}".strip(), fontsize=9)
-    return _save(fig, path)
 
 
 @dataclass
@@ -195,7 +113,7 @@ class ReportSummary:
 
 def _figures(study: optuna.Study, trials: list[TrialRecord], best: TrialRecord, out: Path, draw: int,
              search_run: Path) -> tuple[dict[str, Path], dict[str, Any]]:
-    figures = {"histogram": _histogram([t.values[0] for t in trials], record.baseline(study), out / "histogram.png")}
+    figures = {"histogram": histogram([t.values[0] for t in trials], record.baseline(study), out / "histogram.png")}
     figures["pareto"], front = _pareto(trials, out / "pareto.png")
     facts: dict[str, Any] = {"pareto_front_trials": front}
     pairs = proxy_full_pairs(study)
@@ -213,6 +131,7 @@ def _figures(study: optuna.Study, trials: list[TrialRecord], best: TrialRecord, 
         figures[f"cell {rank + 1}"] = draw_cell(trial.cell, out / f"cell-{rank + 1}.png",
                                                 f"proxy rank {rank + 1} (trial {trial.number}): "
                                                 f"{trial.values[0] * 100:.1f}%")
+        write_cell_card(study, trial, out / "cards" / f"rank-{rank + 1:02d}-trial-{trial.number}")
     facts.update(spearman_rho=_number(spearman(pairs)), reranked=len(pairs), oneshot_pairs=len(oneshot),
                  oneshot_rho=_number(spearman(oneshot)), oneshot_top5=top_overlap(oneshot) if oneshot else None)
     return figures, facts
@@ -352,11 +271,32 @@ def correlations(study: optuna.Study, out_dir: str | Path) -> list[Correlation]:
     return found
 
 
+def write_cell_card(study: optuna.Study, trial: TrialRecord, folder: str | Path) -> Path:
+    """A found cell as something to publish without a model: ``README.md`` (its card, with the Hub's metadata),
+    ``cell.json`` and ``cell.png``, with its scores and the study's settings."""
+    folder = make_dirs(folder)
+    full = record.full_scores(study).get(trial.number)
+    scores = [["proxy val mIoU", f"{trial.values[0] * 100:.2f}%"],
+              *([["end-to-end val mIoU (re-ranking)", f"{full * 100:.2f}%"]] if full is not None else []),
+              *([["one-shot val mIoU", f"{trial.oneshot_miou * 100:.2f}%"]] if trial.oneshot_miou is not None else []),
+              ["parameters (context module, at the proxy's size)", f"{trial.params / 1e6:.3f}M"],
+              ["multiply-adds (context module, at the proxy's size)", f"{trial.madds / 1e6:.1f}M"]]
+    settings = json.dumps(json.loads(record.stored_settings(study) or "{}"), indent=1)
+    write_text(folder / "cell.json", trial.cell.to_json())
+    draw_cell(trial.cell, folder / "cell.png", f"trial {trial.number}: {trial.values[0] * 100:.1f}% proxy mIoU")
+    cell_card(trial.cell, study.study_name, trial.number, scores, settings).save(folder / "README.md")
+    return folder
+
+
 def write_top_cells(study: optuna.Study, k: int, folder: str | Path) -> list[Path]:
     """The ``k`` best cells by proxy mIoU as TF DeepLab JSON files ``rank-01-trial-N.json`` ... in ``folder``
-    (``densecell fidelity --cells FOLDER`` reads them back)."""
-    return [write_text(Path(folder) / f"rank-{rank:02d}-trial-{trial.number}.json", trial.cell.to_json())
-            for rank, trial in enumerate(completed_trials(study)[:k], 1)]
+    (``densecell fidelity --cells FOLDER`` reads them back), each with its card in ``cards/rank-01-trial-N/``."""
+    written = []
+    for rank, trial in enumerate(completed_trials(study)[:k], 1):
+        name = f"rank-{rank:02d}-trial-{trial.number}"
+        written.append(write_text(Path(folder) / f"{name}.json", trial.cell.to_json()))
+        write_cell_card(study, trial, Path(folder) / "cards" / name)
+    return written
 
 
 def branch_importance(checkpoint: str | Path, plot: str | Path | None = None) -> tuple[Cell, list[float]]:

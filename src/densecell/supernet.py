@@ -33,12 +33,12 @@ import torch.nn.functional as F
 from torch import nn
 
 from .cache import FeatureCache
-from .checkpoint import load_state
 from .config import ProxySettings, SupernetConfig
 from .errors import CheckpointError, TrainingError
 from .files import save_torch
 from .heads import ConvBNReLU, DensePredictionCell, PoolingMode, build_operation
 from .metrics import val_miou
+from .model import load_state
 from .optim import autocast_for, backward_and_step, loss_scaler, make_optimizer, poly_lambda, rng_state, set_rng_state
 from .progress import Progress, report
 from .proxy import resolve_precision

@@ -1,0 +1,100 @@
+"""The figures of densecell: a cell drawn as a graph, branch importance (paper Fig. 5b), score histograms (paper Fig.
+4a), rank-correlation scatter plots and Pareto fronts. Each is a matplotlib figure of its own (the object API, no
+pyplot), written atomically as a PNG, so that the caller's backend and open figures are left alone.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+
+from matplotlib.axes import Axes
+from matplotlib.figure import Figure
+
+from .files import atomic_path
+from .ranking import describe_rho, spearman, top_overlap
+from .space import BACKBONE, Cell, branch_label
+
+__all__ = ["draw_cell", "figure", "histogram", "importance_plot", "save_figure", "scatter"]
+
+
+def figure(size: tuple[float, float]) -> tuple[Figure, Axes]:
+    """A figure of its own (matplotlib's object API: no pyplot, so the caller's backend and figures are left
+    alone)."""
+    fig = Figure(figsize=size)
+    return fig, fig.subplots()
+
+
+def save_figure(fig: Figure, path: Path) -> Path:
+    fig.tight_layout()
+    with atomic_path(path) as temporary:
+        fig.savefig(temporary, dpi=110, format="png")
+    return path
+
+
+def draw_cell(cell: Cell, path: Path, title: str = "") -> Path:
+    """The cell as a DAG: F on the left, each branch placed one column right of its input, all into the concat."""
+    depth = {BACKBONE: 0}
+    for i, branch in enumerate(cell):
+        depth[i] = depth[branch.input] + 1
+    columns: dict[int, list[int]] = {}
+    for i in range(len(cell)):
+        columns.setdefault(depth[i], []).append(i)
+    position = {BACKBONE: (0.0, 0.0)}
+    for column, members in columns.items():
+        for row, i in enumerate(members):
+            position[i] = (float(column), row - (len(members) - 1) / 2)
+    out_x = max(depth.values()) + 1.0
+    fig, ax = figure((2.2 * (out_x + 1), 1.0 + 1.1 * max(len(m) for m in columns.values())))
+    for i, branch in enumerate(cell):
+        (x0, y0), (x1, y1) = position[branch.input], position[i]
+        ax.annotate("", xy=(x1 - 0.22, y1), xytext=(x0 + 0.22, y0), arrowprops={"arrowstyle": "->", "color": "0.3"})
+        ax.annotate("", xy=(out_x - 0.3, 0), xytext=(x1 + 0.22, y1),
+                    arrowprops={"arrowstyle": "->", "color": "0.75", "linestyle": "dotted"})
+        ax.text(x1, y1, f"{branch_label(i)}\n{branch.op}", ha="center", va="center", fontsize=8,
+                bbox={"boxstyle": "round", "facecolor": "#dde8f5", "edgecolor": "#4a6fa5"})
+    ax.text(0, 0, "F", ha="center", va="center", fontsize=10, bbox={"boxstyle": "circle", "facecolor": "#f5e6cc"})
+    ax.text(out_x, 0, "concat\n1x1", ha="center", va="center", fontsize=8,
+            bbox={"boxstyle": "round", "facecolor": "#e5f5dd"})
+    ax.set_xlim(-0.6, out_x + 0.6)
+    ys = [y for _, y in position.values()]
+    ax.set_ylim(min(ys) - 0.8, max(ys) + 0.8)
+    ax.axis("off")
+    ax.set_title(title, fontsize=9)
+    return save_figure(fig, path)
+
+
+def histogram(scores: list[float], baseline: float | None, path: Path) -> Path:
+    """The proxy scores of a search's cells (paper Fig. 4a), with the lone 1x1 head's score marked."""
+    fig, ax = figure((5, 3.2))
+    ax.hist([s * 100 for s in scores], bins=min(30, max(5, len(scores) // 3)), color="#4a6fa5")
+    if baseline is not None:
+        ax.axvline(baseline * 100, color="#c0392b", linestyle="--", label="lone 1x1 conv (no context)")
+        ax.legend(fontsize=8)
+    ax.set_xlabel("proxy val mIoU (%)")
+    ax.set_ylabel("cells")
+    ax.set_title(f"{len(scores)} cells on the proxy task (cf. paper Fig. 4a)")
+    return save_figure(fig, path)
+
+
+def scatter(pairs: Sequence[tuple[float, float]], x_label: str, y_label: str, path: Path, title: str = "") -> Path:
+    """A rank-correlation plot: one point per cell, Spearman's rho and the top-5 overlap in the title."""
+    fig, ax = figure((4.2, 3.4))
+    ax.scatter([x * 100 for x, _ in pairs], [y * 100 for _, y in pairs], s=16, color="#4a6fa5")
+    ax.set_xlabel(f"{x_label} (%)")
+    ax.set_ylabel(f"{y_label} (%)")
+    summary = f"{len(pairs)} cells, Spearman rho = {describe_rho(spearman(pairs), 2)}, top-5 overlap " \
+              f"{top_overlap(pairs)}/5"
+    ax.set_title(f"{title}\n{summary}" if title else summary, fontsize=9)
+    return save_figure(fig, path)
+
+
+def importance_plot(cell: Cell, values: Sequence[float], path: Path, title: str = "") -> Path:
+    """Paper Fig. 5b: the L1 norm of the projection weights that read each branch."""
+    fig, ax = figure((4.6, 2.8))
+    labels = [f"{branch_label(i)}\n{b.op}" for i, b in enumerate(cell)]
+    ax.bar(range(len(values)), values, color="#4a6fa5")
+    ax.set_xticks(range(len(values)), labels, fontsize=7)
+    ax.set_ylabel("L1 norm of projection weights")
+    ax.set_title(f"branch importance (cf. paper Fig. 5b) {title}".strip(), fontsize=9)
+    return save_figure(fig, path)
