@@ -3,12 +3,15 @@ with the demo's proxy settings, each at every rung, with its MAdds, params and s
 cells trained a second time with another seed (the noise floor).
 
     python benchmarks/search_table.py build     # densecell search, configs/search-synthetic-table.yaml (2 cores: hours)
+    python benchmarks/search_table.py rank      # the cheap rankers' scores of every cell, with their costs
     python benchmarks/search_table.py export    # -> benchmarks/data/synthetic-proxy-table.json.gz
 
 ``build`` writes the synthetic data if needed, queues the published cell and the 50 repeated cells (each twice: a
 trial's seed is its number) in the study, and runs ``densecell search`` itself, whose uniform sampler draws the rest;
-it resumes where it stopped. ``export`` reads the study and writes the table with the commit and the command that
-made it.
+it resumes where it stopped. ``rank`` scores every cell with each cheap ranker (densecell.rankers) and with four
+supernets (uniform and family-first sampling, 300 and 1,200 steps), and times each against a proxy step at the
+paper's shape (769x769, batch 8, 320x49x49 features, 256 filters) on this machine; it keeps what it finished in the
+run folder (``rankers.json``) and resumes. ``export`` writes the table with the commit and the command that made it.
 """
 
 from __future__ import annotations
@@ -17,19 +20,29 @@ import argparse
 import gzip
 import json
 import random
+import statistics
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import optuna
+import torch
 from optuna.trial import TrialState
 
+from common import machine
 from densecell import record
-from densecell.config import load_search_config
+from densecell.cache import FeatureCache
+from densecell.config import ProxySettings, load_search_config
 from densecell.data.synthetic import write_synthetic_cityscapes
+from densecell.files import write_text
+from densecell.proxy import build_proxy_head
+from densecell.rankers import RANKERS, ZERO_COST, ZeroCost, ranker
 from densecell.search import cell_params, create_study
-from densecell.space import load_cell
+from densecell.space import Cell, load_cell
 from densecell.stages import feature_cache
+from densecell.steps import EagerStep, Precision
+from densecell.supernet import Supernet, score_cell, train_supernet
 
 ROOT = Path(__file__).parent.parent
 RECIPE = ROOT / "configs" / "search-synthetic-table.yaml"
@@ -73,34 +86,125 @@ def commit() -> str:
     return done.stdout.strip() or "unknown"
 
 
-def export() -> None:
+def proxy_rows() -> list[dict]:
+    """The study's completed trials as the table's rows, in trial order."""
     settings = config()
     study = optuna.load_study(study_name=settings.name, storage=settings.storage_url)
     published = load_cell("cityscapes-top1")
-    rows, seen = [], {}
+    rows, seen = [], set()
     for trial in sorted(study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)), key=lambda t: t.number):
         facts = record.TrialRecord.from_trial(trial)
         kind = "published" if facts.cell == published else ("repeat" if facts.cell in seen else "uniform")
-        seen.setdefault(facts.cell, trial.number)
+        seen.add(facts.cell)
         rungs = {str(step): miou for step, miou in sorted(trial.intermediate_values.items())}
         rows.append({"trial": trial.number, "seed": trial.number, "kind": kind, "cell": facts.cell.to_records(),
                      "miou": facts.values[0], "rungs": rungs, "madds": facts.madds, "params": facts.params,
                      "seconds": facts.seconds})
-    table = {"commit": commit(), "command": "python benchmarks/search_table.py build && python "
-                                            "benchmarks/search_table.py export",
+    return rows
+
+
+SUPERNETS = [("uniform", 300), ("uniform", 1200), ("family-first", 300), ("family-first", 1200)]
+"""The supernets scored: the demo's 300 steps and four times as many, with uniform and family-first sampling."""
+
+
+def _timed(score, cells: list[Cell]) -> tuple[list[float], float]:
+    start = time.perf_counter()
+    values = [score(cell) for cell in cells]
+    return values, (time.perf_counter() - start) / max(1, len(cells))
+
+
+def _supernet_scores(settings, cache: FeatureCache, cells: list[Cell], sampling: str, steps: int) -> dict:
+    folder = settings.run_dir / f"supernet-{sampling}-{steps}"
+    supernet_settings = settings.supernet.model_copy(update={"steps": steps, "sampling": sampling})
+    start = time.perf_counter()
+    supernet = train_supernet(cache, settings.search.space, settings.proxy, supernet_settings, folder, settings.seed)
+    trained = time.perf_counter() - start
+    scores, seconds = _timed(lambda cell: score_cell(supernet, cell, cache, supernet_settings), cells)
+    return {"scores": scores, "seconds_per_cell": seconds, "train_steps": steps, "train_seconds": trained}
+
+
+def paper_costs(repeats: int = 3) -> dict:
+    """Seconds at the paper's proxy shape on this machine (random features: the timing does not depend on them): a
+    proxy step, each zero-cost score of a cell, and the one-shot score of a cell (BatchNorm re-estimation on one batch
+    of 16, and a pass over Cityscapes' 500 val images at 1025x2049, 65x129 features)."""
+    torch.manual_seed(0)
+    features = torch.randn(64, 320, 49, 49).half()
+    labels = torch.randint(0, 19, (64, 769, 769), dtype=torch.uint8)
+    cache = FeatureCache(features, labels, features[:4], labels[:4], tuple(f"c{i}" for i in range(19)), 16, None)
+    settings = ProxySettings(iterations=100, batch_size=8)
+    head = build_proxy_head("cityscapes-top1", 320, 19, 16, 256)
+    step = EagerStep(head, lambda g: cache.train_batch(torch.randint(64, (8,), generator=g)), settings, Precision(),
+                     torch.device("cpu"), 0)
+    step.run(1)
+    step_s = statistics.median(_timed(lambda _: step.run(1), [None])[1] for _ in range(repeats))
+    cells = [load_cell("cityscapes-top1"), load_cell("cityscapes-top1")]
+    zero = ZeroCost(cache, 256)
+    costs = {name: _timed(lambda cell, n=name: zero.scores(cell, (n,)), cells)[1] for name in ZERO_COST}
+    supernet = Supernet(config().search.space, 320, 19, 256).eval()
+    val = torch.randn(4, 320, 65, 129)
+    with torch.no_grad():
+        bn_s = _timed(lambda cell: supernet.train()(features[:16].float(), cell), cells[:1])[1]
+        val_s = _timed(lambda cell: supernet.eval()(val, cell), cells[:1])[1] / 4 * 500
+    return {"proxy_step_s": step_s, "zero_cost_s": costs, "oneshot_score_s": bn_s + val_s,
+            "in_proxy_steps": {**{name: seconds / step_s for name, seconds in costs.items()},
+                               "oneshot": (bn_s + val_s) / step_s}}
+
+
+def rank() -> None:
+    """Every distinct cell of the table scored by each cheap ranker and each supernet, kept in the run folder."""
+    settings = config()
+    path = settings.run_dir / "rankers.json"
+    done = json.loads(path.read_text()) if path.exists() else {}
+    cells = list(dict.fromkeys(Cell.from_records(row["cell"]) for row in proxy_rows()))
+    keys = [c.digest() for c in cells]
+    if done.get("cells") != keys:
+        done = {"cells": keys}
+    cache = FeatureCache.load(settings.cache_dir)
+    torch.set_num_threads(2)
+    for name in RANKERS:
+        if name not in done:
+            scores, seconds = _timed(ranker(name, cache, settings.proxy.filters).score, cells)
+            done[name] = {"scores": scores, "seconds_per_cell": seconds}
+            write_text(path, json.dumps(done))
+            print(f"{name}: {seconds * 1e3:.0f} ms per cell")
+    for sampling, steps in SUPERNETS:
+        name = f"oneshot-{sampling}-{steps}"
+        if name not in done:
+            done[name] = _supernet_scores(settings, cache, cells, sampling, steps)
+            write_text(path, json.dumps(done))
+            print(f"{name}: {done[name]['seconds_per_cell'] * 1e3:.0f} ms per cell")
+    if "paper_costs" not in done:
+        done["paper_costs"] = paper_costs()
+        write_text(path, json.dumps(done))
+    print(f"{path}: {len(cells)} cells")
+
+
+def export() -> None:
+    settings = config()
+    study = optuna.load_study(study_name=settings.name, storage=settings.storage_url)
+    rows = proxy_rows()
+    ranked = json.loads((settings.run_dir / "rankers.json").read_text())
+    index = {digest: i for i, digest in enumerate(ranked.pop("cells"))}
+    costs = ranked.pop("paper_costs")
+    rankers = {name: {**facts, "scores": [facts["scores"][index[Cell.from_records(row["cell"]).digest()]]
+                                          for row in rows]} for name, facts in ranked.items()}
+    table = {"commit": commit(), "machine": machine(),
+             "command": "python benchmarks/search_table.py build && python benchmarks/search_table.py rank && "
+                        "python benchmarks/search_table.py export",
              "recipe": str(RECIPE.relative_to(ROOT)), "proxy": settings.proxy.model_dump(mode="json"),
-             "baseline_1x1": record.baseline(study), "rows": rows}
+             "supernet": settings.supernet.model_dump(mode="json"), "baseline_1x1": record.baseline(study),
+             "paper_costs": costs, "rankers": rankers, "rows": rows}
     TABLE.parent.mkdir(parents=True, exist_ok=True)
     with gzip.open(TABLE, "wt") as handle:
         json.dump(table, handle)
     kinds = {kind: sum(r["kind"] == kind for r in rows) for kind in ("uniform", "published", "repeat")}
-    print(f"wrote {TABLE}: {len(rows)} trials ({kinds})")
+    print(f"wrote {TABLE}: {len(rows)} trials ({kinds}), {len(rankers)} rankers")
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("step", choices=["build", "export"])
-    {"build": build, "export": export}[parser.parse_args().step]()
+    parser.add_argument("step", choices=["build", "rank", "export"])
+    {"build": build, "rank": rank, "export": export}[parser.parse_args().step]()
 
 
 if __name__ == "__main__":

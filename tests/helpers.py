@@ -176,3 +176,39 @@ BAD_CELLS = [
     ('[{"kernel": 1, "op": "conv", "input": -1}, {"kernel": 1, "op": "conv", "input": 1}]', "branch 1: field 'input'"),
     ("[" + ", ".join(['{"kernel": 1, "op": "conv", "input": -1}'] * 1000) + "]", "1000 branches"),
 ]
+
+
+def write_search_table(path: Path, cells: int = 60, repeats: int = 4, seed: int = 0) -> Path:
+    """A small ground-truth table in the layout of benchmarks/search_table.py's: uniform cells whose score grows
+    with their pooling branches (plus noise), their rungs, and the rankers' scores and costs."""
+    import gzip
+    import json
+    import random
+
+    from densecell.rankers import RANKERS, ZERO_COST
+    from densecell.space import SearchSpace
+
+    rng, space = random.Random(seed), SearchSpace()
+    rows = []
+    for i in range(cells):
+        cell = space.sample(rng)
+        score = 0.4 + 0.05 * sum(b.op.kind == "pool" for b in cell) + rng.gauss(0, 0.02)
+        rows.append({"trial": i, "seed": i, "kind": "published" if i == 0 else "uniform", "cell": cell.to_records(),
+                     "miou": score, "rungs": {str(s): score * s / 100 + rng.gauss(0, 0.01) for s in (20, 40, 60,
+                                                                                                  80, 100)},
+                     "madds": 1000 + i, "params": 100 + i, "seconds": 1.0})
+    for row in rows[1:repeats + 1]:
+        rows.append(row | {"kind": "repeat", "miou": row["miou"] + rng.gauss(0, 0.01)})
+    scores = {name: [rng.random() for _ in rows] for name in RANKERS}
+    scores |= {f"oneshot-{sampling}-300": [r["miou"] + rng.gauss(0, 0.05) for r in rows]
+               for sampling in ("uniform", "family-first")}
+    rankers = {name: {"scores": values, "seconds_per_cell": 0.01} | ({"train_steps": 300, "train_seconds": 1.0}
+                                                                      if name.startswith("oneshot") else {})
+               for name, values in scores.items()}
+    costs = {"proxy_step_s": 1.0, "zero_cost_s": {n: 2.0 for n in ZERO_COST}, "oneshot_score_s": 30.0,
+             "in_proxy_steps": {**{n: 2.0 for n in ZERO_COST}, "oneshot": 30.0}}
+    table = {"commit": "test", "command": "tests", "proxy": {"iterations": 100}, "baseline_1x1": 0.3,
+             "paper_costs": costs, "rankers": rankers, "rows": rows}
+    with gzip.open(path, "wt") as handle:
+        json.dump(table, handle)
+    return path

@@ -10,6 +10,8 @@ from pathlib import Path
 
 import pytest
 
+from helpers import write_search_table
+
 BENCHMARKS = Path(__file__).parent.parent / "benchmarks"
 RUNS = {
     "proxy_throughput": ["--crop", "65", "--images", "2", "--steps", "1", "--ks", "1,2", "--skip-compile"],
@@ -45,3 +47,22 @@ def test_benchmarks_run_and_the_report_reads_them(tmp_path):
                     "## 8. The GPU-only paths (cpu): **met**"):
         assert heading in report
     assert "python benchmarks/proxy_throughput.py --crop 65" in report
+
+
+def test_search_efficiency_simulates_every_strategy_on_a_table(tmp_path):
+    """The strategies on a small table (the real one takes an hour to build): every one runs, on two seeds, and
+    writes its regret curve, the table and the plot."""
+    table = write_search_table(tmp_path / "table.json.gz")
+    env = os.environ | {"DENSECELL_BENCH_RESULTS": str(tmp_path / "results")}
+    done = subprocess.run([sys.executable, str(BENCHMARKS / "search_efficiency.py"), "--table", str(table),
+                           "--seeds", "2", "--budget-cells", "30"], env=env, capture_output=True, text=True,
+                          timeout=600)
+    assert done.returncode == 0, done.stderr[-3000:]
+    result = json.loads((tmp_path / "results" / "search_efficiency_100.json").read_text())
+    assert {"random", "local", "evolution", "tpe", "hyperband", "predictor", "predictor+zc", "filter:naswot",
+            "oneshot (uniform-300)"} <= set(result["strategies"])
+    assert result["cells"] == 60 and result["repeats"] == 4 and -1 <= result["noise_rho"] <= 1
+    regret = result["strategies"]["random"]["median_regret"]
+    assert all(0 <= r for r in regret) and regret == sorted(regret, reverse=True)  # more compute, less regret
+    assert (tmp_path / "results" / "search_efficiency_100.png").stat().st_size > 10_000
+    assert "Spearman rho" in done.stdout and "predictor" in done.stdout

@@ -16,7 +16,7 @@ def base(synthetic_root, tmp_path):
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("against", ["proxy.upsample_logits=false", "end-to-end"])
+@pytest.mark.parametrize("against", ["proxy.upsample_logits=false", "end-to-end", "naswot"])
 def test_fidelity_scores_the_cells_both_ways_and_plots_them(densecell, synthetic_root, tmp_path, against):
     code, out, err = densecell("fidelity", *base(synthetic_root, tmp_path), "--cells", "5", "--against", against)
     assert code == 0, err

@@ -344,3 +344,28 @@ def test_pruned_trials_are_pruned_with_their_last_score_and_the_budget_stays_exa
     status = study_status(*load_study("mf", storage))
     assert status.pruned_steps == sum(t.steps for t in pruned)
     assert status.spent_steps == status.pruned_steps + 8 * 12
+
+
+def test_the_predictor_sampler_searches_end_to_end(feature_cache, tmp_path):
+    """The strategy that won the simulation (benchmarks/search_efficiency.py) as a sampler of densecell search: after
+    its uniform start, a surrogate fitted on the completed trials proposes cells the study has not tried."""
+    from densecell.search import run_worker
+
+    storage = f"sqlite:///{tmp_path / 'study.db'}"
+    create_study("predictor", storage, settings_for(feature_cache[0], 13, sampler="predictor"))
+    assert run_worker("predictor", storage, worker_seed=0) == 13
+    _, trials = finished("predictor", storage)
+    complete = [t for t in trials if t.state == TrialState.COMPLETE]
+    assert len(complete) == 13 and len({t.user_attrs["cell"] for t in complete}) == 13
+
+
+def test_the_predictor_learns_what_makes_a_cell_score():
+    from densecell.rankers import Predictor
+
+    space = SearchSpace()
+    cells = [space.sample(seed) for seed in range(300)]
+    score = [sum(b.op.kind == "pool" for b in c) + 0.5 * (c[0].input == -1) for c in cells]
+    model = Predictor(space).fit(cells[:200], score[:200])
+    from scipy.stats import spearmanr
+
+    assert spearmanr(model.predict(cells[200:]), score[200:]).statistic > 0.8

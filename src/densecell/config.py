@@ -228,9 +228,14 @@ class CacheConfig(Strict):
 class SupernetConfig(Strict):
     """The one-shot supernet (densecell.supernet): how long it trains and how a cell is scored with it."""
 
-    steps: int = Field(2000, ge=1, description="Training steps, one uniformly sampled cell each.")
+    steps: int = Field(2000, ge=1, description="Training steps, one sampled cell each.")
+    sampling: Literal["uniform", "family-first"] = Field(
+        "uniform", description="uniform: each branch's operation uniform over the 81 (SPOS); family-first: its "
+        "family uniform over the three, then its rate or grid (FairNAS's fairness over families: a 1x1 conv is "
+        "trained on a third of the steps, not 1/81).")
     checkpoint_every: int = Field(100, ge=1)
-    bn_batches: int = Field(4, ge=1, description="Cached training batches that re-estimate a cell's BatchNorm.")
+    bn_batches: int = Field(4, ge=1, description="Cached training batches (a seeded random sample of the cache) "
+                            "that re-estimate a cell's BatchNorm.")
     bn_batch_size: int = Field(16, ge=1)
 
 

@@ -9,7 +9,10 @@ The second protocol (``against``):
   rho = 0.36);
 - ``proxy.FIELD=VALUE``: the proxy with one setting changed, such as a cheaper loss (``proxy.upsample_logits=false``)
   or a shorter budget (``proxy.iterations=25``, what a pruner decides on);
-- ``oneshot``: the score the cell gets from the recipe's weight-sharing supernet (:mod:`densecell.supernet`).
+- ``oneshot``: the score the cell gets from the recipe's weight-sharing supernet (:mod:`densecell.supernet`;
+  ``--set supernet.sampling=family-first`` for the fair one);
+- a cheap ranker of :data:`densecell.rankers.RANKERS`: ``madds``, ``params``, ``count:pool`` ..., or a zero-cost
+  score (``gradnorm``, ``snip``, ``synflow``, ``naswot``).
 
 Scores are saved as each cell finishes (``scores.json``), so an interrupted study continues where it stopped.
 """
@@ -37,6 +40,7 @@ from .lock import RunLock
 from .optim import default_device
 from .progress import Progress, report
 from .proxy import train_candidate
+from .rankers import RANKERS, ranker
 from .ranking import describe_rho, spearman, top_overlap
 from .space import Cell, SearchSpace, load_cell
 from .supernet import score_cell
@@ -140,8 +144,9 @@ def _oneshot(config: SearchConfig, progress: Progress | None) -> Scorer:
 
 def check_against(against: str) -> str:
     """``against`` if it names a protocol, else a one-line error."""
-    if not re.fullmatch(r"end-to-end|oneshot|backbone=\S+|proxy\.\w+=\S+", against):
-        raise ConfigError(f"protocol {against!r}: expected end-to-end, oneshot, backbone=NAME or proxy.FIELD=VALUE")
+    if against not in RANKERS and not re.fullmatch(r"end-to-end|oneshot|backbone=\S+|proxy\.\w+=\S+", against):
+        raise ConfigError(f"protocol {against!r}: expected end-to-end, oneshot, backbone=NAME, proxy.FIELD=VALUE "
+                          f"or a cheap ranker ({', '.join(RANKERS)})")
     return against
 
 
@@ -152,6 +157,10 @@ def scorer(config: SearchConfig, against: str, out_dir: Path, progress: Progress
         return _end_to_end(config, out_dir, progress)
     if against == "oneshot":
         return _oneshot(config, progress)
+    if against in RANKERS:
+        score = ranker(against, FeatureCache.load(config.cache_dir, default_device()), config.proxy.filters,
+                       config.seed, default_device()).score
+        return lambda cell, seed: score(cell)
     key, _, value = against.partition("=")
     if key == "backbone":
         return _other_backbone(config, value, out_dir, progress)

@@ -77,6 +77,7 @@ SAMPLERS = Registry("sampler", {
     "evolution": "densecell.search:EvolutionSampler.from_settings",
     "tpe": "densecell.search:tpe_sampler",
     "nsga2": "densecell.search:nsga2_sampler",
+    "predictor": "densecell.search:PredictorSampler.from_settings",
 })
 PRUNERS = Registry("pruner", {
     "none": "densecell.search:no_pruner",

@@ -40,6 +40,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import optuna
 import torch
 from optuna.distributions import CategoricalDistribution
@@ -58,6 +59,7 @@ from .files import make_dirs
 from .heads import DensePredictionCell
 from .optim import default_device
 from .proxy import resolve_precision, train_candidate
+from .rankers import Predictor
 from .record import TrialRecord
 from .registry import PRUNERS, SAMPLERS
 from .space import Branch, Cell, SearchSpace
@@ -126,14 +128,18 @@ class _MutationSampler(BaseSampler):
     def parent(self, done: list[FrozenTrial]) -> FrozenTrial | None:
         raise NotImplementedError
 
-    def sample_relative(self, study: optuna.Study, trial: FrozenTrial, search_space: dict[str, Any]) -> dict[str, Any]:
-        """A cell no trial of this stage has proposed yet: a mutation can undo an earlier one (a branch's input
-        changed back), and two workers can mutate one parent alike, so repeats are drawn again."""
+    @staticmethod
+    def history(study: optuna.Study, trial: FrozenTrial) -> tuple[list[FrozenTrial], set[tuple]]:
+        """The completed trials of ``trial``'s stage, and every cell the stage has proposed."""
         stage = record.stage_of(trial)
         others = [t for t in study.get_trials(deepcopy=False) if t.number != trial.number and
                   record.stage_of(t) == stage]
-        done = [t for t in others if t.state == TrialState.COMPLETE]
-        proposed = {_proposal(t.params) for t in others}
+        return [t for t in others if t.state == TrialState.COMPLETE], {_proposal(t.params) for t in others}
+
+    def sample_relative(self, study: optuna.Study, trial: FrozenTrial, search_space: dict[str, Any]) -> dict[str, Any]:
+        """A cell no trial of this stage has proposed yet: a mutation can undo an earlier one (a branch's input
+        changed back), and two workers can mutate one parent alike, so repeats are drawn again."""
+        done, proposed = self.history(study, trial)
         for attempt in range(self.attempts):
             parent = self.parent(done) if done and attempt < self.attempts // 10 else None
             cell = (self.space.sample(self._rng) if parent is None  # (a parent's neighbours may all be taken)
@@ -183,6 +189,34 @@ class EvolutionSampler(_MutationSampler):
             return None
         recent = sorted(done, key=lambda t: t.number)[-self.population:]
         return max(self._rng.sample(recent, self.sample), key=lambda t: t.values[0])
+
+
+class PredictorSampler(_MutationSampler):
+    """A surrogate-guided search: after ``startup`` uniform cells, a gradient-boosting predictor of the proxy score
+    (:class:`densecell.rankers.Predictor`), refitted on the stage's completed trials, ranks ``candidates`` uniform
+    draws the stage has not proposed, and the best predicted is proposed. benchmarks/search_efficiency.py measures
+    it against the paper's random search on a table of 1,000 cells."""
+
+    def __init__(self, space: SearchSpace, startup: int = 10, candidates: int = 2000, seed: int | None = None) -> None:
+        super().__init__(space, seed)
+        self.startup, self.candidates = startup, candidates
+
+    @classmethod
+    def from_settings(cls, settings: SearchSettings, seed: int) -> PredictorSampler:
+        return cls(settings.space, seed=seed)
+
+    def parent(self, done: list[FrozenTrial]) -> FrozenTrial | None:
+        return None  # before the predictor: uniform draws
+
+    def sample_relative(self, study: optuna.Study, trial: FrozenTrial, search_space: dict[str, Any]) -> dict[str, Any]:
+        done, proposed = self.history(study, trial)
+        if len(done) < self.startup:
+            return super().sample_relative(study, trial, search_space)
+        predictor = Predictor(self.space, self._rng.randrange(2**31))
+        predictor.fit([cell_from_params(t.params, self.space) for t in done], [t.values[0] for t in done])
+        drawn = {self.space.sample(self._rng) for _ in range(self.candidates)}
+        fresh = [cell for cell in drawn if _proposal(cell_params(cell)) not in proposed] or list(drawn)
+        return cell_params(fresh[int(np.argmax(predictor.predict(fresh)))])
 
 
 def random_sampler(settings: SearchSettings, seed: int) -> BaseSampler:

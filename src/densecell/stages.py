@@ -165,10 +165,11 @@ def supernet(config: SearchConfig, progress: Progress | None = None,
     """The recipe's supernet, trained (or resumed, or loaded) in ``RUN/supernet`` under that folder's lock, with the
     cache it was trained on (on the default device)."""
     cache = FeatureCache.load(config.cache_dir, default_device())
-    with RunLock(config.run_dir / "supernet", "densecell supernet", wait=True):
-        trained = train_supernet(cache, config.search_settings().space, config.proxy, config.supernet,
-                                 config.run_dir / "supernet", config.seed, cache.train_features.device, progress,
-                                 precision)
+    folder = config.run_dir / ("supernet" if config.supernet.sampling == "uniform" else
+                               f"supernet-{config.supernet.sampling}")
+    with RunLock(folder, "densecell supernet", wait=True):
+        trained = train_supernet(cache, config.search_settings().space, config.proxy, config.supernet, folder,
+                                 config.seed, cache.train_features.device, progress, precision)
     return trained, cache
 
 

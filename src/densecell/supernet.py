@@ -119,9 +119,25 @@ class Supernet(nn.Module):
         return head.to(next(self.parameters()).device)
 
 
-def step_cell(space: SearchSpace, seed: int, step: int) -> Cell:
-    """The cell trained at ``step``: uniform, and a function of (seed, step) only."""
-    return space.sample(random.Random(seed * 1_000_003 + step))
+def step_cell(space: SearchSpace, seed: int, step: int, sampling: str = "uniform") -> Cell:
+    """The cell trained at ``step``, a function of (seed, step) only: uniform over the space, or ``family-first``
+    (each branch's operation family uniform, then its rate or grid uniform within it)."""
+    rng = random.Random(seed * 1_000_003 + step)
+    if sampling == "uniform":
+        return space.sample(rng)
+    families: dict[str, list[Operation]] = {}
+    for op in space.operations():
+        families.setdefault(op.kind, []).append(op)
+    kinds = list(families)
+    return Cell(tuple(Branch(rng.randrange(i + 1) - 1, rng.choice(families[rng.choice(kinds)]))
+                      for i in range(space.num_branches)))
+
+
+def bn_sample(cache: FeatureCache, settings: SupernetConfig, seed: int = 0) -> torch.Tensor:
+    """The cached training items that re-estimate a cell's BatchNorm: a seeded random sample of the whole cache (its
+    first items are the first images of a sorted file list: on Cityscapes, one city)."""
+    count = min(settings.bn_batches * settings.bn_batch_size, len(cache.train_features))
+    return torch.randperm(len(cache.train_features), generator=torch.Generator().manual_seed(seed))[:count]
 
 
 @dataclass
@@ -185,7 +201,7 @@ def train_supernet(cache: FeatureCache, space: SearchSpace, proxy: ProxySettings
     count = len(cache.train_features)
     while run.step < settings.steps:
         run.step += 1
-        cell = step_cell(space, seed, run.step)
+        cell = step_cell(space, seed, run.step, settings.sampling)
         features, labels = cache.train_batch(torch.randint(count, (proxy.batch_size,), generator=run.generator))
         run.supernet.train()
         with autocast_for(run.precision.amp, device):
@@ -206,7 +222,8 @@ def train_supernet(cache: FeatureCache, space: SearchSpace, proxy: ProxySettings
 def score_cell(supernet: Supernet, cell: Cell, cache: FeatureCache, settings: SupernetConfig,
                device: str | torch.device = "cpu") -> float:
     """The one-shot score of ``cell``: BatchNorm statistics re-estimated for its path on ``settings.bn_batches``
-    fixed cached training batches, then single-scale val mIoU on the cached val features."""
+    batches of a fixed random sample of the cache (:func:`bn_sample`), then single-scale val mIoU on the cached val
+    features."""
     device = torch.device(device)
     norms = [m for m in supernet.modules() if isinstance(m, nn.BatchNorm2d)]
     saved = [(m.momentum, m.running_mean.clone(), m.running_var.clone(), m.num_batches_tracked.clone()) for m in norms]
@@ -222,8 +239,9 @@ def score_cell(supernet: Supernet, cell: Cell, cache: FeatureCache, settings: Su
         with autocast_for(precision.amp, device):
             return supernet(supernet.inputs(features), cell)
 
-    for start in range(0, min(settings.bn_batches * batch, len(cache.train_features)), batch):
-        logits(cache.train_features[start:start + batch])
+    sample = bn_sample(cache, settings).sort().values  # sorted: a memory-mapped cache reads ahead
+    for start in range(0, len(sample), batch):
+        logits(cache.train_batch(sample[start:start + batch])[0])
     supernet.eval()
     miou = val_miou(logits, cache.val_features, cache.val_labels, len(cache.classes), batch)
     for module, (momentum, mean, var, tracked) in zip(norms, saved):
