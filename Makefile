@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-stamp
 
-.PHONY: demo test bench fidelity install clean
+.PHONY: demo test bench fidelity table install clean
 
 $(STAMP): pyproject.toml
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -42,6 +42,8 @@ bench: $(STAMP)
 	$(BIN)/python benchmarks/peer_models.py
 	$(BIN)/python benchmarks/dpc_vs_aspp.py
 	$(BIN)/python benchmarks/memory.py
+	$(BIN)/python benchmarks/search_efficiency.py
+	$(BIN)/python benchmarks/search_efficiency.py --candidate-steps 30000
 	$(BIN)/python benchmarks/report.py
 
 # The ranking studies behind the README's fidelity figures, on the demo's data and cache (run make demo first);
@@ -53,6 +55,13 @@ fidelity: $(STAMP)
 	$(BIN)/python benchmarks/search_fidelity.py multifidelity
 	$(BIN)/python benchmarks/search_fidelity.py oneshot
 	$(BIN)/python benchmarks/report.py
+
+# The ground-truth table of benchmarks/search_efficiency.py (1,051 proxy trials on the demo's data, the rankers'
+# scores), rebuilt from scratch; resumable. Hours on 2 CPU cores; not part of make bench or CI.
+table: $(STAMP)
+	$(BIN)/python benchmarks/search_table.py build
+	$(BIN)/python benchmarks/search_table.py rank
+	$(BIN)/python benchmarks/search_table.py export
 
 clean:
 	rm -rf $(VENV) runs .pytest_cache

@@ -156,12 +156,32 @@ def gpu_paths_section(result: dict) -> list[str]:
             table(["path", "result", "detail"], [[name, *values] for name, values in checks.items()]), ""]
 
 
+def efficiency_section(result: dict) -> list[str]:
+    steps = result["candidate_steps"]
+    rankers = [[name, r["rho"], r["top5"], r["top1pct"], r["steps_per_cell"]] for name, r in result["rankers"].items()]
+    strategies = []
+    for name, found in result["strategies"].items():
+        share = found["fraction_of_random"]
+        strategies.append([name, *("-" if r is None else f"{r * 100:.2f}" for r in found["median_regret"]),
+                           f"{found['p_top1'][-1]:.2f}", "-" if share is None else f"{share:.0%}"])
+    return [f"## 9. Which search to use: {result['cells']} cells, candidates of {steps:,} proxy steps", "",
+            f"The strategies simulated on the ground-truth table over {result['seeds']} seeds (offset "
+            f"{result['seed_offset']}); regret in mIoU points at each compute (proxy steps), the chance of having "
+            f"trained a top-1% cell at the budget, and the compute at which the median best matches random search's "
+            f"median best after 100 cells, as a share of random's. Noise floor: Spearman rho "
+            f"{result['noise_rho']:.3f} between two seeds of {result['repeats']} cells. " + provenance(result), "",
+            table(["ranker", "Spearman rho", "top-5 overlap", "top-1% overlap", "proxy steps per cell"], rankers), "",
+            table(["strategy", *(f"regret @{c:,.0f}" for c in result["grid"]), "P(top-1%)", "compute of random's"],
+                  strategies), "", f"![regret against compute](benchmarks/results/{result['plot']})", ""]
+
+
 def main() -> None:
     sections = {"proxy_throughput_cuda": proxy_section, "proxy_throughput_cpu": proxy_section,
                 "search_scaling": scaling_section, "peer_models": peer_section, "dpc_vs_aspp": dpc_section,
                 "memory": memory_section, "search_fidelity_multifidelity": multifidelity_section,
                 "search_fidelity_oneshot": oneshot_section, "gpu_paths_cuda": gpu_paths_section,
-                "gpu_paths_cpu": gpu_paths_section}
+                "gpu_paths_cpu": gpu_paths_section, "search_efficiency_100": efficiency_section,
+                "search_efficiency_30000": efficiency_section}
     lines = ["# Benchmarks", "",
              "Written by `make bench` (`python benchmarks/report.py` after the scripts in `benchmarks/`) from "
              "`benchmarks/results/*.json`; every figure below can be reproduced with the command under it. Timings "

@@ -16,9 +16,9 @@ def test_every_registered_name_resolves_to_a_factory(registry):
 
 
 def test_the_settings_take_their_choices_from_the_registries(monkeypatch):
-    with pytest.raises(ConfigError, match="sampler 'vizier': not one of random, local, evolution, tpe, nsga2"):
+    with pytest.raises(ConfigError, match=r"unknown sampler 'vizier' \(one of random, local, evolution, tpe, nsga2, predictor\)"):
         SearchSettings(cache_dir="x", sampler="vizier")
-    with pytest.raises(ConfigError, match="head 'psp': not one of dpc, aspp"):
+    with pytest.raises(ConfigError, match=r"unknown head 'psp' \(one of dpc, aspp\)"):
         ModelConfig(head="psp")
     monkeypatch.setitem(SAMPLERS, "mine", lambda settings, seed: RandomSampler(seed + 7))
     settings = SearchSettings(cache_dir="x", sampler="mine")  # one entry, and the settings accept it
@@ -30,4 +30,4 @@ def test_the_settings_take_their_choices_from_the_registries(monkeypatch):
 
 def test_the_command_line_offers_the_registered_heads(densecell):
     code, _, err = densecell("cost", "--head", "psp")
-    assert code == 2 and "not one of dpc, aspp" in err
+    assert code == 2 and "unknown head 'psp' (one of dpc, aspp)" in err

@@ -59,7 +59,7 @@ class Registry(MutableMapping[str, Any]):
     def check(self, name: str, error: type[Exception] = ConfigError) -> str:
         """``name`` if it is registered, else a one-line ``error`` that lists the names."""
         if name not in self._entries:
-            raise error(f"{self.kind} {name!r}: not one of {', '.join(self._entries)}")
+            raise error(f"unknown {self.kind} {name!r} (one of {', '.join(self._entries)})")
         return name
 
     def register(self, name: str, factory: Any = None) -> Any:

@@ -291,8 +291,7 @@ def rerank(config: SearchConfig, top: int | None = None, progress: Progress | No
     with _locked(config, command, "re-ranking"):
         study = load_study(config.name, config.storage_url)[0]
         done, scores = record.full_scores(study), {}
-        logger.info("re-ranking the top %d end to end" if top else "re-ranking: none asked for (rerank.top is 0)",
-                    top)
+        logger.info(f"re-ranking the top {top} end to end" if top else "re-ranking: none asked for (rerank.top is 0)")
         for trial in top_cells(study, top):
             if trial.number not in done:
                 run = rerank_config(config, rerank_run(config.run_dir, trial.number).name, trial.cell.to_json())
