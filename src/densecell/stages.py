@@ -148,14 +148,14 @@ class OneShotMode(SearchMode):
         _screen(config, study, progress)
 
 
-def prepare(config: SearchConfig, progress: Progress | None = None, command: str = "densecell search",
-            mode: str | None = None) -> optuna.Study:
-    """The study: created (or joined) with its precision chosen once, and its search ``mode``'s preparation done
-    (default: the recipe's), before any worker starts."""
+def prepare(config: SearchConfig, progress: Progress | None = None,
+            command: str = "densecell search") -> optuna.Study:
+    """The study: created (or joined) with its precision chosen once, and its search mode's preparation done, before
+    any worker starts."""
     with _locked(config, command, "the study's preparation"):
         study = create_study(config.name, config.storage_url, config.search_settings())
         if not record.ready(study):
-            SEARCH_MODES[mode or config.search.mode]().prepare(config, study, progress)
+            SEARCH_MODES[config.search.mode]().prepare(config, study, progress)
             record.store_ready(study)
     return study
 
@@ -232,7 +232,11 @@ def screen(config: SearchConfig, progress: Progress | None = None,
     ``search.oneshot_cells`` cells, the best ``search.trials`` queued for the proxy; returns their one-shot records,
     best first."""
     feature_cache(config, progress, command)
-    study = prepare(config, progress, command, mode="oneshot")
+    with _locked(config, command, "the one-shot screen"):
+        study = create_study(config.name, config.storage_url, config.search_settings())
+        if record.screen_record(study) is None:
+            OneShotMode().prepare(config, study, progress)
+            record.store_ready(study)
     return _best_distinct(record.oneshot_records(study), config.search.trials)
 
 
