@@ -20,9 +20,10 @@ from helpers import recipe
 
 @pytest.mark.slow
 def test_search_pipeline_end_to_end_and_resumed(tmp_path):
-    root = write_synthetic_cityscapes(tmp_path / "data", train=24, val=8, seed=2)
+    root = write_synthetic_cityscapes(tmp_path / "data", train=16, val=6, seed=2)
     config = load_search_config(recipe("search-synthetic.yaml"), [
-        f"data.root={root}", f"output_dir={tmp_path / 'runs'}", "warmup.iterations=40", "cache.views=1",
+        f"data.root={root}", f"output_dir={tmp_path / 'runs'}", "warmup.iterations=20", "data.batch_size=4",
+        "cache.views=1",
         "search.trials=6", "rerank.top=2", "rerank.optim.iterations=10"])
     outputs = run_pipeline(config)
     for key in ("report", "html", "best_cell", "histogram", "pareto", "correlation", "cell 1"):
