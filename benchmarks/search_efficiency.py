@@ -328,6 +328,9 @@ def main() -> None:
     parser.add_argument("--budget-cells", type=int, default=300, help="The budget, in candidates.")
     args = parser.parse_args()
     optuna.logging.set_verbosity(optuna.logging.WARNING)
+    if not args.table.is_file():
+        raise SystemExit(f"error: no table at {args.table}: build it with `make table` (hours on 2 cores), or pass "
+                         "--table")
     pool = load_pool(args.table, args.candidate_steps)
     budget = args.budget_cells * pool.candidate_steps
     traces = {name: [strategy(pool, random.Random(args.seed_offset + seed), budget) for seed in range(args.seeds)]
@@ -345,8 +348,9 @@ def main() -> None:
                   "-" if s["fraction_of_random"] is None else f"{s['fraction_of_random']:.0%}"]
                  for name, s in result["strategies"].items()]))
     RESULTS.mkdir(parents=True, exist_ok=True)
-    figure = plot(pool, traces, budget, RESULTS / f"search_efficiency_{pool.candidate_steps}.png")
-    write_result(f"search_efficiency_{pool.candidate_steps}", {
+    name = f"search_efficiency_{pool.candidate_steps}" + (f"_seeds{args.seed_offset}" if args.seed_offset else "")
+    figure = plot(pool, traces, budget, RESULTS / f"{name}.png")
+    write_result(name, {
         "seeds": args.seeds, "seed_offset": args.seed_offset, "cells": len(pool.cells), "best": pool.best,
         "candidate_steps": pool.candidate_steps, "budget": budget, "noise_rho": noise, "repeats": len(pool.repeats),
         "rankers": {r[0]: {"rho": r[1], "top5": r[2], "top1pct": r[3], "steps_per_cell": r[4]}

@@ -13,6 +13,7 @@ import pytest
 from huggingface_hub import ModelCard
 from optuna.trial import TrialState
 
+from densecell import search as search_module
 from densecell.config import ProxySettings, SearchSettings
 from densecell.errors import ConfigError, StudyError
 from densecell.search import (
@@ -23,6 +24,7 @@ from densecell.search import (
     create_study,
     load_study,
     redact,
+    run_worker,
 )
 from densecell.space import Cell, SearchSpace
 
@@ -208,7 +210,6 @@ def test_the_precision_is_chosen_once_per_study_and_recorded_in_each_trial(featu
     """Workers once chose the precision each for itself (``autotune.json`` without a lock), so one study could mix
     bf16- and fp16-trained trials. It is chosen once, when the study is created, stored with it, and every trial
     records the precision, layout and engine it trained with."""
-    from densecell import search as search_module
     from densecell.record import TrialRecord
     from densecell.search import run_worker
     from densecell.steps import Precision
@@ -369,3 +370,24 @@ def test_the_predictor_learns_what_makes_a_cell_score():
     from scipy.stats import spearmanr
 
     assert spearmanr(model.predict(cells[200:]), score[200:]).statistic > 0.8
+
+
+def test_a_queued_trial_taken_by_two_workers_is_recorded_once_and_the_worker_goes_on(feature_cache, tmp_path,
+                                                                                   monkeypatch):
+    """On SQLite (no row locks) two workers starting together can both pop one queued trial; the second's tell
+    raises in Optuna. Simulated: another worker finishes the trial while this one trains it."""
+    storage = f"sqlite:///{tmp_path / 'study.db'}"
+    create_study("twice", storage, settings_for(feature_cache[0], 2))
+    real = search_module.train_candidate
+
+    def finished_meanwhile(cell, cache, settings, seed, **kwargs):
+        result = real(cell, cache, settings, seed=seed, **kwargs)
+        if seed == 0:  # the other worker tells trial 0 first
+            study = optuna.load_study(study_name="twice", storage=storage)
+            study.tell(0, result.miou)
+        return result
+
+    monkeypatch.setattr(search_module, "train_candidate", finished_meanwhile)
+    assert run_worker("twice", storage, worker_seed=1) == 1  # trial 0 counted once (the other's), trial 1 its own
+    trials = optuna.load_study(study_name="twice", storage=storage).trials
+    assert [t.state for t in trials] == [TrialState.COMPLETE, TrialState.COMPLETE]

@@ -475,6 +475,10 @@ class Objective:
         return measure_latency(head, features, repeats=5)
 
 
+TOLD_TWICE = "Cannot tell a COMPLETE trial"
+"""Optuna's error when a trial another worker has already finished is told again."""
+
+
 def run_worker(name: str, storage_url: str, worker_seed: int | None = None, device: str | None = None,
                poll_s: float = 1.0, max_trials: int | None = None, owns_process: bool = False) -> int:
     """Take trials of the study until it has its N completed trials; returns how many this worker completed.
@@ -504,8 +508,16 @@ def run_worker(name: str, storage_url: str, worker_seed: int | None = None, devi
             time.sleep(poll_s)  # the rest is running; wait in case a worker dies and its trial must be retried
             continue
         finished: list[FrozenTrial] = []
-        study.optimize(objective, n_trials=1, catch=(TrainingError,), gc_after_trial=False,
-                       callbacks=[lambda _, trial, into=finished: into.append(trial)])
+        try:
+            study.optimize(objective, n_trials=1, catch=(TrainingError,), gc_after_trial=False,
+                           callbacks=[lambda _, trial, into=finished: into.append(trial)])
+        except ValueError as exc:
+            if not str(exc).startswith(TOLD_TWICE):
+                raise
+            # SQLite has no row locks: two workers that start together may both take the same queued trial. The
+            # first to finish records it; the second's result is a duplicate, dropped, and this worker goes on.
+            logger.warning("worker %d: its trial was also taken and finished by another worker; result dropped",
+                           os.getpid())
         for trial in finished:
             if trial.state == TrialState.FAIL:
                 logger.warning("trial %d failed: %s", trial.number, TrialRecord.from_trial(trial).error)
