@@ -27,13 +27,17 @@ RUNS = {
 def test_benchmarks_run_and_the_report_reads_them(tmp_path):
     env = os.environ | {"DENSECELL_BENCH_RESULTS": str(tmp_path / "results"),
                         "DENSECELL_BENCH_REPORT": str(tmp_path / "BENCHMARKS.md")}
-    # all at once, one thread each: at toy sizes a script's time is mostly its imports, which use one core
-    running = {script: subprocess.Popen([sys.executable, str(BENCHMARKS / f"{script}.py"), *args],
-                                        env=env | {"OMP_NUM_THREADS": "1"}, stdout=subprocess.PIPE,
-                                        stderr=subprocess.PIPE, text=True) for script, args in RUNS.items()}
+    # all at once, one thread each: at toy sizes a script's time is mostly its imports, which use one core; each
+    # writes its stderr to a file (pipes read one after another could fill and stall a script)
+    logs = {script: tmp_path / f"{script}.stderr" for script in RUNS}
+    running = {}
+    for script, args in RUNS.items():
+        with logs[script].open("w") as err:
+            running[script] = subprocess.Popen([sys.executable, str(BENCHMARKS / f"{script}.py"), *args],
+                                               env=env | {"OMP_NUM_THREADS": "1"}, stdout=subprocess.DEVNULL,
+                                               stderr=err)
     for script, process in running.items():
-        _, err = process.communicate(timeout=600)
-        assert process.returncode == 0, (script, err[-2000:])
+        assert process.wait(timeout=600) == 0, (script, logs[script].read_text()[-2000:])
     results = {path.stem: json.loads(path.read_text()) for path in (tmp_path / "results").glob("*.json")}
     assert set(results) == {"proxy_throughput_cpu", "search_scaling", "dpc_vs_aspp", "memory", "gpu_paths_cpu"}
     assert all(status == "ok" for status, _ in results["gpu_paths_cpu"]["checks"].values())

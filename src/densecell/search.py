@@ -475,7 +475,7 @@ class Objective:
         return measure_latency(head, features, repeats=5)
 
 
-TOLD_TWICE = "Cannot tell a COMPLETE trial"
+_TOLD_TWICE = "Cannot tell a COMPLETE trial"
 """Optuna's error when a trial another worker has already finished is told again."""
 
 
@@ -512,7 +512,7 @@ def run_worker(name: str, storage_url: str, worker_seed: int | None = None, devi
             study.optimize(objective, n_trials=1, catch=(TrainingError,), gc_after_trial=False,
                            callbacks=[lambda _, trial, into=finished: into.append(trial)])
         except ValueError as exc:
-            if not str(exc).startswith(TOLD_TWICE):
+            if not str(exc).startswith(_TOLD_TWICE):
                 raise
             # SQLite has no row locks: two workers that start together may both take the same queued trial. The
             # first to finish records it; the second's result is a duplicate, dropped, and this worker goes on.
