@@ -168,7 +168,8 @@ def efficiency_section(result: dict) -> list[str]:
             f"The strategies simulated on the ground-truth table over {result['seeds']} seeds (offset "
             f"{result['seed_offset']}); regret in mIoU points at each compute (proxy steps), the chance of having "
             f"trained a top-1% cell at the budget, and the compute at which the median best matches random search's "
-            f"median best after 100 cells, as a share of random's. Noise floor: Spearman rho "
+            f"median best after 100 cells, as a share of the compute random search's own median best first gets there "
+            f"({result['random_reach']:,.0f} proxy steps). Noise floor: Spearman rho "
             f"{result['noise_rho']:.3f} between two seeds of {result['repeats']} cells. " + provenance(result), "",
             table(["ranker", "Spearman rho", "top-5 overlap", "top-1% overlap", "proxy steps per cell"], rankers), "",
             table(["strategy", *(f"regret @{c:,.0f}" for c in result["grid"]), "P(top-1%)", "compute of random's"],

@@ -10,8 +10,9 @@ cells trained a second time with another seed (the noise floor).
 trial's seed is its number) in the study, and runs ``densecell search`` itself, whose uniform sampler draws the rest;
 it resumes where it stopped. ``rank`` scores every cell with each cheap ranker (densecell.rankers) and with four
 supernets (uniform and family-first sampling, 300 and 1,200 steps), and times each against a proxy step at the
-paper's shape (769x769, batch 8, 320x49x49 features, 256 filters) on this machine; it keeps what it finished in the
-run folder (``rankers.json``) and resumes. ``export`` writes the table with the commit and the command that made it.
+paper's shape (769x769, batch 8, 320x49x49 features, 256 filters) on this machine; it keeps each cell's scores in
+the run folder (``rankers.json``, by cell digest), so a stopped rank, or one after the table grew, scores only the
+cells it lacks. ``export`` writes the table with the commit and the command that made it.
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ import statistics
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import optuna
@@ -113,14 +115,35 @@ def _timed(score, cells: list[Cell]) -> tuple[list[float], float]:
     return values, (time.perf_counter() - start) / max(1, len(cells))
 
 
-def _supernet_scores(settings, cache: FeatureCache, cells: list[Cell], sampling: str, steps: int) -> dict:
+def _score(done: dict, names: tuple[str, ...], score: Callable[[Cell], dict[str, float]], cells: list[Cell],
+           path: Path) -> None:
+    """Score the cells that ``names`` lack, kept by cell digest (and saved every 50 cells), so that a stopped rank,
+    or a table that grew, resumes with only the new cells; names scored together share their seconds."""
+    entries = [done.setdefault(name, {"scores": {}, "seconds": 0.0}) for name in names]
+    todo = [cell for cell in cells if any(cell.digest() not in entry["scores"] for entry in entries)]
+    for count, cell in enumerate(todo, 1):
+        start = time.perf_counter()
+        values = score(cell)
+        spent = time.perf_counter() - start
+        for name, entry in zip(names, entries):
+            entry["scores"][cell.digest()] = values[name]
+            entry["seconds"] += spent
+        if count % 50 == 0 or count == len(todo):
+            write_text(path, json.dumps(done))
+    if todo:
+        per_cell = entries[0]["seconds"] / len(entries[0]["scores"])
+        print(f"{'+'.join(names)}: {len(todo)} cells scored, {per_cell * 1e3:.0f} ms per cell", flush=True)
+
+
+def _supernet(settings, cache: FeatureCache, sampling: str, steps: int, facts: dict):
+    """The supernet trained (or loaded from its run folder) with ``sampling`` for ``steps`` steps."""
     folder = settings.run_dir / f"supernet-{sampling}-{steps}"
     supernet_settings = settings.supernet.model_copy(update={"steps": steps, "sampling": sampling})
     start = time.perf_counter()
     supernet = train_supernet(cache, settings.search.space, settings.proxy, supernet_settings, folder, settings.seed)
-    trained = time.perf_counter() - start
-    scores, seconds = _timed(lambda cell: score_cell(supernet, cell, cache, supernet_settings), cells)
-    return {"scores": scores, "seconds_per_cell": seconds, "train_steps": steps, "train_seconds": trained}
+    facts.setdefault("train_seconds", time.perf_counter() - start)
+    facts["train_steps"] = steps
+    return supernet, supernet_settings
 
 
 def paper_costs(repeats: int = 3) -> dict:
@@ -156,23 +179,19 @@ def rank() -> None:
     path = settings.run_dir / "rankers.json"
     done = json.loads(path.read_text()) if path.exists() else {}
     cells = list(dict.fromkeys(Cell.from_records(row["cell"]) for row in proxy_rows()))
-    keys = [c.digest() for c in cells]
-    if done.get("cells") != keys:
-        done = {"cells": keys}
     cache = FeatureCache.load(settings.cache_dir)
-    torch.set_num_threads(2)
-    for name in RANKERS:
-        if name not in done:
-            scores, seconds = _timed(ranker(name, cache, settings.proxy.filters).score, cells)
-            done[name] = {"scores": scores, "seconds_per_cell": seconds}
-            write_text(path, json.dumps(done))
-            print(f"{name}: {seconds * 1e3:.0f} ms per cell")
+    for name in (n for n in RANKERS if n not in ZERO_COST):
+        structural = ranker(name, cache, settings.proxy.filters).score
+        _score(done, (name,), lambda cell, s=structural, n=name: {n: s(cell)}, cells, path)
+    zero = ZeroCost(cache, settings.proxy.filters)
+    for names in (("gradnorm", "snip"), ("synflow",), ("naswot",)):
+        _score(done, names, lambda cell, n=names: zero.scores(cell, n), cells, path)
     for sampling, steps in SUPERNETS:
         name = f"oneshot-{sampling}-{steps}"
-        if name not in done:
-            done[name] = _supernet_scores(settings, cache, cells, sampling, steps)
-            write_text(path, json.dumps(done))
-            print(f"{name}: {done[name]['seconds_per_cell'] * 1e3:.0f} ms per cell")
+        facts = done.setdefault(name, {"scores": {}, "seconds": 0.0})
+        supernet, supernet_settings = _supernet(settings, cache, sampling, steps, facts)
+        _score(done, (name,), lambda cell, s=supernet, c=supernet_settings, n=name: {n: score_cell(s, cell, cache, c)},
+               cells, path)
     if "paper_costs" not in done:
         done["paper_costs"] = paper_costs()
         write_text(path, json.dumps(done))
@@ -184,10 +203,11 @@ def export() -> None:
     study = optuna.load_study(study_name=settings.name, storage=settings.storage_url)
     rows = proxy_rows()
     ranked = json.loads((settings.run_dir / "rankers.json").read_text())
-    index = {digest: i for i, digest in enumerate(ranked.pop("cells"))}
     costs = ranked.pop("paper_costs")
-    rankers = {name: {**facts, "scores": [facts["scores"][index[Cell.from_records(row["cell"]).digest()]]
-                                          for row in rows]} for name, facts in ranked.items()}
+    digests = [Cell.from_records(row["cell"]).digest() for row in rows]
+    rankers = {name: {**{k: v for k, v in facts.items() if k not in ("scores", "seconds")},
+                      "seconds_per_cell": facts["seconds"] / len(facts["scores"]),
+                      "scores": [facts["scores"][digest] for digest in digests]} for name, facts in ranked.items()}
     table = {"commit": commit(), "machine": machine(),
              "command": "python benchmarks/search_table.py build && python benchmarks/search_table.py rank && "
                         "python benchmarks/search_table.py export",
