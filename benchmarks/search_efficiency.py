@@ -19,7 +19,8 @@ The strategies: ``random`` (the paper's), ``local`` (the paper's Vizier-like: ha
 (a supernet screens every cell, then the proxy trains them best first), ``filter:NAME`` (a cheap ranker orders the
 pool, the proxy trains it in that order) and ``predictor`` (a gradient-boosting surrogate, fitted on the cells trained
 so far, picks the next ones; ``predictor+zc`` also sees the zero-cost scores, ``predictor+oneshot-...`` the
-longest-trained supernet's scores, each paid for up front).
+longest-trained supernet's scores, each paid for up front; ``predictor+hyperband`` is the predictor sampler with
+the Hyperband pruner).
 """
 
 from __future__ import annotations
@@ -179,32 +180,53 @@ def tpe(pool: Pool, rng: random.Random, budget: float) -> Trace:
     return _train(pool, order, budget)
 
 
-def hyperband(pool: Pool, rng: random.Random, budget: float) -> Trace:
-    """Optuna's Hyperband on the table's rungs: a trial reports its score at each rung and stops when pruned."""
-    steps = sorted(pool.rungs[0])
-    pruner = optuna.pruners.HyperbandPruner(min_resource=steps[0], max_resource=steps[-1], reduction_factor=3)
-    study = optuna.create_study(direction="maximize", pruner=pruner, sampler=optuna.samplers.RandomSampler(0))
-    order = list(range(len(pool.cells)))
-    rng.shuffle(order)
-    scale = pool.candidate_steps / steps[-1]
+class _Rungs:
+    """Optuna's Hyperband pruner on the table's rungs: :meth:`train` reports a cell's score at each rung until the
+    pruner stops it, and says what that cost and whether the cell completed."""
+
+    def __init__(self, pool: Pool) -> None:
+        self.pool, self.steps = pool, sorted(pool.rungs[0])
+        pruner = optuna.pruners.HyperbandPruner(min_resource=self.steps[0], max_resource=self.steps[-1],
+                                                reduction_factor=3)
+        self.study = optuna.create_study(direction="maximize", pruner=pruner,
+                                         sampler=optuna.samplers.RandomSampler(0))
+        self.scale = pool.candidate_steps / self.steps[-1]
+
+    def train(self, index: int) -> tuple[float, bool]:
+        trial = self.study.ask()
+        for step in self.steps:
+            trial.report(self.pool.rungs[index][step], step)
+            if step < self.steps[-1] and trial.should_prune():
+                self.study.tell(trial, state=optuna.trial.TrialState.PRUNED)
+                return step * self.scale, False
+        self.study.tell(trial, float(self.pool.scores[index]))
+        return self.steps[-1] * self.scale, True
+
+
+def _pruned(pool: Pool, budget: float, propose: Callable[[list[int], set[int]], list[int]]) -> Trace:
+    """Cells trained under :class:`_Rungs` until the budget is spent; ``propose(completed, taken)`` gives the next
+    untrained cells to train."""
+    rungs, completed, taken, queue = _Rungs(pool), [], set(), []
     trace, spent, best = [], 0.0, -math.inf
-    for index in order:
-        trial = study.ask()
-        for step in steps:
-            trial.report(pool.rungs[index][step], step)
-            if step < steps[-1] and trial.should_prune():
-                spent += step * scale
-                study.tell(trial, state=optuna.trial.TrialState.PRUNED)
-                break
-        else:
-            spent += steps[-1] * scale
+    while spent <= budget and len(taken) < len(pool.cells):
+        queue = queue or propose(completed, taken)
+        index = queue.pop(0)
+        taken.add(index)
+        cost, done = rungs.train(index)
+        spent += cost
+        if done:
+            completed.append(index)
             best = max(best, float(pool.scores[index]))
-            study.tell(trial, float(pool.scores[index]))
-        if spent > budget:
-            break
-        if best > -math.inf:
+        if spent <= budget and best > -math.inf:
             trace.append((spent, best))
     return trace
+
+
+def hyperband(pool: Pool, rng: random.Random, budget: float) -> Trace:
+    """Uniform cells under Hyperband: a trial reports its score at each rung and stops when pruned."""
+    order = list(range(len(pool.cells)))
+    rng.shuffle(order)
+    return _pruned(pool, budget, lambda completed, taken: [next(i for i in order if i not in taken)])
 
 
 def ranked(name: str) -> Callable[[Pool, random.Random, float], Trace]:
@@ -216,6 +238,16 @@ def ranked(name: str) -> Callable[[Pool, random.Random, float], Trace]:
         return _train(pool, order, budget, upfront)
 
     return strategy
+
+
+def _predicted(pool: Pool, rng: random.Random, extra: np.ndarray | None, trained: list[int],
+               taken: set[int]) -> list[int]:
+    """The 5 untrained cells that a :class:`~densecell.rankers.Predictor` fitted on ``trained`` predicts best."""
+    model = Predictor(SPACE, rng.randrange(2**31)).fit([pool.cells[i] for i in trained], pool.scores[trained],
+                                                       None if extra is None else extra[trained])
+    left = [i for i in range(len(pool.cells)) if i not in taken]
+    guess = model.predict([pool.cells[i] for i in left], None if extra is None else extra[left])
+    return [left[i] for i in np.argsort(-guess)[:5]]
 
 
 def predictor(extra_names: tuple[str, ...] = ()) -> Callable[[Pool, random.Random, float], Trace]:
@@ -230,14 +262,24 @@ def predictor(extra_names: tuple[str, ...] = ()) -> Callable[[Pool, random.Rando
         rng.shuffle(order)
         trained = order[:10]
         while (len(trained) + 5) * pool.candidate_steps + upfront <= budget and len(trained) < len(pool.cells):
-            model = Predictor(SPACE, rng.randrange(2**31)).fit([pool.cells[i] for i in trained], pool.scores[trained],
-                                                               None if extra is None else extra[trained])
-            left = [i for i in range(len(pool.cells)) if i not in set(trained)]
-            guess = model.predict([pool.cells[i] for i in left], None if extra is None else extra[left])
-            trained += [left[i] for i in np.argsort(-guess)[:5]]
+            trained += _predicted(pool, rng, extra, trained, set(trained))
         return _train(pool, trained, budget, upfront)
 
     return strategy
+
+
+def predictor_hyperband(pool: Pool, rng: random.Random, budget: float) -> Trace:
+    """``search.sampler: predictor`` with ``search.pruner: hyperband``: the predictor is fitted on the completed
+    trials only (as the sampler is), uniform cells until 10 have completed."""
+    order = list(range(len(pool.cells)))
+    rng.shuffle(order)
+
+    def propose(completed: list[int], taken: set[int]) -> list[int]:
+        if len(completed) < 10:
+            return [next(i for i in order if i not in taken)]
+        return _predicted(pool, rng, None, completed, taken)
+
+    return _pruned(pool, budget, propose)
 
 
 def strategies(pool: Pool) -> dict[str, Callable[[Pool, random.Random, float], Trace]]:
@@ -246,7 +288,8 @@ def strategies(pool: Pool) -> dict[str, Callable[[Pool, random.Random, float], T
     found |= {f"oneshot ({name.removeprefix('oneshot-')})": ranked(name) for name in pool.rankers
               if name.startswith("oneshot")}
     found |= {f"filter:{name}": ranked(name) for name in RANKERS if name in pool.rankers}
-    found |= {"predictor": predictor(), "predictor+zc": predictor(ZERO_COST)}
+    found |= {"predictor": predictor(), "predictor+zc": predictor(ZERO_COST),
+              "predictor+hyperband": predictor_hyperband}
     supernets = sorted((n for n in pool.rankers if n.startswith("oneshot")), key=lambda n: -pool.supernet_steps[n])
     if supernets:  # the longest-trained supernet's scores as the surrogate's extra column
         found[f"predictor+{supernets[0]}"] = predictor((supernets[0],))

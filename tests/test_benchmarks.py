@@ -67,8 +67,8 @@ def test_search_efficiency_simulates_every_strategy_on_a_table(tmp_path):
                           timeout=600)
     assert done.returncode == 0, done.stderr[-3000:]
     result = json.loads((tmp_path / "results" / "search_efficiency_100.json").read_text())
-    assert {"random", "local", "evolution", "tpe", "hyperband", "predictor", "predictor+zc", "filter:naswot",
-            "oneshot (uniform-300)"} <= set(result["strategies"])
+    assert {"random", "local", "evolution", "tpe", "hyperband", "predictor", "predictor+zc", "predictor+hyperband",
+            "filter:naswot", "oneshot (uniform-300)"} <= set(result["strategies"])
     assert result["cells"] == 60 and result["repeats"] == 4 and -1 <= result["noise_rho"] <= 1
     regret = result["strategies"]["random"]["median_regret"]
     assert all(0 <= r for r in regret) and regret == sorted(regret, reverse=True)  # more compute, less regret
