@@ -290,6 +290,40 @@ def test_ctrl_c_stops_a_search_worker_and_the_study_completes_later(feature_cach
     assert not any(t.state == TrialState.RUNNING for t in trials)
 
 
+@pytest.mark.parametrize("where", ["a trial is created", "its heartbeat thread starts"])
+def test_ctrl_c_while_optuna_keeps_its_books_leaves_no_thread_and_no_running_trial(feature_cache, tmp_path, where,
+                                                                                 monkeypatch, worker_threads):
+    """Ctrl-C in the windows Optuna does not guard (after the trial is written, before the heartbeat's ``try``): the
+    worker still stops, its heartbeat thread with it (else the process never exits: the CI hang of stop 22)."""
+    from optuna.storages import RDBStorage
+    from optuna.storages._heartbeat import HeartbeatThread
+
+    owner, method = (RDBStorage, "_create_new_trial") if where == "a trial is created" else (HeartbeatThread, "start")
+    real, beats = getattr(owner, method), []
+
+    def then_ctrl_c(self, *args, **kwargs):
+        out = real(self, *args, **kwargs)
+        if isinstance(self, HeartbeatThread):
+            beats.append(self)
+        os.kill(os.getpid(), signal.SIGINT)
+        return out
+
+    storage = f"sqlite:///{tmp_path / 'study.db'}"
+    create_study("c", storage, SearchSettings(cache_dir=str(feature_cache[0]), trials=1,
+                                              proxy=ProxySettings(iterations=4, batch_size=2, filters=8)))
+    monkeypatch.setattr(owner, method, then_ctrl_c)
+    try:
+        with pytest.raises(KeyboardInterrupt):
+            run_worker("c", storage, worker_seed=0)
+        assert not [b for b in beats if b._thread.is_alive()]
+    finally:
+        for beat in beats:  # a failed check must not leave the test process beating forever
+            beat._stop_event.set()
+    monkeypatch.undo()
+    assert [t.state for t in optuna.load_study(study_name="c", storage=storage).trials] == [TrialState.FAIL]
+    assert run_worker("c", storage, worker_seed=1) == 1
+
+
 def test_a_non_finite_trial_fails_with_its_reason_and_the_search_goes_on(feature_cache, tmp_path, monkeypatch,
                                                                          worker_threads):
     real = search_module.train_candidate

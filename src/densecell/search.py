@@ -32,10 +32,14 @@ import logging
 import multiprocessing
 import os
 import random
+import signal
 import socket
 import sys
+import threading
 import time
 import warnings
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -417,6 +421,51 @@ def counts(study: optuna.Study) -> Counts:
                   sum(t.state == TrialState.FAIL and t.error is not None for t in trials))
 
 
+class CtrlC:
+    """A worker's Ctrl-C: delivered at once only while a candidate trains, held back while Optuna keeps its books.
+
+    Optuna starts a trial's heartbeat thread (not a daemon) before the ``try`` that joins it, and writes the trial
+    around that: a KeyboardInterrupt in between leaves the thread beating forever, so the process never exits and
+    its trial stays RUNNING, never stale. Held back, the interrupt is raised at the start of the training (the
+    trial fails cleanly, Optuna stops its thread) or after the trial is told."""
+
+    def __init__(self) -> None:
+        self.pending = False
+        self.live = False
+
+    def _handle(self, signum: int, frame: Any) -> None:
+        if self.live:
+            raise KeyboardInterrupt
+        self.pending = True
+
+    @contextmanager
+    def held(self) -> Iterator[None]:
+        """Around ``study.optimize``: Ctrl-C is only noted, and raised on the way out."""
+        if threading.current_thread() is not threading.main_thread():
+            yield  # only the main thread receives signals; a library caller's thread keeps the default
+            return
+        previous = signal.signal(signal.SIGINT, self._handle)
+        try:
+            yield
+        finally:
+            signal.signal(signal.SIGINT, previous)
+        if self.pending:
+            self.pending = False
+            raise KeyboardInterrupt
+
+    @contextmanager
+    def live_here(self) -> Iterator[None]:
+        """Around the training: Ctrl-C interrupts at once (one noted before raises now)."""
+        self.live = True  # first, so that a signal after the check below is raised, not only noted
+        try:
+            if self.pending:
+                self.pending = False
+                raise KeyboardInterrupt
+            yield
+        finally:
+            self.live = False
+
+
 class Objective:
     """Trains one candidate on the cached features and returns its scores; one per worker (holds the cache)."""
 
@@ -428,6 +477,7 @@ class Objective:
         self.space = settings.space
         self.cost = CellCoster(self.cache.channels, settings.proxy.filters, self.cache.image_size,
                                self.cache.output_stride)
+        self.ctrl_c = CtrlC()
 
     def is_surplus(self, trial: optuna.Trial) -> bool:
         ahead = [t for t in record.records(trial.study, (TrialState.COMPLETE, TrialState.RUNNING))
@@ -449,9 +499,11 @@ class Objective:
             return self.settings.pruner != "none" and trial.should_prune()
 
         try:
-            result = train_candidate(cell, self.cache, self.settings.proxy, seed=trial.number, device=self.device,
-                                     report=report if self.settings.directions == ["maximize"] else None,
-                                     precision=self.precision)
+            with self.ctrl_c.live_here():
+                result = train_candidate(cell, self.cache, self.settings.proxy, seed=trial.number,
+                                         device=self.device,
+                                         report=report if self.settings.directions == ["maximize"] else None,
+                                         precision=self.precision)
         except TrainingError as exc:
             record.write(trial, error=str(exc))
             raise
@@ -509,8 +561,9 @@ def run_worker(name: str, storage_url: str, worker_seed: int | None = None, devi
             continue
         finished: list[FrozenTrial] = []
         try:
-            study.optimize(objective, n_trials=1, catch=(TrainingError,), gc_after_trial=False,
-                           callbacks=[lambda _, trial, into=finished: into.append(trial)])
+            with objective.ctrl_c.held():
+                study.optimize(objective, n_trials=1, catch=(TrainingError,), gc_after_trial=False,
+                               callbacks=[lambda _, trial, into=finished: into.append(trial)])
         except ValueError as exc:
             if not str(exc).startswith(_TOLD_TWICE):
                 raise
