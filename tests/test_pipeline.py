@@ -24,7 +24,7 @@ def test_search_pipeline_end_to_end_and_resumed(tmp_path):
     config = load_search_config(recipe("search-synthetic.yaml"), [
         f"data.root={root}", f"output_dir={tmp_path / 'runs'}", "warmup.iterations=20", "data.batch_size=4",
         "cache.views=1",
-        "search.trials=6", "rerank.top=2", "rerank.optim.iterations=10"])
+        "search.trials=6", "proxy.iterations=60", "rerank.top=2", "rerank.optim.iterations=10"])
     outputs = run_pipeline(config)
     for key in ("report", "html", "best_cell", "histogram", "pareto", "correlation", "cell 1"):
         assert outputs[key].is_file(), key

@@ -26,7 +26,6 @@ from torch import nn
 from .config import ModelConfig
 from .data.transforms import Normalization
 from .errors import CheckpointError, ConfigError, ModelError
-from .figures import draw_cell
 from .files import write_text
 from .heads import ConvBNReLU, SeparableConv
 from .hubcard import MODEL_CARD, PAPER_URL, model_card_facts
@@ -140,6 +139,8 @@ class SegmentationModel(nn.Module, PyTorchModelHubMixin, library_name="densecell
             write_text(save_directory / TRAINING, json.dumps(self.provenance, indent=2))
         if self.config["head"] == "dpc":
             write_text(save_directory / "cell.json", self.head.cell.to_json())
+            from .figures import draw_cell  # here: matplotlib and scipy take a second to import, and only saving draws
+
             draw_cell(self.head.cell, save_directory / "cell.png", "the Dense Prediction Cell")
 
     @classmethod

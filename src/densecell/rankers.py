@@ -23,7 +23,6 @@ from dataclasses import dataclass
 
 import numpy as np
 import torch
-from sklearn.ensemble import GradientBoostingRegressor
 from torch import nn
 
 from .cache import FeatureCache
@@ -157,6 +156,8 @@ class Predictor:
     other scores of the cells as extra columns), fitted on cells already trained."""
 
     def __init__(self, space: SearchSpace, seed: int = 0) -> None:
+        from sklearn.ensemble import GradientBoostingRegressor  # here: a second to import, in every search worker
+
         self.space = space
         self.model = GradientBoostingRegressor(n_estimators=100, max_depth=3, learning_rate=0.1, subsample=0.8,
                                                random_state=seed)
