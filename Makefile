@@ -32,8 +32,6 @@ demo: $(STAMP)
 	$(BIN)/densecell eval --checkpoint runs/demo/synthetic-mobilenetv2-dpc --data-root runs/synthetic-data
 	$(BIN)/densecell search --config configs/search-synthetic.yaml --data-root runs/synthetic-data
 	$(BIN)/densecell search status --config configs/search-synthetic.yaml
-	$(BIN)/densecell search --config configs/search-synthetic-oneshot.yaml --data-root runs/synthetic-data
-	$(BIN)/densecell search status --config configs/search-synthetic-oneshot.yaml
 
 bench: $(STAMP)
 	$(BIN)/python -m pip install --quiet -e '.[bench]'
