@@ -34,7 +34,6 @@ from torch import nn
 from .data import IGNORE_INDEX, SegmentationDataset, item_seed
 from .errors import CacheDamaged, CacheError, CacheMissing
 from .files import atomic_path, make_dirs, save_array, write_text
-from .model import resolve_weights
 from .progress import Progress, report
 
 __all__ = [
@@ -67,6 +66,8 @@ class CacheSource(BaseModel):
         if isinstance(values, dict) and isinstance(values.get("weights"), str) and "backbone" in values:
             flag = values["weights"].strip().lower()
             if flag in ("true", "false", "none"):
+                from .model import resolve_weights  # only for these old caches: timm takes seconds to import
+
                 values = values | {"weights": resolve_weights(values["backbone"], flag == "true")}
         return values
 

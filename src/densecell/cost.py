@@ -24,7 +24,6 @@ from torch import nn
 from torch.utils.flop_counter import FlopCounterMode
 
 from .heads import ASPP, DensePredictionCell, build_operation
-from .model import build_model, create_backbone
 from .space import Branch, Cell
 
 __all__ = [
@@ -223,6 +222,8 @@ class CellCosts:
 def cell_costs(cell: Cell, backbone: str = "xception71", image_size: Sequence[int] = CITYSCAPES_EVAL_SIZE,
                output_stride: int = 16) -> CellCosts:
     """The costs of ``cell`` on the last feature of ``backbone`` (counted on the meta device)."""
+    from .model import create_backbone  # here: timm and torchvision take seconds to import; cells need neither
+
     size = (int(image_size[0]), int(image_size[1]))
     with torch.device("meta"):
         channels = create_backbone(backbone, output_stride).feature_info.channels()[-1]
@@ -237,6 +238,8 @@ def model_costs(image_size: Sequence[int] = CITYSCAPES_EVAL_SIZE, latency: bool 
                 **model: Any) -> dict[str, Cost]:
     """The context module, the head and the whole model of ``build_model(**model)`` at ``image_size``; with
     ``latency`` the whole model is also timed on the CPU."""
+    from .model import build_model
+
     size = (int(image_size[0]), int(image_size[1]))
     stride = model.get("output_stride", 16)
     with torch.device("meta"):
