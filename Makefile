@@ -60,6 +60,7 @@ table: $(STAMP)
 	$(BIN)/python benchmarks/search_table.py export
 	$(BIN)/python benchmarks/search_efficiency.py
 	$(BIN)/python benchmarks/search_efficiency.py --seeds 20 --seed-offset 1000
+	$(BIN)/python benchmarks/search_efficiency.py --seeds 20 --seed-offset 2000
 	$(BIN)/python benchmarks/search_efficiency.py --candidate-steps 30000
 	$(BIN)/python benchmarks/report.py
 

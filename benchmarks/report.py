@@ -182,7 +182,8 @@ def main() -> None:
                 "memory": memory_section, "search_fidelity_multifidelity": multifidelity_section,
                 "search_fidelity_oneshot": oneshot_section, "gpu_paths_cuda": gpu_paths_section,
                 "gpu_paths_cpu": gpu_paths_section, "search_efficiency_100": efficiency_section,
-                "search_efficiency_100_seeds1000": efficiency_section, "search_efficiency_30000": efficiency_section}
+                "search_efficiency_100_seeds1000": efficiency_section,
+                "search_efficiency_100_seeds2000": efficiency_section, "search_efficiency_30000": efficiency_section}
     lines = ["# Benchmarks", "",
              "Written by `make bench` (`python benchmarks/report.py` after the scripts in `benchmarks/`) from "
              "`benchmarks/results/*.json`; every figure below can be reproduced with the command under it. Timings "

@@ -348,7 +348,7 @@ def test_pruned_trials_are_pruned_with_their_last_score_and_the_budget_stays_exa
 
 
 def test_the_predictor_sampler_searches_end_to_end(feature_cache, tmp_path):
-    """The simulation's most sample-efficient strategy across seeds (benchmarks/search_efficiency.py: 33% to 41% of
+    """The simulation's most sample-efficient strategy across seeds (benchmarks/search_efficiency.py: 33% to 54% of
     random search's compute) as a sampler of densecell search: after its uniform start, a surrogate fitted on the
     completed trials proposes cells the study has not tried."""
     from densecell.search import run_worker
