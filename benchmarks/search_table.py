@@ -4,7 +4,8 @@ cells trained a second time with another seed (the noise floor).
 
     python benchmarks/search_table.py build     # densecell search, configs/search-synthetic-table.yaml (2 cores: hours)
     python benchmarks/search_table.py rank      # the cheap rankers' scores of every cell, with their costs
-    python benchmarks/search_table.py export    # -> benchmarks/data/synthetic-proxy-table.json.gz
+    python benchmarks/search_table.py export    # -> benchmarks/data/synthetic-proxy-table.json.gz, and convert
+    python benchmarks/search_table.py convert   # -> benchmarks/data/dpc-synthetic-proxy.json.gz (shared format)
 
 ``build`` writes the synthetic data if needed, queues the published cell and the 50 repeated cells (each twice: a
 trial's seed is its number) in the study, and runs ``densecell search`` itself, whose uniform sampler draws the rest;
@@ -12,7 +13,10 @@ it resumes where it stopped. ``rank`` scores every cell with each cheap ranker (
 supernets (uniform and family-first sampling, 300 and 1,200 steps), and times each against a proxy step at the
 paper's shape (769x769, batch 8, 320x49x49 features, 256 filters) on this machine; it keeps each cell's scores in
 the run folder (``rankers.json``, by cell digest), so a stopped rank, or one after the table grew, scores only the
-cells it lacks. ``export`` writes the table with the commit and the command that made it.
+cells it lacks. ``export`` writes the table with the commit and the command that made it; ``convert`` writes it in
+the format of the public tables (``densecell.search.tables``: the cell as its Optuna parameters, the proxy score, the
+rungs, multiply-adds, parameters and the zero-cost scores as extra columns, the repeated cells as the noise floor),
+which ``benchmarks/search_efficiency.py`` reads like any other table.
 """
 
 from __future__ import annotations
@@ -38,18 +42,21 @@ from densecell.cache import FeatureCache
 from densecell.config import ProxySettings, load_search_config
 from densecell.data.synthetic import write_synthetic_cityscapes
 from densecell.files import write_text
+from densecell.precision import Precision
 from densecell.proxy import build_proxy_head
-from densecell.rankers import RANKERS, ZERO_COST, ZeroCost, ranker
-from densecell.search import cell_params, create_study
+from densecell.rankers import ZERO_COST, ZeroCost, ranker
+from densecell.registry import RANKERS
+from densecell.search import DPCSpace, cell_params, create_study
 from densecell.space import Cell, load_cell
 from densecell.stages import feature_cache
-from densecell.steps import EagerStep, Precision
+from densecell.steps import EagerStep
 from densecell.supernet import Supernet, score_cell, train_supernet
 
 ROOT = Path(__file__).parent.parent
 RECIPE = ROOT / "configs" / "search-synthetic-table.yaml"
 DATA = ROOT / "runs" / "synthetic-data"
 TABLE = ROOT / "benchmarks" / "data" / "synthetic-proxy-table.json.gz"
+SHARED = ROOT / "benchmarks" / "data" / "dpc-synthetic-proxy.json.gz"
 REPEATS = 50
 SEED = 20181203  # the repeated cells are drawn with their own generator, apart from the sampler's
 
@@ -219,12 +226,53 @@ def export() -> None:
         json.dump(table, handle)
     kinds = {kind: sum(r["kind"] == kind for r in rows) for kind in ("uniform", "published", "repeat")}
     print(f"wrote {TABLE}: {len(rows)} trials ({kinds}), {len(rankers)} rankers")
+    convert()
+
+
+def convert() -> None:
+    """The table in the shared format: each distinct cell once (its first training), the repeats as pairs."""
+    with gzip.open(TABLE, "rt") as handle:
+        raw = json.load(handle)
+    space = DPCSpace(config().search_settings().space)
+    iterations = raw["proxy"]["iterations"]
+    zero_cost = [name for name in raw["rankers"] if name in ZERO_COST or name.startswith("oneshot")]
+    rows, first = [], {}
+    for index, row in enumerate(raw["rows"]):
+        cell = Cell.from_records(row["cell"])
+        if row["kind"] == "repeat":
+            continue
+        first[cell] = row["miou"]
+        rows.append({"x": list(space.of(cell)), "score": row["miou"], "madds": row["madds"], "params": row["params"],
+                     **{name: raw["rankers"][name]["scores"][index] for name in zero_cost},
+                     "rungs": {**row["rungs"], str(iterations): row["miou"]}})
+    repeats = [[first[Cell.from_records(row["cell"])], row["miou"]] for row in raw["rows"] if row["kind"] == "repeat"]
+    costs = raw["paper_costs"]["in_proxy_steps"]
+    shared = {
+        "name": "dpc-synthetic-proxy", "source": f"densecell, {raw['command']} at commit {raw['commit']}",
+        "licence": "Apache-2.0 (densecell)", "task": "densecell's synthetic segmentation data (the demo's)",
+        "metric": "proxy val mIoU", "complete": False,
+        "note": f"{len(rows):,} cells of the DPC space ({len(rows) - 1:,} uniform and the published cell), each "
+                f"trained on the demo's proxy ({iterations} steps; rungs every {raw['proxy']['eval_every']}); madds "
+                "and params cost nothing to compute; a zero-cost or one-shot score (oneshot-SAMPLING-STEPS: a supernet "
+                "trained that many steps) costs the proxy steps in feature_cost_in_proxy_steps; repeats: cells "
+                "trained a second time with another seed",
+        "feature_cost_in_proxy_steps": {name: costs["oneshot" if name.startswith("oneshot") else name]
+                                        for name in zero_cost} | {"madds": 0, "params": 0},
+        "repeats": repeats,
+        "space": {"params": [{"name": name, "choices": list(dist.choices)}
+                             for name, dist in space.distributions().items()],
+                  "dpc": {"num_branches": space.cells.num_branches, "rates": list(space.cells.rates),
+                          "grids": list(space.cells.grids)}},
+        "rows": rows}
+    with gzip.open(SHARED, "wt") as handle:
+        json.dump(shared, handle)
+    print(f"wrote {SHARED}: {len(rows)} rows, {len(repeats)} repeats")
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("step", choices=["build", "rank", "export"])
-    {"build": build, "rank": rank, "export": export}[parser.parse_args().step]()
+    parser.add_argument("step", choices=["build", "rank", "export", "convert"])
+    {"build": build, "rank": rank, "export": export, "convert": convert}[parser.parse_args().step]()
 
 
 if __name__ == "__main__":

@@ -178,37 +178,100 @@ BAD_CELLS = [
 ]
 
 
-def write_search_table(path: Path, cells: int = 60, repeats: int = 4, seed: int = 0) -> Path:
-    """A small ground-truth table in the layout of benchmarks/search_table.py's: uniform cells whose score grows
-    with their pooling branches (plus noise), their rungs, and the rankers' scores and costs."""
+def write_table(path: Path, kind: str = "sample", seed: int = 0) -> Path:
+    """A small ground-truth table in the shared format (``densecell.search.tables``), its scores a function of the
+    architecture plus noise: ``complete`` (4 positions x 3 choices, all 81 rows), ``sample`` (200 rows of 6
+    positions x 5 numeric choices, one extra column) or ``dpc`` (60 DPC cells with rungs and repeats)."""
     import gzip
+    import itertools
     import json
     import random
 
-    from densecell.rankers import RANKERS, ZERO_COST
-    from densecell.space import SearchSpace
+    rng = random.Random(seed)
+    table: dict = {"name": f"test-{kind}", "source": "tests", "licence": "Apache-2.0", "metric": "score"}
+    if kind == "dpc":
+        from densecell.search import DPCSpace
 
-    rng, space = random.Random(seed), SearchSpace()
-    rows = []
-    for i in range(cells):
-        cell = space.sample(rng)
-        score = 0.4 + 0.05 * sum(b.op.kind == "pool" for b in cell) + rng.gauss(0, 0.02)
-        rows.append({"trial": i, "seed": i, "kind": "published" if i == 0 else "uniform", "cell": cell.to_records(),
-                     "miou": score, "rungs": {str(s): score * s / 100 + rng.gauss(0, 0.01) for s in (20, 40, 60,
-                                                                                                  80, 100)},
-                     "madds": 1000 + i, "params": 100 + i, "seconds": 1.0})
-    for row in rows[1:repeats + 1]:
-        rows.append(row | {"kind": "repeat", "miou": row["miou"] + rng.gauss(0, 0.01)})
-    scores = {name: [rng.random() for _ in rows] for name in RANKERS}
-    scores |= {f"oneshot-{sampling}-300": [r["miou"] + rng.gauss(0, 0.05) for r in rows]
-               for sampling in ("uniform", "family-first")}
-    rankers = {name: {"scores": values, "seconds_per_cell": 0.01} | ({"train_steps": 300, "train_seconds": 1.0}
-                                                                      if name.startswith("oneshot") else {})
-               for name, values in scores.items()}
-    costs = {"proxy_step_s": 1.0, "zero_cost_s": {n: 2.0 for n in ZERO_COST}, "oneshot_score_s": 30.0,
-             "in_proxy_steps": {**{n: 2.0 for n in ZERO_COST}, "oneshot": 30.0}}
-    table = {"commit": "test", "command": "tests", "proxy": {"iterations": 100}, "baseline_1x1": 0.3,
-             "paper_costs": costs, "rankers": rankers, "rows": rows}
+        space = DPCSpace()
+        points = list(dict.fromkeys(space.sample(rng) for _ in range(60)))
+        rows = []
+        for point in points:
+            score = 0.4 + 0.05 * sum(b.op.kind == "pool" for b in space.cell(point)) + rng.gauss(0, 0.02)
+            rungs = {str(step): score * step / 100 + rng.gauss(0, 0.01) for step in (20, 40, 60, 80)}
+            rows.append({"x": list(point), "score": score, "madds": 1000 + len(rows), "rungs": rungs | {"100": score}})
+        params = [{"name": name, "choices": list(dist.choices)} for name, dist in space.distributions().items()]
+        table |= {"complete": False, "repeats": [[r["score"], r["score"] + rng.gauss(0, 0.01)] for r in rows[:4]],
+                  "space": {"params": params, "dpc": {"num_branches": 5}}}
+    else:
+        positions, choices = (4, [0, 1, 2]) if kind == "complete" else (6, [8, 16, 32, 64, 128])
+        codes = list(itertools.product(choices, repeat=positions))
+        if kind == "sample":
+            codes = rng.sample(codes, 200)
+        rows = [{"x": list(x), "score": sum((i + 1) * v for i, v in enumerate(x)) / 10 + rng.gauss(0, 0.5),
+                 "flops": float(sum(x))} for x in codes]
+        table |= {"complete": kind == "complete",
+                  "space": {"params": [{"name": f"p{i}", "choices": choices} for i in range(positions)]}}
+    table["rows"] = rows
     with gzip.open(path, "wt") as handle:
         json.dump(table, handle)
     return path
+
+
+class Held:
+    """A command held at a named point by densecell's test hook (``densecell.hold``): the test acts while the
+    command is there (starts a second one, kills it), instead of racing it.
+
+    ``held = Held(tmp_path / "held", "shard", 3)``; start the command with ``env=held.env``; ``held.wait(process)``
+    returns once it is held; ``held.release()`` lets it go on."""
+
+    def __init__(self, marker: Path, point: str, count: int = 1) -> None:
+        self.marker, self.point, self.count = Path(marker), point, count
+
+    @property
+    def env(self) -> dict[str, str]:
+        return {"DENSECELL_HOLD": f"{self.point}:{self.count}:{self.marker}"}
+
+    def wait(self, process, timeout: float = 300) -> None:
+        import time
+
+        deadline = time.time() + timeout
+        while time.time() < deadline:
+            if self.marker.exists():
+                return
+            if process.poll() is not None:
+                raise AssertionError(f"exited ({process.returncode}) before it reached {self.point}: "
+                                     f"{process.communicate()}")
+            time.sleep(0.02)
+        raise AssertionError(f"never reached {self.point} in {timeout} s")
+
+    def release(self) -> None:
+        self.marker.unlink(missing_ok=True)
+
+
+class Output:
+    """A process's output stream read as it comes (a thread collects its lines), so that a test can wait for a
+    line without racing the process: ``out = Output(process.stdout)``; ``out.wait_for("waiting for")``."""
+
+    def __init__(self, stream) -> None:
+        import threading
+
+        self.lines: list[str] = []
+        self._changed = threading.Condition()
+        self._thread = threading.Thread(target=self._read, args=(stream,), daemon=True)
+        self._thread.start()
+
+    def _read(self, stream) -> None:
+        for line in stream:
+            with self._changed:
+                self.lines.append(line)
+                self._changed.notify_all()
+
+    def wait_for(self, text: str, timeout: float = 300) -> None:
+        with self._changed:
+            if not self._changed.wait_for(lambda: any(text in line for line in self.lines), timeout):
+                raise AssertionError(f"{text!r} never appeared: {''.join(self.lines)[-2000:]}")
+
+    def text(self, timeout: float = 600) -> str:
+        """Everything, once the stream has ended."""
+        self._thread.join(timeout)
+        return "".join(self.lines)

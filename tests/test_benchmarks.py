@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from helpers import write_search_table
+from helpers import write_table
 
 BENCHMARKS = Path(__file__).parent.parent / "benchmarks"
 RUNS = {
@@ -57,20 +57,36 @@ def test_benchmarks_run_and_the_report_reads_them(tmp_path):
     assert "python benchmarks/proxy_throughput.py --crop 65" in report
 
 
-def test_search_efficiency_simulates_every_strategy_on_a_table(tmp_path):
-    """The strategies on a small table (the real one takes an hour to build): every one runs, on two seeds, and
-    writes its regret curve, the table and the plot."""
-    table = write_search_table(tmp_path / "table.json.gz")
+@pytest.mark.parametrize("kind", ["dpc", "sample"])
+def test_search_efficiency_runs_every_registered_sampler_on_a_table(tmp_path, kind):
+    """The harness on a small generated table: every registered single-objective sampler (and, on the DPC table
+    with its rungs, every pruner) runs through ask/tell on three seeds and is summarised; the JSON names its table."""
+    table = write_table(tmp_path / f"{kind}.json.gz", kind)
     env = os.environ | {"DENSECELL_BENCH_RESULTS": str(tmp_path / "results")}
     done = subprocess.run([sys.executable, str(BENCHMARKS / "search_efficiency.py"), "--table", str(table),
-                           "--seeds", "2", "--budget-cells", "30"], env=env, capture_output=True, text=True,
+                           "--seeds", "2", "--budget", "30", "--jobs", "1"], env=env, capture_output=True, text=True,
                           timeout=600)
     assert done.returncode == 0, done.stderr[-3000:]
-    result = json.loads((tmp_path / "results" / "search_efficiency_100.json").read_text())
-    assert {"random", "local", "evolution", "tpe", "hyperband", "predictor", "predictor+zc", "predictor+hyperband",
-            "filter:naswot", "oneshot (uniform-300)"} <= set(result["strategies"])
-    assert result["cells"] == 60 and result["repeats"] == 4 and -1 <= result["noise_rho"] <= 1
-    regret = result["strategies"]["random"]["median_regret"]
-    assert all(0 <= r for r in regret) and regret == sorted(regret, reverse=True)  # more compute, less regret
-    assert (tmp_path / "results" / "search_efficiency_100.png").stat().st_size > 10_000
-    assert "Spearman rho" in done.stdout and "predictor" in done.stdout
+    result = json.loads((tmp_path / "results" / f"search_efficiency_test-{kind}.json").read_text())
+    assert result["table"] == f"{kind}.json.gz" and result["seeds"] == 2
+    expected = {"random", "local", "evolution", "local-search", "predictor", "tpe"}
+    if kind == "dpc":
+        expected |= {"random+median", "random+hyperband", f"{result['recipe_sampler']}+successive-halving"}
+        assert result["noise"]["pairs"] == 4
+    assert expected <= set(result["strategies"]) and "nsga2" in result["skipped"]
+    random_search = result["strategies"]["random"]
+    regrets = [random_search["median_regret"][b] for b in ("10", "20")]
+    assert regrets[0] >= regrets[1] >= 0  # more compute, no more regret
+    scores = sorted((r["score"] for r in _rows(table)), reverse=True)
+    assert set(result["random_median_best"]) == ({"100"} if kind == "sample" else set())  # R no larger than the table
+    for target in result["random_median_best"].values():
+        assert scores[5] <= target <= scores[0]  # the best of 100 of 200 rows: their top 1 to 5
+    assert (tmp_path / "results" / result["plot"]).stat().st_size > 10_000
+    assert "predictor" in done.stdout and ("share @100" in done.stdout) == (kind == "sample")
+
+
+def _rows(path):
+    import gzip
+
+    with gzip.open(path, "rt") as handle:
+        return json.load(handle)["rows"]

@@ -6,8 +6,9 @@ import pytest
 
 from densecell.cache import FeatureCache
 from densecell.cost import CellCoster
-from densecell.rankers import RANKERS, ZERO_COST, ZeroCost, cell_features, ranker
-from densecell.space import FAMILIES, SearchSpace, load_cell
+from densecell.rankers import ZERO_COST, ZeroCost, ranker
+from densecell.registry import RANKERS
+from densecell.space import SearchSpace, load_cell
 
 CELLS = [load_cell("cityscapes-top1"), *(SearchSpace().sample(seed) for seed in range(3))]
 
@@ -33,10 +34,3 @@ def test_the_zero_cost_scores_use_the_gradients_and_activations_of_the_head(feat
     scores = zero.scores(CELLS[0])
     assert set(scores) == set(ZERO_COST) and scores["snip"] > 0 and scores["gradnorm"] > 0
     assert scores == {name: getattr(zero, name)(CELLS[0]) for name in ZERO_COST}
-
-
-def test_a_cell_as_features():
-    space = SearchSpace()
-    row = cell_features(CELLS[0], space)
-    assert len(row) == 5 * (5 + len(FAMILIES) + 2) + len(FAMILIES)
-    assert row[-len(FAMILIES):] == [0.0, 5.0, 0.0]  # the published cell: five separable convolutions

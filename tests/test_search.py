@@ -5,7 +5,6 @@ import socket
 import subprocess
 import sys
 import tempfile
-import time
 from pathlib import Path
 
 import optuna
@@ -13,10 +12,10 @@ import pytest
 from huggingface_hub import ModelCard
 from optuna.trial import TrialState
 
-from densecell import search as search_module
 from densecell.config import ProxySettings, SearchSettings
 from densecell.errors import ConfigError, StudyError
 from densecell.search import (
+    DPCSpace,
     EvolutionSampler,
     LocalSampler,
     cell_from_params,
@@ -26,7 +25,10 @@ from densecell.search import (
     redact,
     run_worker,
 )
+from densecell.search import study as study_module
+from densecell.search import worker as worker_module
 from densecell.space import Cell, SearchSpace
+from helpers import Held
 
 FAST = ProxySettings(iterations=8, batch_size=2, lr=0.05, filters=8)
 
@@ -36,8 +38,8 @@ def settings_for(cache, trials, **extra):
                           grace_s=3, **extra)
 
 
-def start_worker(storage, study, seed):
-    env = os.environ | {"DENSECELL_STORAGE": storage, "PYTHONUNBUFFERED": "1"}
+def start_worker(storage, study, seed, env=None):
+    env = os.environ | {"DENSECELL_STORAGE": storage, "PYTHONUNBUFFERED": "1"} | (env or {})
     return subprocess.Popen([sys.executable, "-m", "densecell", "search", "worker", "--study", study, "--seed",
                              str(seed), "--device", "cpu"], env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                             text=True)
@@ -55,22 +57,6 @@ def test_cell_parameters_round_trip():
         assert cell_from_params(cell_params(cell), space) == cell
 
 
-def test_local_sampler_mutates_the_best_cells(feature_cache, tmp_path):
-    space = SearchSpace()
-    study = optuna.create_study(direction="maximize", sampler=LocalSampler(space, explore=0.0, top=1, seed=0))
-    best = space.sample(1)
-    study.add_trial(optuna.trial.create_trial(params=cell_params(best), distributions=_dists(space), value=0.9))
-    study.add_trial(optuna.trial.create_trial(params=cell_params(space.sample(2)), distributions=_dists(space),
-                                              value=0.1))
-    from densecell.search import suggest_cell
-
-    for _ in range(5):
-        trial = study.ask()
-        child = suggest_cell(trial, space)
-        study.tell(trial, 0.0)
-        assert sum(a != b for a, b in zip(child, best)) == 1  # always one branch away from the best
-
-
 @pytest.mark.parametrize("make", [lambda space: LocalSampler(space, explore=0.5, top=1, seed=0),
                                   lambda space: EvolutionSampler(space, population=2, sample=2, seed=0)],
                          ids=["local", "evolution"])
@@ -79,19 +65,13 @@ def test_mutation_samplers_never_repeat_a_proposed_cell_while_others_remain(make
     from densecell.search import suggest_cell
 
     space = SearchSpace(num_branches=2, rates=(1,), grids=(1,))
-    study = optuna.create_study(direction="maximize", sampler=make(space))
+    study = optuna.create_study(direction="maximize", sampler=make(DPCSpace(space)))
     cells = []
     for i in range(space.size()):
         trial = study.ask()
         cells.append(suggest_cell(trial, space))
         study.tell(trial, float(i % 3))
     assert len(set(cells)) == space.size() == 18
-
-
-def _dists(space):
-    from densecell.search import distributions
-
-    return distributions(space)
 
 
 def test_settings_are_checked():
@@ -151,16 +131,11 @@ def test_a_killed_worker_loses_nothing_and_its_retry_starts_at_the_first_rung(fe
     storage = f"sqlite:///{tmp_path / 'study.db'}"
     slow = ProxySettings(iterations=300, batch_size=2, lr=0.05, filters=8, eval_every=150)  # one bracket
     create_study("kill", storage, settings_for(feature_cache[0], 3, proxy=slow, pruner="hyperband"))
-    victim = start_worker(storage, "kill", 0)
-    deadline = time.time() + 120
-    while time.time() < deadline:
-        _, trials = finished("kill", storage)
-        if any(t.state == TrialState.RUNNING and t.user_attrs.get("pid") == victim.pid and
-               "completed_rung_0" in t.system_attrs for t in trials):
-            break
-        time.sleep(0.05)
-    else:
-        raise AssertionError(victim.communicate())
+    held = Held(tmp_path / "held", "rung")  # just after its trial reported its first rung
+    victim = start_worker(storage, "kill", 0, env=held.env)
+    held.wait(victim)
+    _, trials = finished("kill", storage)
+    assert any(t.state == TrialState.RUNNING and t.user_attrs.get("pid") == victim.pid for t in trials)
     victim.send_signal(signal.SIGKILL)
     victim.wait()
     survivor = start_worker(storage, "kill", 1)
@@ -210,12 +185,12 @@ def test_the_precision_is_chosen_once_per_study_and_recorded_in_each_trial(featu
     """Workers once chose the precision each for itself (``autotune.json`` without a lock), so one study could mix
     bf16- and fp16-trained trials. It is chosen once, when the study is created, stored with it, and every trial
     records the precision, layout and engine it trained with."""
+    from densecell.precision import Precision
     from densecell.record import TrialRecord
     from densecell.search import run_worker
-    from densecell.steps import Precision
 
     calls = []
-    monkeypatch.setattr(search_module, "resolve_precision", lambda *args: calls.append(args) or Precision("bf16"))
+    monkeypatch.setattr(study_module, "resolve_precision", lambda *args: calls.append(args) or Precision("bf16"))
     storage = f"sqlite:///{tmp_path / 'study.db'}"
     create_study("p", storage, settings_for(feature_cache[0], 2))
     create_study("p", storage, settings_for(feature_cache[0], 2))  # a second command joins: no second choice
@@ -233,8 +208,9 @@ def find_postgres_bin():
         return Path(found).resolve().parent  # the real bin folder, which also holds createdb
     candidates = sorted(Path("/usr/lib/postgresql").glob("*/bin/initdb"))
     if not candidates:
-        raise AssertionError("PostgreSQL server binaries not found: install them (apt-get install postgresql); "
-                             ".ci/run does")
+        if os.environ.get("CI") == "true":  # .ci/run installs the server: there, this test must run
+            raise AssertionError("PostgreSQL server binaries not found (CI=true): .ci/run installs them")
+        pytest.skip("no PostgreSQL server binaries here (apt-get install postgresql); CI=true makes this required")
     return candidates[-1].parent
 
 
@@ -348,11 +324,8 @@ def test_pruned_trials_are_pruned_with_their_last_score_and_the_budget_stays_exa
 
 
 def test_the_predictor_sampler_searches_end_to_end(feature_cache, tmp_path):
-    """The simulation's most sample-efficient strategy across seeds (benchmarks/search_efficiency.py: 33% to 54% of
-    random search's compute) as a sampler of densecell search: after its uniform start, a surrogate fitted on the
-    completed trials proposes cells the study has not tried."""
-    from densecell.search import run_worker
-
+    """The recipes' sampler in densecell search: after its uniform start, a forest fitted on the completed trials
+    proposes cells the study has not tried."""
     storage = f"sqlite:///{tmp_path / 'study.db'}"
     create_study("predictor", storage, settings_for(feature_cache[0], 13, sampler="predictor"))
     assert run_worker("predictor", storage, worker_seed=0) == 13
@@ -361,25 +334,13 @@ def test_the_predictor_sampler_searches_end_to_end(feature_cache, tmp_path):
     assert len(complete) == 13 and len({t.user_attrs["cell"] for t in complete}) == 13
 
 
-def test_the_predictor_learns_what_makes_a_cell_score():
-    from densecell.rankers import Predictor
-
-    space = SearchSpace()
-    cells = [space.sample(seed) for seed in range(300)]
-    score = [sum(b.op.kind == "pool" for b in c) + 0.5 * (c[0].input == -1) for c in cells]
-    model = Predictor(space).fit(cells[:200], score[:200])
-    from scipy.stats import spearmanr
-
-    assert spearmanr(model.predict(cells[200:]), score[200:]).statistic > 0.8
-
-
 def test_a_queued_trial_taken_by_two_workers_is_recorded_once_and_the_worker_goes_on(feature_cache, tmp_path,
                                                                                    monkeypatch):
     """On SQLite (no row locks) two workers starting together can both pop one queued trial; the second's tell
     raises in Optuna. Simulated: another worker finishes the trial while this one trains it."""
     storage = f"sqlite:///{tmp_path / 'study.db'}"
     create_study("twice", storage, settings_for(feature_cache[0], 2))
-    real = search_module.train_candidate
+    real = worker_module.train_candidate
 
     def finished_meanwhile(cell, cache, settings, seed, **kwargs):
         result = real(cell, cache, settings, seed=seed, **kwargs)
@@ -388,7 +349,7 @@ def test_a_queued_trial_taken_by_two_workers_is_recorded_once_and_the_worker_goe
             study.tell(0, result.miou)
         return result
 
-    monkeypatch.setattr(search_module, "train_candidate", finished_meanwhile)
+    monkeypatch.setattr(worker_module, "train_candidate", finished_meanwhile)
     assert run_worker("twice", storage, worker_seed=1) == 1  # trial 0 counted once (the other's), trial 1 its own
     trials = optuna.load_study(study_name="twice", storage=storage).trials
     assert [t.state for t in trials] == [TrialState.COMPLETE, TrialState.COMPLETE]

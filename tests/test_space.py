@@ -9,6 +9,7 @@ from hypothesis import strategies as st
 
 from densecell.space import (
     BACKBONE,
+    FAMILIES,
     Branch,
     Cell,
     CellError,
@@ -151,3 +152,22 @@ def test_space_membership_is_separate_from_structure():
     cell = Cell.from_json('[{"kernel": 3, "rate": [24, 6], "op": "conv", "input": -1}]')  # Fig. 2's 24x6
     assert cell not in SearchSpace()
     assert cell in SearchSpace(num_branches=1, rates=(6, 24))
+
+
+def test_a_cell_as_features_for_a_predictor():
+    space = SearchSpace()
+    row = space.features(load_cell("cityscapes-top1"))
+    assert len(row) == 5 * (5 + len(FAMILIES) + 2) + len(FAMILIES)
+    assert row[-len(FAMILIES):] == [0.0, 5.0, 0.0]  # the published cell: five separable convolutions
+    assert row[:5] == [1.0, 0.0, 0.0, 0.0, 0.0]  # its first branch reads the backbone
+
+
+def test_the_neighbours_of_a_cell_are_every_one_branch_move_and_mutate_draws_from_them():
+    space = SearchSpace(num_branches=3, rates=(1, 6), grids=(1,))
+    cell = space.sample(0)
+    neighbours = space.neighbours(cell)
+    ops = len(space.operations())
+    assert len(neighbours) == len(set(neighbours)) == 3 * (ops - 1) + (1 + 2)  # other ops; other inputs of 1 and 2
+    assert all(sum(a != b for a, b in zip(n, cell)) == 1 for n in neighbours)
+    rng = random.Random(0)
+    assert all(space.mutate(cell, rng) in neighbours for _ in range(50))

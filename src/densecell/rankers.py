@@ -1,8 +1,8 @@
 """Cheap scores of a cell, for ranking cells without training each on the proxy: the baselines that zero-cost papers
 find hard to beat (multiply-adds, parameters, the count of each operation family), zero-cost scores computed on the
-cached features at initialisation (gradient norm, SNIP, SynFlow, NASWOT; a few batches each), and a predictor
-fitted on cells already trained. Each is a :class:`Ranker`: ``score(cell)``, higher meaning "ranked better", usable
-by ``densecell fidelity --against NAME`` (:data:`RANKERS`) and by the strategies of ``benchmarks/search_efficiency.py``.
+cached features at initialisation (gradient norm, SNIP, SynFlow, NASWOT; a few batches each). Each is a
+:class:`Ranker`: ``score(cell)``, higher meaning "ranked better", usable by ``densecell fidelity --against NAME``
+(:data:`densecell.registry.RANKERS`), and recorded in the DPC ground-truth table (``benchmarks/search_table.py``).
 
 The zero-cost scores follow their papers on our proxy head (the cell and a 1x1 classifier on the cached features):
 
@@ -29,13 +29,16 @@ from .cache import FeatureCache
 from .cost import CellCoster
 from .loss import cross_entropy, subsample_labels
 from .proxy import build_proxy_head
-from .space import FAMILIES, Cell, SearchSpace
+from .registry import RANKERS
+from .space import Cell
 
-__all__ = ["RANKERS", "ZERO_COST", "Predictor", "Ranker", "ZeroCost", "cell_features", "ranker", "structural_ranker"]
+__all__ = ["cost_ranker", "count_ranker", "Ranker", "ranker", "ZERO_COST", "ZERO_COST_BATCHES", "ZeroCost",
+           "zero_cost_ranker"]
 
 ZERO_COST_BATCHES = 2
 """Cached training batches a zero-cost score averages over."""
 ZERO_COST = ("gradnorm", "snip", "synflow", "naswot")
+"""The zero-cost scores, by name."""
 
 
 @dataclass(frozen=True)
@@ -46,25 +49,24 @@ class Ranker:
     score: Callable[[Cell], float]
 
 
-def cell_features(cell: Cell, space: SearchSpace) -> list[float]:
-    """A cell as numbers, for a predictor: per branch its input (one-hot over -1 .. B-2), its family (one-hot) and its
-    two parameters (the rate or grid, 0 for none); then the count of each family."""
-    row: list[float] = []
-    for branch in cell:
-        row += [float(branch.input == source) for source in range(-1, space.num_branches - 1)]
-        row += [float(branch.op.kind == kind) for kind in FAMILIES]
-        row += list(map(float, branch.op.param or (0, 0)))
-    return row + [float(sum(b.op.kind == kind for b in cell)) for kind in FAMILIES]
-
-
-def structural_ranker(name: str, cache: FeatureCache, filters: int) -> Ranker:
-    """``madds`` and ``params`` (of the context module at the cache's crop: fewer ranked first, so negated) or
-    ``count:FAMILY`` (how many branches are of that family)."""
-    if name.startswith("count:"):
-        kind = name.removeprefix("count:")
-        return Ranker(name, lambda cell: float(sum(b.op.kind == kind for b in cell)))
+def cost_ranker(name: str, cache: FeatureCache, filters: int, seed: int = 0,
+                device: str | torch.device = "cpu") -> Ranker:
+    """``madds`` or ``params`` of the context module at the cache's crop (fewer ranked first, so negated)."""
     coster = CellCoster(cache.channels, filters, cache.image_size, cache.output_stride)
     return Ranker(name, lambda cell: -float(getattr(coster(cell), name)))
+
+
+def count_ranker(name: str, cache: FeatureCache, filters: int, seed: int = 0,
+                 device: str | torch.device = "cpu") -> Ranker:
+    """``count:FAMILY``: how many branches are of that family."""
+    kind = name.removeprefix("count:")
+    return Ranker(name, lambda cell: float(sum(b.op.kind == kind for b in cell)))
+
+
+def zero_cost_ranker(name: str, cache: FeatureCache, filters: int, seed: int = 0,
+                     device: str | torch.device = "cpu") -> Ranker:
+    """A zero-cost score (:data:`ZERO_COST`) of the cell's head at initialisation."""
+    return Ranker(name, getattr(ZeroCost(cache, filters, seed=seed, device=device), name))
 
 
 class ZeroCost:
@@ -151,45 +153,7 @@ class ZeroCost:
         return float(np.linalg.slogdet(kernel.cpu().numpy())[1])
 
 
-class Predictor:
-    """A surrogate of the proxy score: scikit-learn's gradient boosting on :func:`cell_features` (and, when given,
-    other scores of the cells as extra columns), fitted on cells already trained."""
-
-    def __init__(self, space: SearchSpace, seed: int = 0) -> None:
-        from sklearn.ensemble import GradientBoostingRegressor  # here: a second to import, in every search worker
-
-        self.space = space
-        self.model = GradientBoostingRegressor(n_estimators=100, max_depth=3, learning_rate=0.1, subsample=0.8,
-                                               random_state=seed)
-
-    def _matrix(self, cells: list[Cell], extra: np.ndarray | None) -> np.ndarray:
-        rows = np.array([cell_features(cell, self.space) for cell in cells])
-        return rows if extra is None else np.hstack([rows, extra])
-
-    def fit(self, cells: list[Cell], scores: list[float], extra: np.ndarray | None = None) -> Predictor:
-        self.model.fit(self._matrix(cells, extra), np.asarray(scores, dtype=float))
-        return self
-
-    def predict(self, cells: list[Cell], extra: np.ndarray | None = None) -> np.ndarray:
-        return self.model.predict(self._matrix(cells, extra))
-
-
-RANKERS: dict[str, str] = {
-    "madds": "fewer multiply-adds of the context module",
-    "params": "fewer parameters of the context module",
-    **{f"count:{kind}": f"more {kind} branches" for kind in FAMILIES},
-    "gradnorm": "zero-cost: gradient norm at initialisation",
-    "snip": "zero-cost: SNIP saliency at initialisation",
-    "synflow": "zero-cost: SynFlow at initialisation (log)",
-    "naswot": "zero-cost: NASWOT activation-code kernel (log-determinant)",
-}
-"""The cheap rankers by name (``densecell fidelity --against NAME``), each with what it scores."""
-
-
 def ranker(name: str, cache: FeatureCache, filters: int, seed: int = 0,
            device: str | torch.device = "cpu") -> Ranker:
-    """The ranker called ``name`` (:data:`RANKERS`) on ``cache`` with ``filters`` filters."""
-    if name in ZERO_COST:
-        return Ranker(name, getattr(ZeroCost(cache, filters, seed=seed, device=device), name))
-    return structural_ranker(name, cache, filters)
-
+    """The ranker called ``name`` (:data:`densecell.registry.RANKERS`) on ``cache`` with ``filters`` filters."""
+    return RANKERS[RANKERS.check(name)](name, cache, filters, seed, device)

@@ -15,11 +15,12 @@ import math
 import random
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
+from functools import cached_property
 from importlib import resources
 from pathlib import Path
 from typing import Any
 
-from .errors import CellError, ConfigError
+from .errors import CellError, ConfigError, one_line
 
 __all__ = [
     "aspp_cell", "BACKBONE", "Branch", "branch_label", "Cell", "conv1x1_cell", "FAMILIES", "load_cell", "Operation",
@@ -43,7 +44,7 @@ def branch_label(index: int) -> str:
 @dataclass(frozen=True)
 class OpFamily:
     """One family of the operator space, written once: how its operations are named, written in TF DeepLab's JSON
-    and drawn from a :class:`SearchSpace`. Its module lives in :data:`densecell.heads.OPERATION_MODULES` under the
+    and drawn from a :class:`SearchSpace`. Its module lives in :data:`densecell.registry.OPERATIONS` under the
     same name; those two entries are all a new family needs."""
 
     name: str
@@ -310,7 +311,7 @@ def _read_source(source: str | Path) -> tuple[str, str]:
     except FileNotFoundError:
         raise CellError(f"{name}: no such cell file or preset (presets: {', '.join(PRESETS)})") from None
     except (OSError, UnicodeDecodeError, ValueError) as exc:  # ValueError: a NUL byte in the name
-        raise CellError(f"{name}: cannot read ({exc.__class__.__name__}: {' '.join(str(exc).split())})") from None
+        raise CellError(f"{name}: cannot read ({exc.__class__.__name__}: {one_line(exc)})") from None
 
 
 @dataclass(frozen=True)
@@ -334,15 +335,20 @@ class SearchSpace:
     def operations(self) -> list[Operation]:
         """All operations, in a fixed order: family by family (:data:`FAMILIES`: 1x1 conv, separable convs with
         row-major rates, pooling grids)."""
-        ops = []
+        return list(self._operations)
+
+    @cached_property
+    def _operations(self) -> tuple[Operation, ...]:
+        """Built once per space: a search proposes, mutates and encodes cells by the thousand."""
+        ops: list[Operation] = []
         for family in FAMILIES.values():
             values = getattr(self, family.axis) if family.axis else ()
             ops += [Operation(family.name, (a, b)) for a in values for b in values] if family.pair else \
                 [Operation(family.name)]
-        return ops
+        return tuple(ops)
 
     def size(self) -> int:
-        """The exact number of cells: prod over branches of (inputs x operations) = B! * |OP|^B."""
+        """The exact number of cells: the product over branches of (inputs x operations), ``B! * |OP|**B``."""
         return math.factorial(self.num_branches) * len(self.operations()) ** self.num_branches
 
     def sample(self, rng: random.Random | int | None = None) -> Cell:
@@ -365,8 +371,29 @@ class SearchSpace:
             branch = Branch(branch.input, rng.choice([op for op in self.operations() if op != branch.op]))
         return Cell(cell.branches[:index] + (branch,) + cell.branches[index + 1 :])
 
+    def neighbours(self, cell: Cell) -> list[Cell]:
+        """Every cell one branch away from ``cell`` (another input or another operation), in a fixed order: the
+        moves of :meth:`mutate`, all of them, for a local search."""
+        self.validate(cell)
+        found = []
+        for index, branch in enumerate(cell):
+            moves = [Branch(j, branch.op) for j in range(-1, index) if j != branch.input]
+            moves += [Branch(branch.input, op) for op in self.operations() if op != branch.op]
+            found += [Cell(cell.branches[:index] + (move,) + cell.branches[index + 1 :]) for move in moves]
+        return found
+
+    def features(self, cell: Cell) -> list[float]:
+        """A cell as numbers, for a predictor: per branch its input (one-hot over -1 .. B-2), its family (one-hot)
+        and its two parameters (the rate or grid, 0 for none); then the count of each family."""
+        row: list[float] = []
+        for branch in cell:
+            row += [float(branch.input == source) for source in range(-1, self.num_branches - 1)]
+            row += [float(branch.op.kind == kind) for kind in FAMILIES]
+            row += list(map(float, branch.op.param or (0, 0)))
+        return row + [float(sum(b.op.kind == kind for b in cell)) for kind in FAMILIES]
+
     def validate(self, cell: Cell) -> None:
-        """Raise :class:`CellError` naming the first branch and field that fall outside this space."""
+        """Raise :class:`~densecell.errors.CellError` naming the first branch and field that fall outside this space."""
         if len(cell) != self.num_branches:
             raise CellError(f"cell: it has {len(cell)} branches; this search space has exactly {self.num_branches}")
         for i, branch in enumerate(cell):

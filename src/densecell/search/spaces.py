@@ -1,0 +1,292 @@
+"""The spaces a search samples from, behind one interface, so that every sampler runs on the DPC cell space and on a
+public ground-truth table alike (and a benchmark measures the sampler that ships).
+
+A point of a space is the tuple of its Optuna parameters' values, in the order of :meth:`Space.distributions`. What
+a sampler needs of a space: a uniform draw, the neighbours and a random mutation of a point, an encoding of points
+for a predictor, membership, and :meth:`Space.project`: the nearest member that no trial has taken yet, which is how
+every sampler's proposal becomes something that can be trained.
+
+- :class:`DPCSpace`: the recursive Dense Prediction Cell space (:class:`densecell.space.SearchSpace`): every cell
+  can be trained, so a proposal is only moved when it was taken already (to an untaken neighbour).
+- :class:`TableSpace`: the categorical space of a table (:mod:`densecell.search.tables`): its rows, the whole space
+  (``complete``) or a sample of it. A proposal that is not an untaken row becomes the untaken row with the fewest
+  differing positions. A table of DPC cells uses the DPC space's own encoding, neighbours and mutation, with its
+  draws restricted to the table's rows.
+"""
+
+from __future__ import annotations
+
+import random
+from abc import ABC, abstractmethod
+from collections.abc import Collection, Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import optuna
+from optuna.distributions import CategoricalDistribution
+
+from ..space import Branch, Cell, SearchSpace
+from .tables import Table, load_table
+
+__all__ = ["cell_from_params", "cell_params", "distributions", "DPCSpace", "Point", "Space", "suggest_cell",
+           "TableSpace"]
+
+Point = tuple[Any, ...]
+"""A point of a space: its parameters' values, in the order of the space's distributions."""
+
+
+class Space(ABC):
+    """What a sampler needs of a search space."""
+
+    draw_attempts = 200
+    """Uniform draws tried for an untaken point before the nearest untaken point to one is taken instead."""
+
+    @abstractmethod
+    def distributions(self) -> dict[str, CategoricalDistribution]:
+        """The Optuna parameters of a point, in point order."""
+
+    @abstractmethod
+    def sample(self, rng: random.Random) -> Point:
+        """A uniform draw."""
+
+    @abstractmethod
+    def mutate(self, point: Point, rng: random.Random) -> Point:
+        """A random neighbour (one position changed); it may fall outside a table that is a sample."""
+
+    @abstractmethod
+    def neighbours(self, point: Point) -> list[Point]:
+        """The members nearest to ``point`` (one position away where there are such), in a fixed order."""
+
+    @abstractmethod
+    def encode(self, points: Sequence[Point]) -> np.ndarray:
+        """Points as rows of numbers, for a predictor."""
+
+    @abstractmethod
+    def __contains__(self, point: object) -> bool:
+        """Whether ``point`` can be trained."""
+
+    @abstractmethod
+    def nearest(self, point: Point, taken: Collection[Point], rng: random.Random) -> Point | None:
+        """The untaken member nearest to ``point`` (ties broken by ``rng``), None when every member is taken."""
+
+    @property
+    def names(self) -> tuple[str, ...]:
+        return tuple(self.distributions())
+
+    def params(self, point: Point) -> dict[str, Any]:
+        return dict(zip(self.names, point))
+
+    def point(self, params: Mapping[str, Any]) -> Point | None:
+        """The point of a trial's parameters, None for a trial that has not suggested them all."""
+        try:
+            return tuple(params[name] for name in self.names)
+        except KeyError:
+            return None
+
+    def suggest(self, trial: optuna.Trial) -> Point:
+        """Suggest every parameter of ``trial`` (in point order) and return its point."""
+        return tuple(trial.suggest_categorical(name, dist.choices) for name, dist in self.distributions().items())
+
+    def draw(self, rng: random.Random, taken: Collection[Point]) -> Point:
+        """A uniform draw among the untaken points (uniform draws until one is untaken; after
+        :attr:`draw_attempts`, the nearest untaken point to the last draw)."""
+        for _ in range(self.draw_attempts):
+            point = self.sample(rng)
+            if point not in taken:
+                return point
+        return self.project(point, taken, rng)
+
+    def project(self, point: Point, taken: Collection[Point], rng: random.Random) -> Point:
+        """``point`` if it can be trained and no trial has taken it, else the nearest untaken member; ``point``
+        itself once every member is taken (a space smaller than the budget)."""
+        if point in self and point not in taken:
+            return point
+        return self.nearest(point, taken, rng) or point
+
+
+# --- the DPC cell space --------------------------------------------------------------------------------------------
+
+def distributions(space: SearchSpace) -> dict[str, CategoricalDistribution]:
+    """The DPC space as Optuna parameters: ``b{i}_input`` and ``b{i}_op`` for each branch (a uniform choice of
+    each is a uniform cell: the space is a product)."""
+    names = [op.choice for op in space.operations()]
+    dists: dict[str, CategoricalDistribution] = {}
+    for i in range(space.num_branches):
+        dists[f"b{i}_input"] = CategoricalDistribution(list(range(-1, i)))
+        dists[f"b{i}_op"] = CategoricalDistribution(names)
+    return dists
+
+
+def cell_params(cell: Cell) -> dict[str, Any]:
+    params: dict[str, Any] = {}
+    for i, branch in enumerate(cell):
+        params[f"b{i}_input"] = branch.input
+        params[f"b{i}_op"] = branch.op.choice
+    return params
+
+
+def cell_from_params(params: Mapping[str, Any], space: SearchSpace) -> Cell:
+    ops = {op.choice: op for op in space.operations()}
+    return Cell(tuple(Branch(int(params[f"b{i}_input"]), ops[params[f"b{i}_op"]])
+                      for i in range(space.num_branches)))
+
+
+def suggest_cell(trial: optuna.Trial, space: SearchSpace) -> Cell:
+    params = {name: trial.suggest_categorical(name, dist.choices) for name, dist in distributions(space).items()}
+    return cell_from_params(params, space)
+
+
+class DPCSpace(Space):
+    """The Dense Prediction Cell space: a point is a cell's ``b{i}_input, b{i}_op`` values."""
+
+    def __init__(self, cells: SearchSpace | None = None) -> None:
+        self.cells = cells or SearchSpace()
+        self._dists = distributions(self.cells)
+        self._ops = {op.choice: op for op in self.cells.operations()}
+
+    def distributions(self) -> dict[str, CategoricalDistribution]:
+        return dict(self._dists)
+
+    def cell(self, point: Point) -> Cell:
+        """The cell of a point (``b0_input, b0_op, b1_input, ...``)."""
+        return Cell(tuple(Branch(int(point[2 * i]), self._ops[point[2 * i + 1]])
+                          for i in range(self.cells.num_branches)))
+
+    def of(self, cell: Cell) -> Point:
+        params = cell_params(cell)
+        return tuple(params[name] for name in self._dists)
+
+    def sample(self, rng: random.Random) -> Point:
+        return self.of(self.cells.sample(rng))
+
+    def mutate(self, point: Point, rng: random.Random) -> Point:
+        return self.of(self.cells.mutate(self.cell(point), rng))
+
+    def neighbours(self, point: Point) -> list[Point]:
+        return [self.of(cell) for cell in self.cells.neighbours(self.cell(point))]
+
+    def encode(self, points: Sequence[Point]) -> np.ndarray:
+        return np.array([self.cells.features(self.cell(point)) for point in points], dtype=float).reshape(
+            len(points), -1)
+
+    def __contains__(self, point: object) -> bool:
+        if not isinstance(point, tuple) or len(point) != len(self._dists):
+            return False
+        return all(value in dist.choices for value, dist in zip(point, self._dists.values()))
+
+    def nearest(self, point: Point, taken: Collection[Point], rng: random.Random) -> Point | None:
+        """An untaken neighbour (the space has about 400 per cell), else an untaken uniform draw."""
+        if point in self:
+            moves = self.neighbours(point)
+            rng.shuffle(moves)
+            found = next((move for move in moves if move not in taken), None)
+            if found is not None:
+                return found
+        for _ in range(self.draw_attempts):
+            drawn = self.sample(rng)
+            if drawn not in taken:
+                return drawn
+        return None
+
+
+# --- a table's categorical space -----------------------------------------------------------------------------------
+
+class TableSpace(Space):
+    """The space of a table's rows. A DPC table (:attr:`Table.dpc`) encodes, mutates and finds neighbours as the
+    DPC space does; any other table encodes a position whose choices are ordered numbers (channels, depths:
+    :attr:`~densecell.search.tables.TableParam.numeric`) as its value scaled to [0, 1], any other position
+    (operation codes 0 .. k-1, names) one-hot, and mutates one position to another of its choices."""
+
+    def __init__(self, table: Table) -> None:
+        self.table = table
+        self._dists = {p.name: CategoricalDistribution(list(p.choices)) for p in table.params}
+        self._rows = {row: i for i, row in enumerate(table.points)}
+        self._choice_index = [{value: j for j, value in enumerate(p.choices)} for p in table.params]
+        self._codes = np.array([self._code(row) for row in table.points], dtype=np.int32)
+        self.base = DPCSpace(table.dpc) if table.dpc is not None else None
+        self._encoded = self._encode_raw(table.points)
+        self._taken_of: Collection[Point] | None = None
+        self._taken_size = 0
+        self._taken_cache = np.zeros(0, dtype=np.int64)
+
+    @classmethod
+    def from_file(cls, path: str | Path) -> TableSpace:
+        """The space of the table in ``path`` (:func:`~densecell.search.tables.load_table`)."""
+        return cls(load_table(path))
+
+    def distributions(self) -> dict[str, CategoricalDistribution]:
+        return dict(self._dists)
+
+    def row(self, point: Point) -> int:
+        """The table row of a member."""
+        return self._rows[point]
+
+    def _code(self, point: Point) -> list[int]:
+        return [index.get(value, -1) for index, value in zip(self._choice_index, point)]
+
+    def _taken_rows(self, taken: Collection[Point]) -> np.ndarray:
+        """The rows of the taken points (remembered for the last collection asked about: a proposal projects
+        hundreds of candidates against one history)."""
+        if self._taken_of is not taken or self._taken_size != len(taken):
+            self._taken_of, self._taken_size = taken, len(taken)  # (held, so that its id is never another's)
+            self._taken_cache = np.array([self._rows[p] for p in taken if p in self._rows], dtype=np.int64)
+        return self._taken_cache
+
+    def sample(self, rng: random.Random) -> Point:
+        return self.table.points[rng.randrange(len(self.table.points))]
+
+    def mutate(self, point: Point, rng: random.Random) -> Point:
+        if self.base is not None:
+            return self.base.mutate(point, rng)
+        position = rng.randrange(len(point))
+        choices = [value for value in self.table.params[position].choices if value != point[position]]
+        if not choices:
+            return point
+        return point[:position] + (rng.choice(choices),) + point[position + 1:]
+
+    def neighbours(self, point: Point) -> list[Point]:
+        """The rows one move away (a DPC move, or one position changed); where there are none (a sparse sample),
+        the rows at the smallest number of differing positions."""
+        if self.base is not None:
+            moves = self.base.neighbours(point)
+        else:
+            moves = [point[:i] + (value,) + point[i + 1:] for i, p in enumerate(self.table.params)
+                     for value in p.choices if value != point[i]]
+        found = [move for move in moves if move in self._rows]
+        if found:
+            return found
+        distance = (self._codes != np.array(self._code(point))).sum(1)
+        distance[distance == 0] = np.iinfo(np.int32).max
+        return [self.table.points[i] for i in np.flatnonzero(distance == distance.min())]
+
+    def _encode_raw(self, points: Sequence[Point]) -> np.ndarray:
+        if self.base is not None:
+            return self.base.encode(points)
+        columns = []
+        codes = np.array([self._code(point) for point in points], dtype=np.int32).reshape(len(points), -1)
+        for position, param in enumerate(self.table.params):
+            if param.numeric:
+                low, high = min(param.choices), max(param.choices)
+                values = np.array([float(point[position]) for point in points]).reshape(-1, 1)
+                columns.append((values - low) / ((high - low) or 1.0))
+            else:
+                columns.append((codes[:, position:position + 1] == np.arange(len(param.choices))).astype(float))
+        return np.hstack(columns) if columns else np.zeros((len(points), 0))
+
+    def encode(self, points: Sequence[Point]) -> np.ndarray:
+        rows = [self._rows.get(point) for point in points]
+        if all(row is not None for row in rows):
+            return self._encoded[rows]
+        return self._encode_raw(points)
+
+    def __contains__(self, point: object) -> bool:
+        return point in self._rows
+
+    def nearest(self, point: Point, taken: Collection[Point], rng: random.Random) -> Point | None:
+        distance = (self._codes != np.array(self._code(point))).sum(1).astype(float)
+        distance[self._taken_rows(taken)] = np.inf
+        best = np.flatnonzero(distance == distance.min())
+        if not np.isfinite(distance.min()):
+            return None
+        return self.table.points[int(best[rng.randrange(len(best))])]

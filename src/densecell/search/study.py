@@ -1,0 +1,154 @@
+"""A study: its storage (SQLite on a laptop, PostgreSQL for many machines), its creation with the settings every
+worker needs, its precision chosen once, and its sampler and pruner made from those settings.
+
+Everything a worker needs (cache folder, proxy settings, space, budget, objectives, sampler, pruner) is stored in
+the study (:mod:`densecell.record`), so a study's name and storage are all a new machine has to be told. Storage is
+any SQLAlchemy URL: ``sqlite:///runs/NAME/study.db`` on a laptop, ``postgresql://...`` for many machines.
+"""
+
+from __future__ import annotations
+
+import warnings
+from pathlib import Path
+from typing import Any
+
+import optuna
+import torch
+from optuna.pruners import BasePruner
+from optuna.samplers import BaseSampler
+from optuna.storages import RDBStorage
+from optuna.trial import FrozenTrial, TrialState
+from sqlalchemy.engine import make_url
+
+from .. import record
+from ..cache import FeatureCache
+from ..config import SearchSettings
+from ..errors import StudyError, one_line
+from ..extras import missing_extra
+from ..files import make_dirs
+from ..optim import default_device
+from ..precision import Precision
+from ..proxy import resolve_precision
+from ..registry import PRUNERS, SAMPLERS, SPACES
+from .pruners import LiveTrialsPruner
+
+__all__ = ["create_study", "load_study", "make_pruner", "make_sampler", "open_storage", "redact", "RetryCell",
+           "study_precision"]
+
+
+def make_sampler(settings: SearchSettings, worker_seed: int) -> BaseSampler:
+    """The study's sampler (:data:`densecell.registry.SAMPLERS`) on its DPC space (``SPACES["dpc"]``), seeded per
+    worker."""
+    return SAMPLERS[settings.sampler](SPACES["dpc"](settings.space), settings.seed * 1000 + worker_seed)
+
+
+def make_pruner(settings: SearchSettings) -> BasePruner:
+    """The study's pruner (:data:`densecell.registry.PRUNERS`; its rungs are the proxy's ``eval_every`` steps),
+    comparing a trial only with trials that did not fail."""
+    return LiveTrialsPruner(PRUNERS[settings.pruner](settings.proxy.eval_every, settings.proxy.iterations))
+
+
+class RetryCell:
+    """The retry of a trial whose worker died (its heartbeat lapsed): a new trial with the same cell, up to
+    ``max_retry`` times. Unlike Optuna's ``RetryHeartbeatStaleTrialCallback`` it copies the cell only (and the
+    one-shot score it was queued with, :func:`densecell.record.retry_attrs`), not the dead trial's system
+    attributes: those hold the pruner's rung markers, with which the retry would skip rungs."""
+
+    def __init__(self, max_retry: int) -> None:
+        self.max_retry = max_retry
+
+    def __call__(self, study: optuna.Study, trial: FrozenTrial) -> None:
+        history = [*trial.system_attrs.get("retry_history", []), trial.number]
+        if len(history) > self.max_retry:
+            return
+        study.add_trial(optuna.create_trial(
+            state=TrialState.WAITING, params=trial.params, distributions=trial.distributions,
+            user_attrs=record.retry_attrs(trial), system_attrs={"failed_trial": history[0], "retry_history": history}))
+
+
+# --- storage and study ---------------------------------------------------------------------------------------------
+
+def redact(url: str) -> str:
+    """The URL with its password replaced by ``***``, for messages and logs."""
+    try:
+        return make_url(url).render_as_string(hide_password=True)
+    except Exception:
+        return "<unparseable storage URL>"
+
+
+def open_storage(url: str, settings: SearchSettings | None = None) -> RDBStorage:
+    """An RDB storage with heartbeats (dead workers' trials are failed and retried) and a patient SQLite lock."""
+    heartbeat = settings.heartbeat_s if settings else 5
+    grace = settings.grace_s if settings else 20
+    retries = settings.max_retry if settings else 3
+    engine_kwargs: dict[str, Any] = {}
+    if url.startswith("sqlite:///") and not url.startswith("sqlite:///:memory:"):
+        engine_kwargs["connect_args"] = {"timeout": 120}
+        make_dirs(Path(url.removeprefix("sqlite:///")).parent)
+    else:
+        engine_kwargs["pool_pre_ping"] = True
+    try:
+        with warnings.catch_warnings():  # heartbeats are "experimental" in Optuna: say so once, here, not per call
+            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+            return RDBStorage(url, engine_kwargs=engine_kwargs, heartbeat_interval=heartbeat, grace_period=grace,
+                              heartbeat_stale_trial_callback=RetryCell(max_retry=retries))
+    except ImportError as exc:  # a database driver: psycopg for PostgreSQL
+        if url.startswith("postgres"):
+            raise missing_extra(exc, "postgres") from None
+        raise StudyError(f"cannot open the study storage {redact(url)}: no driver ({one_line(exc)})") from None
+    except Exception as exc:
+        message = one_line(exc).replace(url, redact(url))
+        raise StudyError(f"cannot open the study storage {redact(url)}: {message[:300]}") from None
+
+
+def create_study(name: str, storage_url: str, settings: SearchSettings,
+                 device: str | torch.device | None = None) -> optuna.Study:
+    """Create the study (or open it, checking that its settings are these), and choose the precision its trials
+    compute in, once, on ``device`` (default: the first GPU, else the CPU): :func:`study_precision`."""
+    storage = open_storage(storage_url, settings)
+    study = optuna.create_study(study_name=name, storage=storage, directions=settings.directions,
+                                load_if_exists=True)
+    stored = record.stored_settings(study)
+    if stored is None:
+        record.store_settings(study, settings.to_json())
+    elif SearchSettings.from_json(stored) != settings:
+        raise StudyError(f"study {name!r} in {redact(storage_url)} was created with other settings; use another "
+                         f"study name")
+    study_precision(study, settings, torch.device(device) if device else default_device())
+    return study
+
+
+def study_precision(study: optuna.Study, settings: SearchSettings, device: torch.device,
+                    cache: FeatureCache | None = None) -> Precision:
+    """The precision and memory layout of every trial of the study. Chosen once (by
+    :func:`~densecell.proxy.resolve_precision`: measured on a GPU with ``amp: auto``) when the study is created,
+    before any worker starts, and stored with it, so that one study never mixes bf16- and fp16-trained trials;
+    a study that has none (written before 0.3) gets it from its first worker."""
+    if record.precision(study) is None:
+        if cache is None and device.type == "cuda":
+            cache = FeatureCache.load(settings.cache_dir, device)
+        chosen = resolve_precision(settings.proxy, cache, device)
+        record.store_precision(study, {"amp": chosen.amp, "channels_last": chosen.channels_last,
+                                       "device": torch.cuda.get_device_name(device) if device.type == "cuda"
+                                       else "cpu"})
+    stored = record.precision(study)
+    return Precision(stored["amp"], bool(stored["channels_last"]))
+
+
+def load_study(name: str, storage_url: str, worker_seed: int = 0) -> tuple[optuna.Study, SearchSettings]:
+    """Open a study densecell created, with its stored settings, its sampler and its pruner."""
+    probe = open_storage(storage_url)
+    try:
+        summary = {s.study_name for s in optuna.get_all_study_summaries(probe)}
+    except Exception as exc:
+        raise StudyError(f"cannot read {redact(storage_url)}: {one_line(exc, 200)}") from None
+    if name not in summary:
+        known = ", ".join(sorted(summary)) or "none"
+        raise StudyError(f"no study {name!r} in {redact(storage_url)} (studies: {known})")
+    stored = record.stored_settings(optuna.load_study(study_name=name, storage=probe))
+    if stored is None:
+        raise StudyError(f"study {name!r} was not created by densecell (no settings stored)")
+    settings = SearchSettings.from_json(stored)
+    study = optuna.load_study(study_name=name, storage=open_storage(storage_url, settings),
+                              sampler=make_sampler(settings, worker_seed), pruner=make_pruner(settings))
+    return study, settings

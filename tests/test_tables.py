@@ -1,0 +1,95 @@
+"""Ground-truth tables: the shared format read and checked (one-line errors naming the file and the field), the
+exact median of random search's best, and the table's space."""
+
+import gzip
+import itertools
+import json
+import random
+
+import numpy as np
+import pytest
+
+from densecell.search import DPCSpace, Table, TableError, TableSpace, load_table
+from helpers import write_table
+
+
+def write(path, data, zipped=True):
+    if zipped:
+        with gzip.open(path, "wt") as handle:
+            json.dump(data, handle)
+    else:
+        path.write_text(json.dumps(data))
+    return path
+
+
+def small(rows=None, **extra):
+    params = [{"name": "a", "choices": [1, 2]}, {"name": "b", "choices": ["x", "y"]}]
+    return {"name": "small", "space": {"params": params},
+            "rows": rows if rows is not None else [{"x": [1, "x"], "score": 1.0, "flops": 2.0},
+                                                   {"x": [2, "y"], "score": 3.0, "flops": 4.0}], **extra}
+
+
+@pytest.mark.parametrize("data,message", [
+    ([1, 2], "expected a JSON object"),
+    ({"rows": []}, "field 'space.params'"),
+    (small([]), "field 'rows' must be a non-empty list"),
+    (small([{"x": [1], "score": 1.0}]), r"field 'rows\[0\].x' must be a list of 2 values"),
+    (small([{"x": [3, "x"], "score": 1.0}]), r"field 'rows\[0\].x': a = 3 is not one of its choices"),
+    (small([{"x": [1, "x"], "score": "high"}]), r"field 'rows\[0\].score' must be a finite number"),
+    (small([{"x": [1, "x"], "score": float("nan")}]), r"field 'rows\[0\].score' must be a finite number"),
+    ({"space": {"params": [{"name": "a"}]}, "rows": [{"x": [1], "score": 1}]}, r"field 'space.params\[0\]'"),
+])
+def test_a_bad_table_is_one_line_naming_the_file_and_the_field(tmp_path, data, message):
+    path = write(tmp_path / "t.json.gz", data)
+    with pytest.raises(TableError, match=message) as info:
+        load_table(path)
+    assert str(path) in str(info.value) and "\n" not in str(info.value)
+
+
+def test_a_missing_or_unreadable_file_is_one_line(tmp_path):
+    with pytest.raises(TableError, match="no such table file"):
+        load_table(tmp_path / "none.json.gz")
+    (tmp_path / "bad.json.gz").write_bytes(b"not gzip")
+    with pytest.raises(TableError, match="not a \\(gzipped\\) JSON table"):
+        load_table(tmp_path / "bad.json.gz")
+
+
+def test_plain_json_extras_and_a_repeated_architecture(tmp_path):
+    rows = [{"x": [1, "x"], "score": 1.0, "flops": 2.0, "note": "a"}, {"x": [2, "y"], "score": 3.0, "flops": 4.0},
+            {"x": [1, "x"], "score": 2.0, "flops": 2.0}]
+    table = load_table(write(tmp_path / "t.json", small(rows, complete=False), zipped=False))
+    assert table.points == [(1, "x"), (2, "y")] and list(table.scores) == [1.5, 3.0]  # measured twice: the mean
+    assert list(table.extras) == ["flops"] and table.rungs is None and not table.complete
+
+
+def test_random_search_median_best_is_exact():
+    """Against the distribution of the best of R draws without replacement, counted over all subsets."""
+    table = Table(name="t", params=(), points=list(range(9)), scores=np.array([5, 1, 4, 4, 2, 8, 7, 3, 6.0]),
+                  complete=True)
+    for draws in range(1, 10):
+        bests = sorted(max(c) for c in itertools.combinations(table.scores, draws))
+        low = bests[(len(bests) - 1) // 2]  # the lower median of all equally likely subsets' bests
+        assert table.random_median_best(draws) == low, draws
+
+
+def test_the_space_of_a_table(tmp_path):
+    table = load_table(write_table(tmp_path / "t.json.gz", "sample"))
+    space = TableSpace(table)
+    rng = random.Random(0)
+    assert all(space.sample(rng) in space for _ in range(20))
+    encoded = space.encode(table.points[:3])
+    assert encoded.shape == (3, 6) and encoded.min() >= 0 and encoded.max() <= 1  # numeric choices: one scaled value
+    point = table.points[0]
+    nearest = space.neighbours(point)
+    distance = min(sum(a != b for a, b in zip(p, point)) for p in table.points if p != point)
+    assert nearest and all(sum(a != b for a, b in zip(p, point)) == distance for p in nearest)
+
+
+def test_a_dpc_table_uses_the_dpc_space(tmp_path):
+    table = load_table(write_table(tmp_path / "t.json.gz", "dpc"))
+    space = TableSpace(table)
+    assert table.dpc is not None and table.rungs and sorted(table.rungs[0]) == [20, 40, 60, 80, 100]
+    assert len(table.meta["repeats"]) == 4
+    dpc = DPCSpace(table.dpc)
+    assert (space.encode(table.points[:2]) == dpc.encode(table.points[:2])).all()
+    assert space.mutate(table.points[0], random.Random(0)) in dpc.neighbours(table.points[0])
