@@ -4,20 +4,34 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-stamp
 
-.PHONY: demo test bench fidelity table install clean
+.PHONY: demo test test-fast docs bench fidelity table install clean
 
-$(STAMP): pyproject.toml
+# Every extra (search, postgres, export, hub, report, tensorboard), the test and documentation tools, with this
+# repository's exact torch pins (constraints.txt); the package itself asks only for ranges.
+$(STAMP): pyproject.toml constraints.txt
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	@$(BIN)/python -c 'import sys; sys.exit(sys.version_info < (3, 11))' || { echo "densecell needs Python >= 3.11"; exit 1; }
 	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install --quiet -e '.[test]'
+	$(BIN)/python -m pip install --quiet -c constraints.txt -e '.[all,test,docs]'
 	@touch $(STAMP)
 
 install: $(STAMP)
 
 test: $(STAMP)
-	$(BIN)/ruff check src tests benchmarks
+	$(BIN)/ruff check src tests benchmarks docs
 	$(BIN)/python -m pytest -q --durations=15
+	$(MAKE) --no-print-directory docs
+
+# The documentation site (Sphinx: guides, and the API, CLI, recipe and results pages generated from the code and
+# benchmarks/results) into docs/_build/html; a warning (a broken link or cross-reference, a missing page) fails it.
+docs: $(STAMP)
+	$(BIN)/sphinx-build -q -W --keep-going -n -E -b html docs docs/_build/html
+	@echo "docs: docs/_build/html/index.html"
+
+# The inner loop: the suite without the end-to-end tests marked slow (CI runs them all, through make test).
+test-fast: $(STAMP)
+	$(BIN)/ruff check src tests benchmarks
+	$(BIN)/python -m pytest -q -m "not slow"
 
 demo: $(STAMP)
 	$(BIN)/densecell space
@@ -34,7 +48,7 @@ demo: $(STAMP)
 	$(BIN)/densecell search status --config configs/search-synthetic.yaml
 
 bench: $(STAMP)
-	$(BIN)/python -m pip install --quiet -e '.[bench]'
+	$(BIN)/python -m pip install --quiet -c constraints.txt -e '.[all,bench]'
 	$(BIN)/python benchmarks/proxy_throughput.py
 	$(BIN)/python benchmarks/search_scaling.py
 	$(BIN)/python benchmarks/peer_models.py
@@ -52,17 +66,23 @@ fidelity: $(STAMP)
 	$(BIN)/python benchmarks/search_fidelity.py oneshot
 	$(BIN)/python benchmarks/report.py
 
-# The ground-truth table of benchmarks/search_efficiency.py (1,051 proxy trials on the demo's data, the rankers'
-# scores), then the strategies simulated on it; resumable. Hours on 2 CPU cores; not part of make bench or CI.
+# Which search to use: the DPC ground-truth table (1,051 proxy trials on the demo's data, the rankers' scores; hours on
+# 2 CPU cores, resumable; skipped when benchmarks/data/dpc-synthetic-proxy.json.gz is there), then every registered
+# sampler measured on it and on the public tables of ../shared/tables (TABLES=... for others), then what a proposal
+# costs at 1,000 to 28,000 completed trials; BENCHMARKS.md section 9 is written from their JSON. Not in CI.
+TABLES ?= benchmarks/data/dpc-synthetic-proxy.json.gz $(wildcard ../shared/tables/*.json.gz)
+VARIANTS = --variant predictor:startup=10 --variant predictor:refit=0 --variant predictor:refit=0.5 \
+  --variant predictor:acquisition=ei --variant predictor:kappa=1 --variant predictor:model=forest \
+  --variant predictor:model=forest,acquisition=its --variant predictor:candidates=0 \
+  --variant predictor:candidates=2000
 table: $(STAMP)
-	$(BIN)/python benchmarks/search_table.py build
-	$(BIN)/python benchmarks/search_table.py rank
-	$(BIN)/python benchmarks/search_table.py export
-	$(BIN)/python benchmarks/search_efficiency.py
-	$(BIN)/python benchmarks/search_efficiency.py --seeds 20 --seed-offset 1000
-	$(BIN)/python benchmarks/search_efficiency.py --seeds 20 --seed-offset 2000
-	$(BIN)/python benchmarks/search_efficiency.py --candidate-steps 30000
+	@test -f benchmarks/data/dpc-synthetic-proxy.json.gz || { $(BIN)/python benchmarks/search_table.py build && \
+	  $(BIN)/python benchmarks/search_table.py rank && $(BIN)/python benchmarks/search_table.py export; }
+	for t in $(TABLES); do $(BIN)/python benchmarks/search_efficiency.py --table $$t --seeds 30 --budget 500 || exit 1; done
+	for t in $(TABLES); do $(BIN)/python benchmarks/search_efficiency.py --table $$t --seeds 30 --budget 100 \
+	  --sampler predictor $(VARIANTS) --name search_variants_$$(basename $$t .json.gz) || exit 1; done
+	$(BIN)/python benchmarks/search_overhead.py
 	$(BIN)/python benchmarks/report.py
 
 clean:
-	rm -rf $(VENV) runs .pytest_cache
+	rm -rf $(VENV) runs .pytest_cache docs/_build docs/_generated

@@ -2,8 +2,8 @@ import sys
 
 import pytest
 
+from densecell.backbones import resolve_normalization
 from densecell.data.synthetic import write_synthetic_cityscapes
-from densecell.model import resolve_normalization
 
 NORMALIZATION = resolve_normalization("mobilenetv2_100")  # the random MobileNet-v2s here: ImageNet's
 

@@ -9,11 +9,12 @@ import numpy as np
 import pytest
 import torch
 
+from densecell.backbones import resolve_normalization
 from densecell.cache import CacheSource, FeatureCache, build_cache, cache_source, check_cache
 from densecell.config import load_search_config
 from densecell.data import Cityscapes, EvalTransform, FolderDataset, PascalVOC, TrainTransform
 from densecell.errors import CacheDamaged, CacheError, CacheMissing
-from densecell.model import build_model, resolve_normalization
+from densecell.model import build_model
 from densecell.stages import rerank_config
 from helpers import recipe, write_folder, write_voc
 

@@ -92,7 +92,40 @@ def test_cell_importance_is_the_l1_norm_of_each_branchs_projection_weights(dense
 
 def test_a_random_backbone_is_refused_unless_the_recipe_allows_it(densecell, synthetic_root, tmp_path):
     args = ["cache", "--config", recipe("search-synthetic.yaml"), "--data-root", synthetic_root,
-            "--set", "warmup=null", "--set", f"output_dir={tmp_path}"]
+            "--set", "warmup=null", "--set", "allow_random_backbone=false", "--set", f"output_dir={tmp_path}"]
     code, _, err = densecell(*args)
     assert code == 2 and err.count("\n") == 1
     assert "neither pretrained weights nor a warm-up" in err and "allow_random_backbone" in err
+
+
+def test_search_top_refuses_to_write_nothing(densecell, tmp_path, capsys):
+    import optuna
+
+    storage = f"sqlite:///{tmp_path / 'study.db'}"
+    optuna.create_study(study_name="empty", storage=storage, direction="maximize")
+    capsys.readouterr()  # Optuna's own line about the new study
+    code, _, err = densecell("search", "top", "--k", "0", "--storage", storage, "--study", "empty")
+    assert code == 2 and "--k" in err and err.count("\n") == 1
+    from densecell.config import SearchSettings
+    from densecell.record import store_settings
+
+    store_settings(optuna.load_study(study_name="empty", storage=storage), SearchSettings(cache_dir="x").to_json())
+    code, _, err = densecell("search", "top", "--k", "3", "--output", tmp_path / "top", "--storage", storage,
+                             "--study", "empty")
+    assert code == 2 and "no completed trials yet" in err and err.count("\n") == 1, err
+    assert not (tmp_path / "top").exists()
+
+
+def test_list_prints_every_registry_one_line_each(densecell):
+    from densecell.config import recipes
+    from densecell.registry import REGISTRIES
+
+    code, out, _ = densecell("list")
+    assert code == 0
+    for name, registry in REGISTRIES.items():
+        assert name in out and all(entry in out for entry in registry)
+    assert all(recipe in out for recipe in recipes()) and "cityscapes-top1" in out
+    code, out, _ = densecell("list", "samplers")
+    assert code == 0 and len(out.strip().splitlines()) == len(REGISTRIES["samplers"])
+    code, _, err = densecell("list", "spoons")
+    assert code == 2 and "unknown kind 'spoons'" in err

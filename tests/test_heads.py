@@ -165,16 +165,17 @@ def test_grid_average_matrices_are_adaptive_pooling():
 
 
 def test_a_new_operation_family_is_its_definition_and_its_module(monkeypatch):
-    """The door for a new family: one entry in space.FAMILIES and one in heads.OPERATION_MODULES. Here a dense 5x5
+    """The door for a new family: one entry in space.FAMILIES and one in registry.OPERATIONS. Here a dense 5x5
     convolution (TF's conv with kernel 5) becomes part of the space, its JSON, the head, the supernet and the cost."""
     from densecell.cost import CellCoster
-    from densecell.heads import OPERATION_MODULES, ConvBNReLU
+    from densecell.heads import ConvBNReLU
+    from densecell.registry import OPERATIONS
     from densecell.space import FAMILIES, OpFamily, SearchSpace
     from densecell.supernet import Supernet
 
-    assert set(OPERATION_MODULES) == set(FAMILIES)  # every family of the space has its module
+    assert set(OPERATIONS) == set(FAMILIES)  # every family of the space has its module
     monkeypatch.setitem(FAMILIES, "conv5x5", OpFamily("conv5x5", "conv", 5, None, None, "conv5x5", "c5"))
-    monkeypatch.setitem(OPERATION_MODULES, "conv5x5", lambda op, cin, filters, bn_momentum=0.1, **_: ConvBNReLU(
+    monkeypatch.setitem(OPERATIONS, "conv5x5", lambda op, cin, filters, bn_momentum=0.1, **_: ConvBNReLU(
         cin, filters, 5, bn_momentum=bn_momentum))
     space = SearchSpace(num_branches=2, rates=(1,), grids=(1,))
     assert [op.short() for op in space.operations()] == ["c1", "s1x1", "p1x1", "c5"]

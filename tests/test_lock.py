@@ -12,12 +12,12 @@ from optuna.trial import TrialState
 
 from densecell.errors import RunInUseError
 from densecell.lock import RunLock
-from helpers import recipe, tiny_overrides
+from helpers import Held, Output, recipe, tiny_overrides
 
 
-def cli(*args):
+def cli(*args, env=None):
     return subprocess.Popen([sys.executable, "-m", "densecell", *map(str, args)], stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True, env=os.environ | {"PYTHONUNBUFFERED": "1"})
+                            stderr=subprocess.PIPE, text=True, env=os.environ | {"PYTHONUNBUFFERED": "1"} | (env or {}))
 
 
 def as_set(overrides):
@@ -73,17 +73,23 @@ SEARCH = ["warmup.iterations=6", "cache.views=1", "proxy.iterations=12", "proxy.
 
 
 def twice(command, synthetic_root, tmp_path):
-    """``densecell COMMAND`` on the synthetic search recipe, a second time once the first holds the run: both
-    outputs, after checking that both exit 0 and that the warm-up and the cache were built once."""
+    """``densecell COMMAND`` on the synthetic search recipe, a second time while the first is held (by the test
+    hook, densecell.hold) just after it took the run's lock: the second says it is waiting, then the first goes
+    on. Both outputs, after checking that both exit 0 and that the warm-up and the cache were built once."""
     args = [command, "--config", recipe("search-synthetic.yaml"), "--data-root", synthetic_root,
             *as_set(SEARCH + [f"output_dir={tmp_path}"])]
-    first = cli(*args)
-    wait_for(tmp_path / "search-synthetic" / ".lock.json", first)
+    held = Held(tmp_path / "held", "lock")
+    first = cli(*args, env=held.env)
+    held.wait(first)
     second = cli(*args)
-    outputs = [p.communicate(timeout=600) for p in (first, second)]
+    seen = Output(second.stdout)
+    seen.wait_for(f"waiting for densecell {command}")
+    held.release()
+    first_out, first_err = first.communicate(timeout=600)
+    second.wait(timeout=600)
+    outputs = [(first_out, first_err), (seen.text(), second.stderr.read())]
     assert first.returncode == second.returncode == 0, outputs
     said = "".join(out for out, _ in outputs)
-    assert f"waiting for densecell {command}" in said
     assert said.count("backbone warm-up: 6 iterations") == 1 and said.count("caching the features") == 1
     return outputs, said
 

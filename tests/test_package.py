@@ -112,7 +112,7 @@ def test_the_library_leaves_its_callers_process_settings_alone(feature_cache, tm
                                     "densecell.data:TrainTransform", "densecell.data.transforms:normalize"])
 def test_no_path_defaults_to_imagenet_statistics(helper):
     """xception71's weights expect [-1, 1] inputs, mobilenetv2_100's ImageNet's: the normalisation is always given
-    (from the model, densecell.model.resolve_normalization), never a default."""
+    (from the model, densecell.backbones.resolve_normalization), never a default."""
     import importlib
     import inspect
 
@@ -171,3 +171,42 @@ def test_no_import_cycle_and_the_layers_hold():
         assert not {"densecell.evaluate", "densecell.train"} & graph[sibling], sibling
     cli = imports_of(SOURCE / "cli.py")
     assert not {"optuna", "densecell.lock", "densecell.cache", "densecell.record"} & cli, cli
+
+
+HIDE_EXTRAS = """
+import importlib.abc, importlib.machinery, sys
+EXTRAS = {"optuna", "sqlalchemy", "sklearn", "psycopg", "onnx", "onnxruntime", "onnxscript", "tensorboard",
+          "markdown", "matplotlib"}
+class Hidden(importlib.abc.MetaPathFinder, importlib.abc.Loader):  # as if the extras were not installed
+    def find_spec(self, name, path=None, target=None):
+        if name.split(".")[0] in EXTRAS:
+            return importlib.machinery.ModuleSpec(name, self)
+    def create_module(self, spec):
+        return None
+    def exec_module(self, module):
+        raise ModuleNotFoundError(f"No module named {module.__name__!r}", name=module.__name__)
+sys.meta_path.insert(0, Hidden())
+"""
+
+
+def test_the_core_builds_trains_and_counts_without_the_extras(tmp_path):
+    """``pip install densecell`` (no extras): build a DPC model, run it, count its cost, take a training step; and a
+    command that needs an extra says which, in one line."""
+    script = HIDE_EXTRAS + """
+import torch, densecell
+from densecell.optim import make_optimizer, train_step
+model = densecell.build_model(backbone="mobilenetv2_100", head="dpc", cell="cityscapes-top1", num_classes=3,
+                              feature_stages=2, decoder=False, filters=16)
+assert model(torch.rand(1, 3, 65, 65)).shape == (1, 3, 65, 65)
+with torch.device("meta"):
+    assert densecell.model_cost(densecell.build_model(backbone="mobilenetv2_100", num_classes=3), (65, 65)).madds > 0
+optimizer = make_optimizer(model, "sgd", 0.01, 0.9, 0.0)
+loss = train_step(model, optimizer, torch.rand(2, 3, 65, 65), torch.randint(0, 3, (2, 65, 65)), "off")
+assert loss > 0 and not any(name.split(".")[0] in EXTRAS for name in sys.modules)
+sys.argv = ["densecell", "search", "status", "--storage", "sqlite:///x.db", "--study", "s"]
+from densecell.cli import main
+main()
+"""
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, cwd=tmp_path, timeout=300)
+    assert done.returncode == 2, done.stderr[-3000:]
+    assert done.stderr.count("\n") == 1 and 'pip install "densecell[search]"' in done.stderr, done.stderr

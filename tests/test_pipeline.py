@@ -38,6 +38,7 @@ def test_search_pipeline_end_to_end_and_resumed(tmp_path):
     # the synthetic classes need context: the search's best cell beats its worst and a lone 1x1 convolution
     scores = summary["proxy_miou"]
     assert scores["best"] > scores["worst"] + 0.02 and scores["best"] > scores["baseline_1x1"] + 0.02, scores
+    assert_shareable(outputs["html"])
 
     # proxy scores are reproducible: the best trial's cell, re-trained with its own seed on the workers' device and,
     # like them, one thread, gets its recorded score (to the bit on a CPU; cuDNN's kernels may differ a little)
@@ -60,3 +61,16 @@ def test_search_pipeline_end_to_end_and_resumed(tmp_path):
     assert (config.cache_dir / "train.features.npy").stat().st_mtime_ns == cache_stamp
     trials = optuna.load_study(study_name=config.name, storage=config.storage_url).get_trials()
     assert sum(t.state == TrialState.COMPLETE for t in trials) == 6
+
+
+def assert_shareable(page):
+    """The report as a page to share: every file it names is there, and no undefined figure reaches the reader."""
+    import html as html_module
+    import re
+
+    text = page.read_text()
+    for target in re.findall(r'(?:src|href)="([^"#]+)"', text):
+        assert (page.parent / html_module.unescape(target)).is_file(), target
+    shown = re.sub(r"<[^>]+>", " ", text)  # what the reader sees, without the markup
+    assert not re.search(r"\b(None|nan|NaN|null)\b", shown), re.findall(r".{40}\b(?:None|nan|null)\b.{40}", shown)
+    assert "<style>" in text and text.count("<img") >= 4

@@ -18,13 +18,13 @@ from hypothesis import strategies as st
 from optuna.trial import TrialState
 from PIL import Image
 
-from densecell import search as search_module
 from densecell.config import ProxySettings, SearchSettings
 from densecell.data.synthetic import write_synthetic_cityscapes
 from densecell.errors import TrainingError
 from densecell.search import create_study, run_worker
+from densecell.search import worker as worker_module
 from densecell.space import Cell, CellError, SearchSpace
-from helpers import BAD_CELLS, recipe, tiny_overrides, write_folder
+from helpers import BAD_CELLS, Held, recipe, tiny_overrides, write_folder
 
 
 def one_line_error(code, err, message, exit_code=2):
@@ -256,11 +256,11 @@ def test_killed_cache_resumes_to_identical_files(synthetic_root, tmp_path):
                                                       cache_overrides(synthetic_root, tmp_path / "a")))
     args = ["cache", "--config", recipe("search-synthetic.yaml"), *as_set(cache_overrides(synthetic_root,
                                                                                           tmp_path / "b"))]
-    process = cli_process(*args)
+    held = Held(tmp_path / "held", "shard", 3)  # just after the third shard
+    process = cli_process(*args, env=held.env)
     shards = tmp_path / "b" / "search-synthetic" / "cache" / "train"
-    deadline = time.time() + 120
-    while time.time() < deadline and len(list(shards.glob("shard-*.features.npy"))) < 3:
-        time.sleep(0.02)
+    held.wait(process)
+    assert len(list(shards.glob("shard-*.features.npy"))) == 3
     process.send_signal(signal.SIGKILL)
     process.wait()
     assert not (shards.parent / "complete").exists()  # an interrupted cache is never taken for a complete one
@@ -326,14 +326,14 @@ def test_ctrl_c_while_optuna_keeps_its_books_leaves_no_thread_and_no_running_tri
 
 def test_a_non_finite_trial_fails_with_its_reason_and_the_search_goes_on(feature_cache, tmp_path, monkeypatch,
                                                                          worker_threads):
-    real = search_module.train_candidate
+    real = worker_module.train_candidate
 
     def diverge_on_trial_1(cell, cache, settings, seed, **kwargs):
         if seed == 1:
             raise TrainingError("proxy loss is nan at iteration 3")
         return real(cell, cache, settings, seed=seed, **kwargs)
 
-    monkeypatch.setattr(search_module, "train_candidate", diverge_on_trial_1)
+    monkeypatch.setattr(worker_module, "train_candidate", diverge_on_trial_1)
     storage = f"sqlite:///{tmp_path / 'study.db'}"
     create_study("nan", storage, SearchSettings(cache_dir=str(feature_cache[0]), trials=3,
                                                 proxy=ProxySettings(iterations=4, batch_size=2, filters=8)))

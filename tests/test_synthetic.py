@@ -6,11 +6,11 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from densecell.backbones import resolve_normalization
 from densecell.data import Cityscapes, EvalTransform
 from densecell.data.synthetic import LABEL_IDS, draw_image, write_synthetic_cityscapes
 from densecell.heads import DensePredictionCell
 from densecell.metrics import ConfusionMatrix
-from densecell.model import resolve_normalization
 from densecell.space import Branch, Cell, Operation
 
 NORMALIZATION = resolve_normalization("mobilenetv2_100")  # the random MobileNet-v2s here: ImageNet's

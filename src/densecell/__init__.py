@@ -16,11 +16,12 @@ from importlib import import_module
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
+    from .backbones import backbone_normalization
     from .config import ProxySettings, SearchSettings, load_config, load_search_config
     from .cost import cell_costs, context_module_cost, model_cost, paper_table
     from .errors import DensecellError
     from .heads import ASPP, DensePredictionCell
-    from .model import SegmentationModel, backbone_normalization, build_model, from_pretrained
+    from .model import SegmentationModel, build_model, from_pretrained
     from .space import Branch, Cell, Operation, SearchSpace, load_cell
 
 _HOMES = {
@@ -28,12 +29,14 @@ _HOMES = {
     "cost": ("cell_costs", "context_module_cost", "model_cost", "paper_table"),
     "errors": ("DensecellError",),
     "heads": ("ASPP", "DensePredictionCell"),
-    "model": ("SegmentationModel", "backbone_normalization", "build_model", "from_pretrained"),
+    "backbones": ("backbone_normalization",),
+    "model": ("SegmentationModel", "build_model", "from_pretrained"),
     "space": ("Branch", "Cell", "Operation", "SearchSpace", "load_cell"),
 }
 _HOME = {name: module for module, names in _HOMES.items() for name in names}
 
-__version__ = "0.3.0"
+__version__ = "0.4.0"
+"""The one place the version is written (pyproject.toml reads it)."""
 
 __all__ = [
     "ASPP", "Branch", "Cell", "DensePredictionCell", "DensecellError", "Operation", "ProxySettings",

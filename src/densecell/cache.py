@@ -1,7 +1,7 @@
 """The proxy task's feature cache (paper Sec. 3.2): the backbone runs once over the data, its features are kept.
 
 The cache holds the last backbone feature map of ``views`` fixed augmented crops of every training image (each crop a
-pure function of the image index, the view and the seed, :func:`~densecell.data.item_seed`) and of every validation
+pure function of the image index, the view and the seed, :func:`~densecell.data.base.item_seed`) and of every validation
 image (padded to one size, the largest val image's unless ``val_size`` says, as TF pads to its eval crop). Features
 are stored in half precision with their labels in ``.npy`` shards, each written atomically, so that a crashed caching
 job resumes at the first missing shard and ends with identical files; the shards are then joined into one
@@ -32,8 +32,9 @@ from pydantic import BaseModel, ConfigDict, model_validator
 from torch import nn
 
 from .data import IGNORE_INDEX, SegmentationDataset, item_seed
-from .errors import CacheDamaged, CacheError, CacheMissing
+from .errors import CacheDamaged, CacheError, CacheMissing, one_line
 from .files import atomic_path, make_dirs, save_array, write_text
+from .hold import hold
 from .progress import Progress, report
 
 __all__ = [
@@ -49,7 +50,7 @@ KINDS = ("features", "labels")
 
 class CacheSource(BaseModel):
     """What the cached features were computed with: the backbone, the weights it loaded (as
-    :func:`~densecell.model.resolve_weights` writes them: a timm tag, a file, or None for random weights) and the
+    :func:`~densecell.backbones.resolve_weights` writes them: a timm tag, a file, or None for random weights) and the
     input normalisation. Re-ranking starts from these weights, so they are stored resolved, never as ``true``."""
 
     model_config = ConfigDict(frozen=True, extra="ignore")
@@ -66,7 +67,7 @@ class CacheSource(BaseModel):
         if isinstance(values, dict) and isinstance(values.get("weights"), str) and "backbone" in values:
             flag = values["weights"].strip().lower()
             if flag in ("true", "false", "none"):
-                from .model import resolve_weights  # only for these old caches: timm takes seconds to import
+                from .backbones import resolve_weights  # only for these old caches: timm takes seconds to import
 
                 values = values | {"weights": resolve_weights(values["backbone"], flag == "true")}
         return values
@@ -167,7 +168,7 @@ def _read_spec(folder: Path) -> CacheSpec:
     try:
         return CacheSpec.model_validate_json(path.read_text())
     except (OSError, ValueError) as exc:
-        raise CacheDamaged(folder, path, f"unreadable: {' '.join(str(exc).split())[:120]}") from None
+        raise CacheDamaged(folder, path, f"unreadable: {one_line(exc, 120)}") from None
 
 
 def largest_size(dataset: SegmentationDataset) -> tuple[int, int]:
@@ -196,6 +197,7 @@ def _write_split(job: _Job, out_dir: Path, split: str, progress: Progress | None
             features, labels = job.features(split, shard)
             save_array(labels, paths["labels"])
             save_array(features, paths["features"])
+            hold("shard")
         done += len(shard)
         report(progress, f"cache {split}", done, len(items))
 
@@ -259,7 +261,7 @@ def _array_problem(path: Path) -> str | None:
     try:
         shape, dtype, offset = _array_header(path)
     except (OSError, ValueError, EOFError) as exc:
-        return f"unreadable header: {' '.join(str(exc).split())}"
+        return f"unreadable header: {one_line(exc)}"
     expected, actual = offset + int(np.prod(shape)) * dtype.itemsize, os.path.getsize(path)
     return None if actual == expected else f"{actual:,} bytes where its header declares {expected:,}"
 
@@ -317,7 +319,7 @@ def remembered(folder: Path | None, file: str, key: str, compute: Callable[[], A
         try:
             stored = json.loads(path.read_text()) if path.exists() else {}
         except (OSError, ValueError) as exc:
-            logger.warning("%s: unreadable (%s): computing its values again", path, " ".join(str(exc).split()))
+            logger.warning("%s: unreadable (%s): computing its values again", path, one_line(exc))
             stored = {}
         if key not in stored:
             stored[key] = compute()

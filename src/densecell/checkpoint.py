@@ -12,26 +12,20 @@ from here.
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import torch
-from huggingface_hub import hf_hub_download
-from huggingface_hub.constants import CONFIG_NAME
-from huggingface_hub.errors import HfHubHTTPError
 
 from .config import TrainConfig
-from .errors import CheckpointError, ConfigError
+from .errors import CheckpointError, ConfigError, one_line
 from .files import save_torch
-from .model import TRAINING, SegmentationModel, build_model, load_state
+from .hub import CHECKPOINT, load_saved, load_state, locate
+from .model import SegmentationModel, build_model
 
 __all__ = ["CHECKPOINT", "Run", "TrainingState", "checkpoint_path", "finished_iteration", "load_checkpoint",
-           "load_run", "load_state", "load_training_state", "load_weights", "rerank_run", "save_checkpoint",
-           "training_payload"]
-
-CHECKPOINT = "checkpoint.pt"
+           "load_run", "load_training_state", "load_weights", "rerank_run", "save_checkpoint", "training_payload"]
 
 
 def checkpoint_path(run_dir: str | Path) -> Path:
@@ -63,7 +57,7 @@ def load_checkpoint(path: str | Path) -> dict[str, Any]:
     try:
         payload = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:  # truncated zip, pickle with forbidden globals, not a torch file at all
-        raise CheckpointError(f"{path}: not a readable densecell checkpoint ({' '.join(str(exc).split())[:200]})") \
+        raise CheckpointError(f"{path}: not a readable densecell checkpoint ({one_line(exc, 200)})") \
             from None
     if not isinstance(payload, dict) or "model" not in payload or "model_config" not in payload:
         raise CheckpointError(f"{path}: not a densecell checkpoint (no 'model' and 'model_config' entries)")
@@ -132,56 +126,27 @@ def _recipe(values: dict[str, Any] | None, origin: str | Path) -> TrainConfig | 
         raise CheckpointError(f"{origin}: its training recipe does not read ({exc})") from None
 
 
-def _is_repo_id(text: str) -> bool:
-    """``user/name`` (or ``name``): a Hugging Face Hub repo, not a local path."""
-    parts = text.split("/")
-    return len(parts) <= 2 and all(parts) and not text.startswith((".", "~")) and \
-        not text.lower().endswith((".pt", ".pth", ".safetensors", ".ckpt", ".json"))
-
-
 def load_run(source: str | Path, **overrides: Any) -> Run:
     """Rebuild a trained model and load its weights, from a checkpoint (or the run folder that holds one), a folder
-    written by ``save_pretrained``, or a Hugging Face Hub repo id (through its cache). ``overrides`` such as
-    ``output_stride=8`` change the architecture's evaluation settings, not its weights."""
-    path = Path(source)
-    if path.is_dir() and checkpoint_path(path).is_file():
-        path = checkpoint_path(path)
-    if path.is_file():
+    written by ``save_pretrained``, or a Hugging Face Hub repo id (through its cache): what ``source`` is follows
+    :func:`densecell.hub.locate`'s one rule. ``overrides`` such as ``output_stride=8`` change the architecture's
+    evaluation settings, not its weights."""
+    found = locate(source)
+    if found.kind == "checkpoint":
+        path = Path(found.where)
         payload = load_checkpoint(path)
         known = {"classes": payload.get("classes") or None, "palette": payload.get("palette") or None}
         model = build_model(**(payload["model_config"] | known | overrides))
         load_state(model, payload["model"], path)
         run = Run(path, model.eval(), model.classes, _palette(model), payload.get("iteration"),
                   _recipe(payload.get("config"), path), payload.get("backbone_weights"))
-    elif (path / CONFIG_NAME).is_file() or (not path.exists() and _is_repo_id(str(source))):
-        run = _load_saved(str(source), overrides)
     else:
-        raise CheckpointError(f"{source}: checkpoint not found (give a checkpoint.pt, its run folder, a folder "
-                              f"written by densecell save, or a Hugging Face Hub repo id)")
+        model, facts = load_saved(SegmentationModel, found, **overrides)
+        run = Run(Path(found.where), model, model.classes, _palette(model), facts.get("iteration"),
+                  _recipe(facts.get("recipe"), found.where), facts.get("backbone_weights"))
     run.model.provenance = run.provenance
     return run
 
 
 def _palette(model: SegmentationModel) -> tuple[tuple[int, int, int], ...]:
     return tuple(tuple(c) for c in model.config.get("palette") or ())  # type: ignore[misc]
-
-
-def _load_saved(source: str, overrides: dict[str, Any]) -> Run:
-    """A model that ``save_pretrained`` wrote, with its ``training.json`` when it has one."""
-    try:
-        model = SegmentationModel.from_pretrained(source, **overrides)
-        folder = Path(source) if Path(source).is_dir() else None
-        record = folder / TRAINING if folder else _hub_file(source, TRAINING)
-    except (OSError, ValueError, HfHubHTTPError) as exc:  # not cached offline, no such repo, the hub unreachable
-        raise CheckpointError(f"{source}: cannot load this densecell model: it is not in the Hugging Face cache "
-                              f"and the hub cannot give it ({type(exc).__name__})") from None
-    facts = json.loads(record.read_text()) if record is not None and record.is_file() else {}
-    return Run(Path(source), model.eval(), model.classes, _palette(model), facts.get("iteration"),
-               _recipe(facts.get("recipe"), source), facts.get("backbone_weights"))
-
-
-def _hub_file(repo_id: str, name: str) -> Path | None:
-    try:
-        return Path(hf_hub_download(repo_id, name))
-    except (OSError, ValueError, HfHubHTTPError):  # the file is optional
-        return None

@@ -126,8 +126,9 @@ Window = Annotated[str | None, typer.Option("--window", help="Sliding-window siz
 PadTo = Annotated[str | None, typer.Option("--pad-to", help="Pad images to HxW first, as TF's eval crop (1025x2049).")]
 MODEL_SOURCES = "a checkpoint.pt, its run folder, a folder written by densecell save, or a Hugging Face Hub id"
 CheckpointPath = Annotated[str, typer.Option("--checkpoint", help=f"The trained model: {MODEL_SOURCES}.")]
-SearchConfigPath = Annotated[Path | None, typer.Option("--config", help="Search recipe, e.g. "
-                                                                        "configs/search-synthetic.yaml.")]
+SearchConfigPath = Annotated[Path | None, typer.Option("--config", help="Search recipe: a YAML file or a built-in "
+                                                                        "name (densecell list recipes), e.g. "
+                                                                        "search-synthetic.")]
 StorageOption = Annotated[str | None, typer.Option("--storage", envvar="DENSECELL_STORAGE",
                                                    help="Study storage URL (or env DENSECELL_STORAGE).")]
 StudyOption = Annotated[str | None, typer.Option("--study", help="Study name.")]
@@ -206,6 +207,43 @@ def space(
     cell = search_space.sample(seed)
     console.print(f"sampled cell (seed {seed}): {cell}")
     print(cell.to_json())
+
+
+LISTABLE = ["samplers", "pruners", "modes", "spaces", "heads", "operations", "datasets", "rankers", "protocols",
+            "cells", "recipes"]
+
+
+@app.command("list")
+def list_registered(
+    kind: Annotated[str | None, typer.Argument(help=f"One of: {', '.join(LISTABLE)}; all when left out.")] = None,
+) -> None:
+    """What is registered, one line each: the names a recipe, a command or the Python API accepts."""
+    from .config import recipes
+    from .registry import REGISTRIES
+
+    if kind is not None and kind not in LISTABLE:
+        raise typer.BadParameter(f"unknown kind {kind!r} (one of {', '.join(LISTABLE)})")
+    for name in [kind] if kind else LISTABLE:
+        if name in REGISTRIES:
+            registry = REGISTRIES[name]
+            rows = [(entry, registry.describe(entry)) for entry in registry]
+        elif name == "cells":
+            rows = [(preset, "a released cell (TF DeepLab JSON)") for preset in PRESETS]
+        else:
+            rows = [(recipe, _first_comment(path)) for recipe, path in recipes().items()]
+        if kind is None:
+            console.print(f"[bold]{name}[/bold]")
+        width = max(len(entry) for entry, _ in rows)
+        for entry, text in rows:
+            console.print(f"  {entry:<{width}}  {text}", highlight=False, soft_wrap=True)
+
+
+def _first_comment(path: Path) -> str:
+    """A recipe's first comment line: what it trains or searches."""
+    for line in path.read_text().splitlines():
+        if line.startswith("#"):
+            return line.lstrip("# ").strip()
+    return ""
 
 
 @cell_app.command("show")
@@ -342,8 +380,9 @@ def export(
 
 @app.command()
 def train(
-    config: Annotated[Path | None, typer.Option("--config", help="YAML recipe, e.g. "
-                                                                 "configs/cityscapes-xception71-dpc.yaml.")] = None,
+    config: Annotated[Path | None, typer.Option("--config", help="Recipe: a YAML file or a built-in name "
+                                                                 "(densecell list recipes), e.g. "
+                                                                 "cityscapes-xception71-dpc.")] = None,
     data_root: DataRoot = None,
     resume: Annotated[bool, typer.Option("--resume", help="Continue the run from its last checkpoint.")] = False,
     init_from: Annotated[Path | None, typer.Option("--init-from", help="Start from this checkpoint's weights (a "
@@ -553,14 +592,17 @@ def search_status(
 
 @search_app.command("top")
 def search_top(
-    k: Annotated[int, typer.Option("--k", help="How many cells.")] = 50,
+    k: Annotated[int, typer.Option("--k", min=1, help="How many cells (at least 1).")] = 50,
     output: Annotated[Path, typer.Option("--output", help="Folder for the JSON files.")] = Path("top-cells"),
     config: SearchConfigPath = None, storage: StorageOption = None, study: StudyOption = None,
 ) -> None:
     """Write the k best cells (by proxy mIoU) as TF DeepLab JSON files, rank-01-trial-N.json, ..."""
+    from .errors import InputError
     from .report import write_top_cells
 
     written = write_top_cells(open_study(config, storage, study)[0], k, output)
+    if not written:
+        raise InputError("the study has no completed trials yet: no cells to write")
     console.print(f"wrote {len(written)} cells to {output}")
 
 
@@ -608,9 +650,16 @@ def fidelity(
                   f"MobileNet-v2 vs Xception); plot {result.files['plot']}")
 
 
-def report_parent(config: Path | None, output: Path | None) -> Path:
-    """Where report/ goes: --output, else the recipe's run folder, else here."""
-    return output or (search_config(config).run_dir if config else Path("."))
+def study_report(config: Path | None, storage: str | None, study: str | None, output: Path | None,
+                 command: str) -> tuple[Any, dict[str, Path]]:
+    """The study's report through the report stage (its folder's lock, the 1x1 baseline), in --output, else the
+    recipe's run folder, else here: the study and the report's files."""
+    from .stages import search_report
+
+    found, settings = open_study(config, storage, study)
+    run_dir = search_config(config).run_dir if config else None
+    with shown_progress():
+        return found, search_report(found, settings, output or run_dir or Path("."), run_dir, command)
 
 
 @app.command()
@@ -623,7 +672,8 @@ def correlate(
     from .ranking import describe_rho
     from .report import correlations
 
-    for found in correlations(open_study(config, storage, study)[0], report_parent(config, output)):
+    found_study, outputs = study_report(config, storage, study, output, "densecell correlate")
+    for found in correlations(found_study, outputs["report"].parent.parent):
         overlap = f", top-5 overlap {found.top5}/5" if found.top5 is not None else ""
         console.print(f"{found.what}: Spearman rho = {describe_rho(found.rho)} over {found.cells} cells{overlap}; "
                       f"plot {found.plot}")
@@ -635,9 +685,7 @@ def report(
     output: Annotated[Path | None, typer.Option("--output", help="Folder for the report.")] = None,
 ) -> None:
     """Markdown + HTML report: histogram, Pareto front, correlations, best cells drawn, branch importance."""
-    from .report import write_report
-
-    outputs = write_report(open_study(config, storage, study)[0], report_parent(config, output))
+    outputs = study_report(config, storage, study, output, "densecell report")[1]
     console.print(f"report: {outputs['report']} and {outputs['html']}; best cell: {outputs['best_cell']}")
 
 
@@ -661,7 +709,7 @@ def advice(exc: BaseException) -> str:
 def main() -> None:
     """Entry point: usage and input errors become one line on stderr and exit code 2; other failures one line and
     exit code 1. ``DENSECELL_DEBUG=1`` re-raises, for the traceback."""
-    from .errors import DensecellError, InputError
+    from .errors import DensecellError, InputError, MissingExtra
     from .files import describe
 
     try:
@@ -678,5 +726,5 @@ def main() -> None:
         text = describe(exc) if isinstance(exc, OSError) and not isinstance(exc, DensecellError) else str(exc)
         hint = advice(exc)
         stderr.print(f"error: {' '.join(text.split()) or type(exc).__name__}" + (f"; {hint}" if hint else ""))
-        sys.exit(2 if isinstance(exc, (InputError, ValueError, OSError)) else 1)
+        sys.exit(2 if isinstance(exc, (InputError, MissingExtra, ValueError, OSError)) else 1)
     sys.exit(code if isinstance(code, int) else 0)

@@ -10,24 +10,26 @@ error is one line that names the file and the field.
 from __future__ import annotations
 
 import json
+from importlib import resources
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
 import yaml
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
-from .errors import ConfigError, DataRootMissing
+from .errors import ConfigError, DataRootMissing, one_line
 from .registry import DATASETS, HEADS, PRUNERS, SAMPLERS, SEARCH_MODES, Registry
 from .space import PAPER_GRIDS, PAPER_NUM_BRANCHES, PAPER_RATES, Cell, SearchSpace
 
 __all__ = [
-    "CacheConfig", "DataConfig", "ModelConfig", "OptimConfig", "ProxySettings", "RerankSection", "SearchConfig",
+    "Amp", "CacheConfig", "DataConfig", "ModelConfig", "OptimConfig", "ProxySettings", "RerankSection", "SearchConfig",
     "SearchOptions", "SearchSection", "SearchSettings", "SupernetConfig", "TrainConfig", "load_config",
-    "load_search_config",
+    "LearningRate", "load_search_config", "OptimizerName", "recipe_path", "recipes", "Strict",
 ]
 
 Amp = Literal["auto", "off", "bf16", "fp16"]
 """Mixed precision: auto is bf16 on GPUs that have it and fp32 on CPUs; fp16 uses a loss scale."""
+OptimizerName = Literal["sgd", "adam"]
 MemoryFormat = Literal["auto", "contiguous", "channels_last"]
 Objectives = Literal["miou", "miou+madds", "miou+latency"]
 
@@ -59,18 +61,20 @@ class Strict(BaseModel):
 
 
 class DataConfig(Strict):
-    dataset: Dataset = "cityscapes"
-    root: Path | None = None
+    dataset: Dataset = Field("cityscapes", description="Which layout to read (densecell list datasets).")
+    root: Path | None = Field(None, description="The dataset's root folder (or --data-root).")
     train_split: str = Field("train", description="Splits joined with '+', e.g. Cityscapes trainval+train_extra.")
-    val_split: str | None = "val"
-    sbd_root: Path | None = Field(None, description="PASCAL VOC only: the SBD folder, for the train_aug split.")
-    annotation: Literal["gtFine", "gtCoarse"] = Field("gtFine", description="Cityscapes only.")
-    crop_size: tuple[int, int] = (513, 513)
-    min_scale: float = Field(0.5, gt=0)
-    max_scale: float = Field(2.0, gt=0)
-    scale_step: float = Field(0.25, ge=0)
+    val_split: str | None = Field("val", description="The split scored during and after training; null: none.")
+    options: dict[str, Any] = Field({}, description="The dataset's own options, checked by its class: cityscapes "
+                                    "takes annotation (gtFine or gtCoarse), voc sbd_root (the SBD folder, for "
+                                    "train_aug).")
+    crop_size: tuple[int, int] = Field((513, 513), description="Training crops, height and width (the paper: 769 "
+                                       "on Cityscapes, 513 on VOC and Person-Part).")
+    min_scale: float = Field(0.5, gt=0, description="The smallest random rescaling of a training image.")
+    max_scale: float = Field(2.0, gt=0, description="The largest random rescaling of a training image.")
+    scale_step: float = Field(0.25, ge=0, description="The rescalings' step (DeepLab's 0.25); 0: continuous.")
     batch_size: int = Field(16, ge=1, description="Global batch, split over DDP processes.")
-    workers: int = Field(2, ge=0)
+    workers: int = Field(2, ge=0, description="Data-loading processes (0: in the training process).")
 
     @model_validator(mode="after")
     def _check(self) -> DataConfig:
@@ -86,13 +90,15 @@ class DataConfig(Strict):
             raise DataRootMissing()
         return self.root
 
-    def dataset_options(self) -> dict[str, Any]:
-        """The keyword arguments of the dataset class that this config's dataset takes."""
-        if self.dataset == "voc" and self.sbd_root is not None:
-            return {"sbd_root": self.sbd_root}
-        if self.dataset == "cityscapes":
-            return {"annotation": self.annotation}
-        return {}
+    @model_validator(mode="before")
+    @classmethod
+    def _options_of_0_3(cls, values: Any) -> Any:
+        """Recipes of 0.3 set a dataset's options as fields of their own (``sbd_root``, ``annotation``)."""
+        if isinstance(values, dict) and ({"sbd_root", "annotation"} & values.keys()):
+            values = dict(values)
+            moved = {key: values.pop(key) for key in ("sbd_root", "annotation") if key in values}
+            values["options"] = {**moved, **(values.get("options") or {})}
+        return values
 
 
 class ModelConfig(Strict):
@@ -101,27 +107,32 @@ class ModelConfig(Strict):
     ``model.config`` a checkpoint or a saved model carries. Defaults are the paper's: 256 filters, OS 16, dropout
     keep 0.9."""
 
-    backbone: str = "mobilenetv2_100"
-    head: Head = "dpc"
+    backbone: str = Field("mobilenetv2_100", description="A timm model name (features_only and output_stride), "
+                          "e.g. xception71, mobilenetv2_100, resnet101.")
+    head: Head = Field("dpc", description="The context head (densecell list heads).")
     cell: str = Field("cityscapes-top1", description="DPC only: a preset name, a JSON file, JSON text or a Cell.")
     num_classes: int = Field(19, ge=1, description="Set from the dataset when training.")
     classes: tuple[str, ...] | None = Field(None, description="The classes' names in train-id order (from the "
                                             "dataset when training): model cards and prediction files show them.")
     palette: tuple[tuple[int, int, int], ...] | None = Field(None, description="Their colours, for prediction "
                                                              "overlays.")
-    output_stride: Literal[8, 16] = 16
-    decoder: bool = True
-    pooling: Literal["tf", "grid"] = "tf"
+    output_stride: Literal[8, 16] = Field(16, description="The backbone's output stride; at 8 the separable "
+                                          "convolutions' rates double (TF's conv_rate_multiplier).")
+    decoder: bool = Field(True, description="The DeepLabv3+ decoder on the stride-4 features.")
+    pooling: Literal["tf", "grid"] = Field("tf", description="Pyramid pooling as the released TF code does it (a "
+                                           "stride-1 window) or as the paper's text reads (a g_h x g_w grid).")
     crop_size: tuple[int, int] | None = Field(None, description="Fix TF pyramid pooling's window to this crop; "
                                               "default: follow each input's size.")
     pretrained: bool | str | None = Field(None, description="true (timm's default weights), a timm tag such as "
                                           "xception71.tf_in1k, or a local .pth/.safetensors file.")
     mean: tuple[float, float, float] | None = Field(None, description="Input normalisation; default: the backbone's "
                                                     "timm pretrained_cfg.")
-    std: tuple[float, float, float] | None = None
-    filters: int = Field(256, ge=1)
-    dropout: float = Field(0.1, ge=0, lt=1)
-    bn_momentum: float = Field(0.1, gt=0, le=1)
+    std: tuple[float, float, float] | None = Field(None, description="Input normalisation; default: the backbone's "
+                                                   "timm pretrained_cfg.")
+    filters: int = Field(256, ge=1, description="Channels of every branch and of the projection (the paper: 256).")
+    dropout: float = Field(0.1, ge=0, lt=1, description="Dropout on the cell's concatenation (the paper: keep 0.9).")
+    bn_momentum: float = Field(0.1, gt=0, le=1, description="PyTorch's BatchNorm momentum; TF's decay 0.9997 is "
+                               "0.0003.")
     feature_stages: int | None = Field(None, ge=1, description="Keep only the backbone's first stages.")
 
     @model_validator(mode="before")
@@ -159,31 +170,36 @@ class LearningRate(Strict):
     """DeepLab's optimisation, shared by full training and the proxy: SGD with momentum (TF's), poly LR from ``lr``
     with ``power``, weight decay as TF's regulariser."""
 
-    lr: float = Field(0.01, gt=0)
-    momentum: float = Field(0.9, ge=0, lt=1)
-    weight_decay: float = Field(4e-5, ge=0)
-    power: float = Field(0.9, ge=0)
+    lr: float = Field(0.01, gt=0, description="The starting learning rate of the poly schedule.")
+    momentum: float = Field(0.9, ge=0, lt=1, description="SGD's momentum.")
+    weight_decay: float = Field(4e-5, ge=0, description="TF DeepLab's regulariser: on convolution kernels, not on "
+                                "depthwise kernels, BatchNorm or biases.")
+    power: float = Field(0.9, ge=0, description="The poly schedule's power: lr * (1 - step / iterations) ** power.")
 
 
 class OptimConfig(LearningRate):
     """A training recipe's ``optim`` section: DeepLab's optimisation for ``iterations`` (90K: Cityscapes')."""
 
-    iterations: int = Field(90_000, ge=1)
-    freeze_bn: bool = False
+    iterations: int = Field(90_000, ge=1, description="Training iterations (Cityscapes': 90K).")
+    freeze_bn: bool = Field(False, description="Keep BatchNorm's statistics and affine weights fixed (fine-tuning "
+                            "stages).")
 
 
 class TrainConfig(Strict):
-    name: str = Field("run", pattern=r"^[A-Za-z0-9_.-]+$")
-    seed: int = 0
-    output_dir: Path = Path("runs")
-    data: DataConfig = DataConfig()
-    model: ModelConfig = ModelConfig()
-    optim: OptimConfig = OptimConfig()
+    """A training recipe: the data, the model and its optimisation; what ``densecell train`` runs."""
+
+    name: str = Field("run", pattern=r"^[A-Za-z0-9_.-]+$", description="The run's name: its folder under output_dir.")
+    seed: int = Field(0, description="Every random choice of the run (batches, augmentation, initialisation).")
+    output_dir: Path = Field(Path("runs"), description="Where run folders go.")
+    data: DataConfig = Field(DataConfig(), description="The dataset, its splits and augmentation.")
+    model: ModelConfig = Field(ModelConfig(), description="The model (the keyword arguments of build_model).")
+    optim: OptimConfig = Field(OptimConfig(), description="The optimisation: poly LR, SGD, weight decay.")
     init_from: Path | None = Field(None, description="Start from this checkpoint's weights (a fine-tuning stage).")
-    checkpoint_every: int = Field(1000, ge=1)
-    log_every: int = Field(20, ge=1)
+    checkpoint_every: int = Field(1000, ge=1, description="Write checkpoint.pt every N iterations (atomically).")
+    log_every: int = Field(20, ge=1, description="Write metrics.csv (and TensorBoard) every N iterations.")
     eval_every: int = Field(0, ge=0, description="0: evaluate once, at the end.")
-    amp: Amp = "auto"
+    amp: Amp = Field("auto", description="Mixed precision: auto is bf16 on GPUs that have it, fp32 on CPUs; fp16 "
+                     "scales the loss.")
     deterministic: bool = Field(False, description="Deterministic kernels: exact resume on a GPU, a little slower.")
     allow_random_backbone: bool = Field(False, description="Train from a random backbone without the warning that "
                                         "model.pretrained is not set (the synthetic demo does).")
@@ -203,14 +219,17 @@ class ProxySettings(LearningRate):
     for how it ranks cells). ``optimizer: adam`` is for short budgets (the CPU demo's hundred steps), in which SGD
     leaves the deeper cells under-trained and so favours shallow ones."""
 
-    iterations: int = Field(30_000, ge=1)
-    batch_size: int = Field(8, ge=1)
-    filters: int = Field(256, ge=1)
-    optimizer: Literal["sgd", "adam"] = "sgd"
-    upsample_logits: bool = True
+    iterations: int = Field(30_000, ge=1, description="Training steps of a candidate (the paper: 30K).")
+    batch_size: int = Field(8, ge=1, description="Cached crops per step (the paper: 8).")
+    filters: int = Field(256, ge=1, description="Channels of the candidate's branches (the paper: 256).")
+    optimizer: OptimizerName = Field("sgd", description="sgd (the paper's) or adam (short CPU budgets).")
+    upsample_logits: bool = Field(True, description="The loss on logits upsampled to the crop (the paper's, TF's "
+                                  "upsample_logits); false: on labels subsampled to the logits.")
     eval_every: int = Field(0, ge=0, description="Score on the val features every N steps (for pruning).")
-    amp: Amp = "auto"
-    memory_format: MemoryFormat = "auto"
+    amp: Amp = Field("auto", description="auto: bf16 or fp16, whichever is faster on the GPU (measured once per "
+                     "study); fp32 on CPUs.")
+    memory_format: MemoryFormat = Field("auto", description="auto: NCHW or channels-last, whichever is faster "
+                                        "(measured once per study).")
     engine: Literal["auto", "eager", "graph"] = Field("auto", description="auto: a CUDA graph on a GPU, eager on a "
                                                      "CPU (densecell.steps).")
 
@@ -233,10 +252,10 @@ class SupernetConfig(Strict):
         "uniform", description="uniform: each branch's operation uniform over the 81 (SPOS); family-first: its "
         "family uniform over the three, then its rate or grid (FairNAS's fairness over families: a 1x1 conv is "
         "trained on a third of the steps, not 1/81).")
-    checkpoint_every: int = Field(100, ge=1)
+    checkpoint_every: int = Field(100, ge=1, description="Write the supernet's checkpoint every N steps.")
     bn_batches: int = Field(4, ge=1, description="Cached training batches (a seeded random sample of the cache) "
                             "that re-estimate a cell's BatchNorm.")
-    bn_batch_size: int = Field(16, ge=1)
+    bn_batch_size: int = Field(16, ge=1, description="Crops per batch of the BatchNorm re-estimation.")
 
 
 class SearchOptions(Strict):
@@ -247,17 +266,24 @@ class SearchOptions(Strict):
                              "train the best `trials` on the proxy.")
     oneshot_cells: int = Field(1000, ge=1, description="Cells the one-shot screen scores.")
     trials: int = Field(100, ge=1, description="Completed proxy trials the study must reach.")
-    sampler: Sampler = "random"
-    objectives: Objectives = "miou"
-    pruner: Pruner = "none"
+    sampler: Sampler = Field("random", description="Which strategy proposes the cells (densecell list samplers; "
+                             "the paper's was random search, the recipes use the measured best).")
+    objectives: Objectives = Field("miou", description="What the study optimises: the proxy mIoU, or it and the "
+                                   "multiply-adds or the measured latency (two objectives: a Pareto front).")
+    pruner: Pruner = Field("none", description="Stop unpromising trials at the rungs of proxy.eval_every "
+                           "(densecell list pruners).")
     threads: int = Field(1, ge=1, description="torch threads per worker.")
-    num_branches: int = Field(PAPER_NUM_BRANCHES, ge=1)
-    rates: tuple[int, ...] = PAPER_RATES
-    grids: tuple[int, ...] = PAPER_GRIDS
-    heartbeat_s: int = Field(5, ge=1)
-    grace_s: int = Field(20, ge=1)
-    max_retry: int = Field(3, ge=0)
-    max_failures: int = Field(20, ge=1)
+    num_branches: int = Field(PAPER_NUM_BRANCHES, ge=1, description="Branches B of a cell (the paper: 5).")
+    rates: tuple[int, ...] = Field(PAPER_RATES, description="Atrous rates per axis of the separable convolutions, "
+                                   "at output stride 16 (the paper: 1, 3, 6, ..., 21).")
+    grids: tuple[int, ...] = Field(PAPER_GRIDS, description="Pyramid-pooling grid sizes per axis (the paper: 1, 2, "
+                                   "4, 8).")
+    heartbeat_s: int = Field(5, ge=1, description="Seconds between a running trial's heartbeats.")
+    grace_s: int = Field(20, ge=1, description="Seconds without a heartbeat after which a trial's worker is taken "
+                         "for dead and its cell queued again.")
+    max_retry: int = Field(3, ge=0, description="How many times a dead worker's cell is queued again.")
+    max_failures: int = Field(20, ge=1, description="Trials failed with a reason (a non-finite loss) after which "
+                              "the workers stop.")
 
     @model_validator(mode="after")
     def _check(self) -> SearchOptions:
@@ -322,28 +348,30 @@ class RerankSection(Strict):
     top: int = Field(50, ge=0, description="Re-train this many of the best proxy cells end to end (paper: 50).")
     data: DataConfig | None = Field(None, description="The fields set here replace the search's data fields for "
                                     "re-ranking (the paper's real task: batch 16).")
-    optim: OptimConfig = OptimConfig()
+    optim: OptimConfig = Field(OptimConfig(), description="The re-training's optimisation (the real task's).")
 
 
 class SearchConfig(Strict):
     """A search recipe: the data, the proxy's backbone (warmed up or pretrained), the cache, the proxy, the search,
     the supernet and the re-ranking; what ``densecell search`` runs end to end."""
 
-    name: str = Field("search", pattern=r"^[A-Za-z0-9_.-]+$")
-    seed: int = 0
-    output_dir: Path = Path("runs")
-    data: DataConfig = DataConfig(batch_size=8)
-    backbone: ModelConfig = ModelConfig(head="aspp")
+    name: str = Field("search", pattern=r"^[A-Za-z0-9_.-]+$", description="The search's name: its study and its "
+                      "folder under output_dir.")
+    seed: int = Field(0, description="The cache's crops, the samplers' seeds, the candidates' initialisation.")
+    output_dir: Path = Field(Path("runs"), description="Where run folders go.")
+    data: DataConfig = Field(DataConfig(batch_size=8), description="The dataset the cache is built from.")
+    backbone: ModelConfig = Field(ModelConfig(head="aspp"), description="The proxy's backbone (and the model its "
+                                  "warm-up trains, with an ASPP head).")
     warmup: OptimConfig | None = Field(None, description="Train the backbone (with an ASPP head) on the data first; "
                                        "None: use backbone.pretrained as it is.")
     allow_random_backbone: bool = Field(False, description="Cache features of a backbone with neither pretrained "
                                         "weights nor a warm-up (useful only for tests), and warm a backbone up from "
                                         "random weights without a warning (the synthetic demo).")
-    cache: CacheConfig = CacheConfig()
-    proxy: ProxySettings = ProxySettings()
-    search: SearchSection = SearchSection()
-    supernet: SupernetConfig = SupernetConfig()
-    rerank: RerankSection = RerankSection()
+    cache: CacheConfig = Field(CacheConfig(), description="How the feature cache is built.")
+    proxy: ProxySettings = Field(ProxySettings(), description="How a candidate trains on the cached features.")
+    search: SearchSection = Field(SearchSection(), description="The search: space, sampler, budget, pruner, workers.")
+    supernet: SupernetConfig = Field(SupernetConfig(), description="The one-shot supernet (search.mode: oneshot).")
+    rerank: RerankSection = Field(RerankSection(), description="The end-to-end re-training of the best cells.")
 
     @model_validator(mode="after")
     def _check(self) -> SearchConfig:
@@ -397,7 +425,7 @@ def apply_override(tree: dict[str, Any], assignment: str) -> None:
 
 class _FieldError(ConfigError):
     """A settings object built in Python got a bad value; pydantic passes it up through the objects that hold it,
-    and :func:`one_line` joins the path back together."""
+    and :func:`validation_line` joins the path back together."""
 
     def __init__(self, owner: str, where: list[str], reason: str, more: int) -> None:
         super().__init__(f"{owner}: {'.'.join(where) or '(top level)'}: {reason}"
@@ -417,7 +445,7 @@ def _first_error(error: ValidationError) -> tuple[list[str], str, int]:
     return where, reason, error.error_count() - 1
 
 
-def one_line(error: ValidationError, origin: str) -> str:
+def validation_line(error: ValidationError, origin: str) -> str:
     where, reason, more = _first_error(error)
     return f"{origin}: {'.'.join(where) or '(top level)'}: {reason}" + (f" (and {more} more)" if more else "")
 
@@ -427,17 +455,39 @@ def load_config(path: str | Path | None = None, overrides: list[str] | tuple[str
     return _load(TrainConfig, path, overrides)  # type: ignore[return-value]
 
 
+def recipes() -> dict[str, Path]:
+    """The recipes that ship inside the package (``densecell/recipes/*.yaml``), by name: the paper's experiments,
+    the demo's and the ground-truth table's."""
+    folder = Path(str(resources.files("densecell").joinpath("recipes")))
+    return {path.stem: path for path in sorted(folder.glob("*.yaml"))}
+
+
+def recipe_path(spec: str | Path) -> Path:
+    """A recipe file: ``spec`` itself when it is a file, else the built-in recipe of that name
+    (``search-synthetic`` or ``search-synthetic.yaml``)."""
+    path = Path(spec)
+    if path.is_file():
+        return path
+    known = recipes()
+    name = path.name.removesuffix(".yaml") if path.parent == Path(".") else None
+    if name in known:
+        return known[name]
+    raise ConfigError(f"{spec}: config file not found (and no built-in recipe of that name: "
+                      f"{', '.join(known)})")
+
+
 def _load(kind: type[BaseModel], path: str | Path | None, overrides: list[str] | tuple[str, ...]) -> BaseModel:
     tree: dict[str, Any] = {}
     origin = "config"
     if path is not None:
         origin = str(path)
+        path = recipe_path(path)
         try:
             loaded = yaml.safe_load(Path(path).read_text())
         except FileNotFoundError:
             raise ConfigError(f"{path}: config file not found") from None
         except yaml.YAMLError as exc:
-            raise ConfigError(f"{path}: not valid YAML ({' '.join(str(exc).split())})") from None
+            raise ConfigError(f"{path}: not valid YAML ({one_line(exc)})") from None
         if loaded is not None and not isinstance(loaded, dict):
             raise ConfigError(f"{path}: expected a mapping of sections (data, model, optim, ...)")
         tree = loaded or {}
@@ -446,7 +496,7 @@ def _load(kind: type[BaseModel], path: str | Path | None, overrides: list[str] |
     try:
         return kind.model_validate(tree)
     except ValidationError as exc:
-        raise ConfigError(one_line(exc, origin)) from None
+        raise ConfigError(validation_line(exc, origin)) from None
 
 
 

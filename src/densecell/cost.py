@@ -222,7 +222,7 @@ class CellCosts:
 def cell_costs(cell: Cell, backbone: str = "xception71", image_size: Sequence[int] = CITYSCAPES_EVAL_SIZE,
                output_stride: int = 16) -> CellCosts:
     """The costs of ``cell`` on the last feature of ``backbone`` (counted on the meta device)."""
-    from .model import create_backbone  # here: timm and torchvision take seconds to import; cells need neither
+    from .backbones import create_backbone  # here: timm and torchvision take seconds to import; cells need neither
 
     size = (int(image_size[0]), int(image_size[1]))
     with torch.device("meta"):

@@ -11,8 +11,9 @@ from pathlib import Path
 
 __all__ = [
     "CacheDamaged", "CacheError", "CacheMissing", "CellError", "CheckpointError", "ConfigError", "DataError",
-    "DataRootMissing", "DensecellError", "FileOperationError", "InputError", "Interrupted", "ModelError",
-    "RunExistsError", "RunInUseError", "SearchError", "StudyError", "TrainingError"
+    "DataRootMissing", "DensecellError", "FileOperationError", "InputError", "Interrupted", "MissingExtra",
+    "ModelError", "one_line", "RunExistsError", "RunInUseError", "SearchError", "StudyError", "TableError",
+    "TrainingError"
 ]
 
 
@@ -45,6 +46,14 @@ class DataRootMissing(ConfigError):
 
     def __init__(self) -> None:
         super().__init__("no data root: the recipe's data.root is not set")
+
+
+class MissingExtra(DensecellError, ImportError):
+    """An optional part of densecell whose libraries are not installed; the message names the pip extra."""
+
+
+class TableError(InputError):
+    """A ground-truth table that cannot be read; the message names the file and the field."""
 
 
 class CheckpointError(InputError):
@@ -106,3 +115,10 @@ class Interrupted(KeyboardInterrupt):
     def __init__(self, message: str, saved: Path | None = None) -> None:
         super().__init__(message + (f"; state saved to {saved}" if saved else "; what was finished is saved"))
         self.saved = saved
+
+
+def one_line(reason: BaseException | str, limit: int | None = None) -> str:
+    """A library's message (an exception's, often several lines) as one line, cut at ``limit`` characters: the
+    form every densecell message quotes another library's reason in."""
+    text = " ".join(str(reason).split())
+    return text if limit is None else text[:limit]

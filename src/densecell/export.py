@@ -17,13 +17,18 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import onnx
-import onnxruntime
 import torch
 from torch import nn
 
 from .checkpoint import load_run
 from .errors import InputError
+from .extras import missing_extra
+
+try:
+    import onnx
+    import onnxruntime
+except ImportError as exc:  # the export extra
+    raise missing_extra(exc, "export") from None
 from .files import atomic_path
 from .model import build_model
 

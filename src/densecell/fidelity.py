@@ -11,10 +11,11 @@ The second protocol (``against``):
   or a shorter budget (``proxy.iterations=25``, what a pruner decides on);
 - ``oneshot``: the score the cell gets from the recipe's weight-sharing supernet (:mod:`densecell.supernet`;
   ``--set supernet.sampling=family-first`` for the fair one);
-- a cheap ranker of :data:`densecell.rankers.RANKERS`: ``madds``, ``params``, ``count:pool`` ..., or a zero-cost
+- a cheap ranker of :data:`densecell.registry.RANKERS`: ``madds``, ``params``, ``count:pool`` ..., or a zero-cost
   score (``gradnorm``, ``snip``, ``synflow``, ``naswot``).
 
-Scores are saved as each cell finishes (``scores.json``), so an interrupted study continues where it stopped.
+Each protocol is an entry of :data:`densecell.registry.PROTOCOLS` (a ranker's name is a protocol too). Scores are
+saved as each cell finishes (``scores.json``), so an interrupted study continues where it stopped.
 """
 
 from __future__ import annotations
@@ -33,20 +34,22 @@ import yaml
 from . import stages
 from .cache import FeatureCache
 from .config import ProxySettings, SearchConfig
-from .errors import ConfigError
+from .errors import ConfigError, one_line
 from .figures import scatter
 from .files import make_dirs, write_text
 from .lock import RunLock
 from .optim import default_device
 from .progress import Progress, report
 from .proxy import train_candidate
-from .rankers import RANKERS, ranker
+from .rankers import ranker
 from .ranking import describe_rho, spearman, top_overlap
+from .registry import PROTOCOLS, RANKERS
 from .space import Cell, SearchSpace, load_cell
 from .supernet import score_cell
 from .train import train
 
-__all__ = ["FidelityResult", "MIN_CELLS", "Scorer", "check_against", "choose_cells", "run_fidelity", "scorer"]
+__all__ = ["changed_proxy", "check_against", "choose_cells", "end_to_end", "FidelityResult", "MIN_CELLS", "oneshot",
+           "other_backbone", "run_fidelity", "Scorer", "scorer"]
 
 logger = logging.getLogger(__name__)
 Scorer = Callable[[Cell, int], float]
@@ -88,7 +91,7 @@ def choose_cells(spec: str, space: SearchSpace, seed: int = 0) -> list[Cell]:
         try:
             records = json.loads(path.read_text())
         except (OSError, ValueError) as exc:
-            raise ConfigError(f"{path}: not a JSON list of cells ({' '.join(str(exc).split())})") from None
+            raise ConfigError(f"{path}: not a JSON list of cells ({one_line(exc)})") from None
         if not isinstance(records, list) or not records or not all(isinstance(r, list) for r in records):
             raise ConfigError(f"{path}: expected a JSON list of cells, each a list of branches")
         cells = [load_cell(json.dumps(cell), space) for cell in records]
@@ -116,7 +119,8 @@ def proxy_scorer(cache: FeatureCache, settings: ProxySettings) -> Scorer:
     return lambda cell, seed: train_candidate(cell, cache, settings, seed=seed, device=device).miou
 
 
-def _end_to_end(config: SearchConfig, out_dir: Path, progress: Progress | None) -> Scorer:
+def end_to_end(config: SearchConfig, argument: str | None, out_dir: Path, progress: Progress | None) -> Scorer:
+    """Each cell trained end to end, backbone included, with the recipe's re-ranking settings."""
     def score(cell: Cell, seed: int) -> float:
         run = stages.rerank_config(config, f"cell-{cell.digest()}", cell.to_json(), out_dir / "end-to-end")
         return train(run, resume=True, progress=progress, command="densecell fidelity").val_miou
@@ -124,27 +128,48 @@ def _end_to_end(config: SearchConfig, out_dir: Path, progress: Progress | None) 
     return score
 
 
-def _other_backbone(config: SearchConfig, name: str, out_dir: Path, progress: Progress | None) -> Scorer:
-    """The proxy on another backbone's features: its own cache (and warm-up, if the recipe warms up), with timm's
-    default pretrained weights for it when the recipe's backbone is pretrained."""
-    model = config.backbone.model_copy(update={"backbone": name, "mean": None, "std": None,
+def other_backbone(config: SearchConfig, argument: str | None, out_dir: Path, progress: Progress | None) -> Scorer:
+    """The proxy on another backbone's features (``backbone=NAME``): its own cache (and warm-up, if the recipe
+    warms up), with timm's default pretrained weights for it when the recipe's backbone is pretrained."""
+    model = config.backbone.model_copy(update={"backbone": argument, "mean": None, "std": None,
                                                "pretrained": True if config.backbone.pretrained else None})
-    other = config.model_copy(update={"name": f"backbone-{slug(name)}", "output_dir": out_dir, "backbone": model,
-                                      "cache": config.cache.model_copy(update={"dir": None})})
+    other = config.model_copy(update={"name": f"backbone-{slug(str(argument))}", "output_dir": out_dir,
+                                      "backbone": model, "cache": config.cache.model_copy(update={"dir": None})})
     folder = stages.feature_cache(other, progress, "densecell fidelity")
     return proxy_scorer(FeatureCache.load(folder, default_device()), config.proxy)
 
 
-def _oneshot(config: SearchConfig, progress: Progress | None) -> Scorer:
+def oneshot(config: SearchConfig, argument: str | None, out_dir: Path, progress: Progress | None) -> Scorer:
     """The score a cell gets from the recipe's weight-sharing supernet."""
     supernet, cache = stages.supernet(config, progress)
     device = default_device()
     return lambda cell, seed: score_cell(supernet, cell, cache, config.supernet, device)
 
 
+def changed_proxy(config: SearchConfig, argument: str | None, out_dir: Path, progress: Progress | None) -> Scorer:
+    """The proxy with one setting changed (``proxy.FIELD=VALUE``; ``argument`` is ``FIELD=VALUE``)."""
+    field, _, value = str(argument).partition("=")
+    changed = ProxySettings(**(config.proxy.model_dump() | {field: yaml.safe_load(value)}))
+    return proxy_scorer(FeatureCache.load(config.cache_dir, default_device()), changed)
+
+
+def _protocol(against: str) -> tuple[str, str | None]:
+    """The protocol's registered name and its argument: ``backbone=xception71`` -> (backbone, xception71),
+    ``proxy.iterations=25`` -> (proxy, iterations=25), ``end-to-end`` -> (end-to-end, None)."""
+    if against in RANKERS:
+        return against, None
+    key, equals, value = against.partition("=")
+    if key.startswith("proxy.") and equals and value:
+        return "proxy", f"{key.removeprefix('proxy.')}={value}"
+    return key, (value or None) if equals else None
+
+
 def check_against(against: str) -> str:
-    """``against`` if it names a protocol, else a one-line error."""
-    if against not in RANKERS and not re.fullmatch(r"end-to-end|oneshot|backbone=\S+|proxy\.\w+=\S+", against):
+    """``against`` if it names a protocol (:data:`densecell.registry.PROTOCOLS`, or a ranker), else a one-line
+    error."""
+    name, argument = _protocol(against)
+    takes = {"backbone": True, "proxy": True}
+    if against not in RANKERS and (name not in PROTOCOLS or takes.get(name, False) != (argument is not None)):
         raise ConfigError(f"protocol {against!r}: expected end-to-end, oneshot, backbone=NAME, proxy.FIELD=VALUE "
                           f"or a cheap ranker ({', '.join(RANKERS)})")
     return against
@@ -153,19 +178,12 @@ def check_against(against: str) -> str:
 def scorer(config: SearchConfig, against: str, out_dir: Path, progress: Progress | None = None) -> Scorer:
     """The second protocol named by ``against`` (see the module's docstring)."""
     check_against(against)
-    if against == "end-to-end":
-        return _end_to_end(config, out_dir, progress)
-    if against == "oneshot":
-        return _oneshot(config, progress)
     if against in RANKERS:
         score = ranker(against, FeatureCache.load(config.cache_dir, default_device()), config.proxy.filters,
                        config.seed, default_device()).score
         return lambda cell, seed: score(cell)
-    key, _, value = against.partition("=")
-    if key == "backbone":
-        return _other_backbone(config, value, out_dir, progress)
-    changed = ProxySettings(**(config.proxy.model_dump() | {key.removeprefix("proxy."): yaml.safe_load(value)}))
-    return proxy_scorer(FeatureCache.load(config.cache_dir, default_device()), changed)
+    name, argument = _protocol(against)
+    return PROTOCOLS[name](config, argument, out_dir, progress)
 
 
 def run_fidelity(config: SearchConfig, cells: str | Sequence[Cell], against: str,

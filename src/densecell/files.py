@@ -18,14 +18,14 @@ from typing import Any
 import numpy as np
 import torch
 
-from .errors import FileOperationError
+from .errors import FileOperationError, one_line
 
 __all__ = ["atomic_path", "describe", "make_dirs", "save_array", "save_torch", "write_bytes", "write_text"]
 
 
 def describe(exc: OSError) -> str:
     """An OSError as ``file: reason`` (``a -> b: reason`` for a rename), without the errno prefix."""
-    reason = exc.strerror or " ".join(str(exc).split())
+    reason = exc.strerror or one_line(exc)
     if exc.filename is None:
         return reason
     target = f" -> {exc.filename2}" if exc.filename2 is not None else ""

@@ -20,7 +20,7 @@ Grid 1x1 is global average pooling in both.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, Literal
 
@@ -29,13 +29,14 @@ import torch.nn.functional as F
 from torch import nn
 
 from .errors import ModelError
+from .registry import OPERATIONS
 from .resize import resize_bilinear
 from .space import BACKBONE, Cell, Operation, aspp_cell, load_cell
 
 __all__ = [
-    "ASPP", "BN_EPS", "build_operation", "CellDropout", "ConvBNReLU", "DensePredictionCell", "grid_average",
-    "OPERATION_MODULES", "PoolingMode", "PyramidPooling", "rate_multiplier", "SeparableConv", "sliding_average",
-    "tf_pool_window"
+    "ASPP", "BN_EPS", "build_operation", "CellDropout", "conv1x1_module", "ConvBNReLU", "DensePredictionCell",
+    "grid_average", "pooling_module", "PoolingMode", "PyramidPooling", "rate_multiplier", "separable_module",
+    "SeparableConv", "sliding_average", "tf_pool_window"
 ]
 
 PoolingMode = Literal["tf", "grid"]
@@ -177,27 +178,24 @@ class CellDropout(nn.Dropout):
         return x * keep / (1.0 - self.p)
 
 
-def _conv1x1(op: Operation, in_channels: int, filters: int, bn_momentum: float = 0.1, **_: Any) -> nn.Module:
+def conv1x1_module(op: Operation, in_channels: int, filters: int, bn_momentum: float = 0.1, **_: Any) -> nn.Module:
+    """A 1x1 convolution, BatchNorm and ReLU."""
     return ConvBNReLU(in_channels, filters, 1, bn_momentum=bn_momentum)
 
 
-def _separable(op: Operation, in_channels: int, filters: int, output_stride: int = 16, bn_momentum: float = 0.1,
-               **_: Any) -> nn.Module:
+def separable_module(op: Operation, in_channels: int, filters: int, output_stride: int = 16,
+                     bn_momentum: float = 0.1, **_: Any) -> nn.Module:
+    """A 3x3 atrous separable convolution, its rate given at output stride 16."""
     multiplier = rate_multiplier(output_stride)
     return SeparableConv(in_channels, filters, (op.rate[0] * multiplier, op.rate[1] * multiplier), bn_momentum,
                          multiplier)
 
 
-def _pooling(op: Operation, in_channels: int, filters: int, output_stride: int = 16, pooling: PoolingMode = "tf",
-             crop_size: tuple[int, int] | None = None, bn_momentum: float = 0.1) -> nn.Module:
+def pooling_module(op: Operation, in_channels: int, filters: int, output_stride: int = 16,
+                   pooling: PoolingMode = "tf", crop_size: tuple[int, int] | None = None,
+                   bn_momentum: float = 0.1) -> nn.Module:
+    """Average spatial pyramid pooling with the operation's grid."""
     return PyramidPooling(in_channels, filters, op.grid, pooling, output_stride, crop_size, bn_momentum)
-
-
-OPERATION_MODULES: dict[str, Callable[..., nn.Module]] = {"conv1x1": _conv1x1, "sep3x3": _separable,
-                                                           "pool": _pooling}
-"""The module of each operation family of :data:`densecell.space.FAMILIES`, by its name: ``build(op, in_channels,
-filters, *, output_stride, pooling, crop_size, bn_momentum)``. A module's ``forward(x, op)`` computes another
-operation of its family with the same weights (the one-shot supernet shares them)."""
 
 
 def build_operation(
@@ -210,8 +208,9 @@ def build_operation(
     crop_size: tuple[int, int] | None = None,
     bn_momentum: float = 0.1,
 ) -> nn.Module:
-    """The module of one operation; separable rates are given at output stride 16 and scaled by ``16 // OS``."""
-    return OPERATION_MODULES[op.kind](op, in_channels, filters, output_stride=output_stride, pooling=pooling,
+    """The module of one operation (:data:`densecell.registry.OPERATIONS`, by its family); separable rates are
+    given at output stride 16 and scaled by ``16 // OS``."""
+    return OPERATIONS[op.kind](op, in_channels, filters, output_stride=output_stride, pooling=pooling,
                                       crop_size=crop_size, bn_momentum=bn_momentum)
 
 

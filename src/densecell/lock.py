@@ -22,6 +22,7 @@ import filelock
 
 from .errors import RunInUseError
 from .files import make_dirs, write_text
+from .hold import hold
 
 __all__ = ["Holder", "POLL_S", "run_folder_of", "RunLock"]
 
@@ -84,6 +85,7 @@ class RunLock:
             logger.warning("%s: taking over the lock left by %s, which is no longer running", self.folder, left)
         write_text(self.record, json.dumps(asdict(Holder(self.command, os.getpid(), socket.gethostname(),
                                                          time.time()))))
+        hold("lock")
         return self
 
     def __exit__(self, *exc: object) -> None:

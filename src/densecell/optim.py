@@ -12,11 +12,12 @@ import os
 import random
 from collections.abc import Callable
 from contextlib import nullcontext
-from typing import Any, Literal
+from typing import Any
 
 import torch
 from torch import nn
 
+from .config import Amp, OptimizerName
 from .loss import cross_entropy
 
 __all__ = [
@@ -26,8 +27,6 @@ __all__ = [
     "use_deterministic"
 ]
 
-Amp = Literal["auto", "off", "bf16", "fp16"]
-OptimizerName = Literal["sgd", "adam"]
 
 
 def default_device() -> torch.device:

@@ -14,6 +14,7 @@ from pathlib import Path
 from . import stages
 from .config import SearchConfig
 from .progress import Progress
+from .search import load_study
 
 __all__ = ["run_pipeline"]
 
@@ -32,4 +33,5 @@ def run_pipeline(config: SearchConfig, progress: Progress | None = None,
     logger.info("3/4 re-ranking")
     stages.rerank(config, progress=progress, command=command)
     logger.info("4/4 report")
-    return stages.search_report(config, command=command)
+    study, settings = load_study(config.name, config.storage_url)
+    return stages.search_report(study, settings, config.run_dir, config.run_dir, command)

@@ -20,11 +20,13 @@ from torch import nn
 
 from .cache import FeatureCache, remembered
 from .config import ProxySettings
+from .errors import one_line
 from .heads import DensePredictionCell
 from .metrics import val_miou
 from .optim import autocast_for
+from .precision import Precision
 from .space import Cell
-from .steps import EagerStep, GraphStep, Precision, candidate_generator
+from .steps import EagerStep, GraphStep, candidate_generator
 
 __all__ = [
     "advance", "build_proxy_head", "EVAL_ELEMENTS", "proxy_miou", "ProxyResult", "resolve_precision",
@@ -79,7 +81,7 @@ def resolve_precision(settings: ProxySettings, cache: FeatureCache, device: torc
     BENCHMARKS.md). On a GPU, 'auto' is decided by timing the published cell's step in each choice once per GPU
     model, torch version and proxy shape; the result is kept beside the cache (``autotune.json``, under a lock).
     A search chooses once, when its study is created, and every trial uses the study's choice
-    (:func:`densecell.search.study_precision`)."""
+    (:func:`densecell.search.study.study_precision`)."""
     amps = ["bf16", "fp16"] if settings.amp == "auto" else [settings.amp]
     layouts = [False, True] if settings.memory_format == "auto" else [settings.memory_format == "channels_last"]
     if device.type != "cuda":
@@ -138,7 +140,7 @@ def _engine(head: nn.Module, cache: FeatureCache, settings: ProxySettings, preci
                 return GraphStep(head, cache.train_features.to(device), cache.train_labels.to(device), settings,
                                  precision, device, candidate_generator(seed, device))
             except Exception as exc:  # the capture's failures have no common type (RuntimeError, CUDA errors)
-                _capture_failure = f"{type(exc).__name__}: {' '.join(str(exc).split())[:200]}"
+                _capture_failure = f"{type(exc).__name__}: {one_line(exc, 200)}"
                 logger.warning("the proxy step cannot be captured as a CUDA graph (%s): this worker trains its "
                                "candidates with the eager step", _capture_failure)
     count = len(cache.train_features)

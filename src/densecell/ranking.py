@@ -7,7 +7,7 @@ from collections.abc import Sequence
 
 from scipy.stats import spearmanr
 
-__all__ = ["describe_rho", "spearman", "top_overlap"]
+__all__ = ["describe_rho", "rank_name", "score_summary", "spearman", "summarise_scores", "top_overlap"]
 
 
 def spearman(pairs: Sequence[tuple[float, float]]) -> float:
@@ -28,3 +28,19 @@ def describe_rho(rho: float, places: int = 3) -> str:
     """rho to ``places`` places, or why there is none (too few cells, or one side scores them all the same)."""
     return "undefined (too few cells, or one side scores them all the same)" if math.isnan(rho) else \
         f"{rho:.{places}f}"
+
+
+def score_summary(values: Sequence[float]) -> dict[str, float]:
+    """The best, median (the upper one of an even count) and worst of a study's scores."""
+    ordered = sorted(values)
+    return {"best": ordered[-1], "median": ordered[len(ordered) // 2], "worst": ordered[0]}
+
+
+def summarise_scores(values: Sequence[float]) -> str:
+    """:func:`score_summary` in words: ``best 0.712, median 0.634, worst 0.543``."""
+    return ", ".join(f"{name} {value:.3f}" for name, value in score_summary(values).items())
+
+
+def rank_name(rank: int, trial: int) -> str:
+    """How a ranked cell's files are named: ``rank-01-trial-17``."""
+    return f"rank-{rank:02d}-trial-{trial}"

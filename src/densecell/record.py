@@ -18,8 +18,13 @@ import json
 from dataclasses import dataclass
 from typing import Any, Literal
 
-import optuna
-from optuna.trial import FrozenTrial, TrialState
+from .extras import missing_extra
+
+try:
+    import optuna
+    from optuna.trial import FrozenTrial, TrialState
+except ImportError as exc:  # the search extra
+    raise missing_extra(exc, "search") from None
 
 from .space import Cell
 

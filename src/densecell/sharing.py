@@ -1,7 +1,6 @@
-"""Sharing a trained model the way the Hugging Face ecosystem does: a run's model saved as a folder
-(``save_pretrained``: ``config.json``, ``model.safetensors``, ``training.json``, the cell drawn and a model card) or
-pushed to the Hub, with a card that says what its training measured: the recipe, the costs at the training size, the
-val mIoU of every evaluation found in the run folder (``val.json``, and ``densecell eval --output`` files).
+"""What a run's model card says of its training, and the run saved or pushed with it: the recipe, the costs at the
+training size, the val mIoU of every evaluation found in the run folder (``val.json``, and ``densecell eval
+--output`` files). The saving and pushing themselves are :mod:`densecell.hub`'s.
 """
 
 from __future__ import annotations
@@ -12,11 +11,10 @@ from typing import Any
 
 import torch
 import yaml
-from huggingface_hub.errors import HfHubHTTPError
 
 from .checkpoint import Run, load_run
 from .cost import branch_costs, context_module_cost, feature_size, head_cost, model_cost
-from .errors import InputError
+from .hub import push
 from .model import build_model
 from .space import branch_label
 
@@ -88,7 +86,7 @@ def _model_branches(run: Run) -> list[tuple[str, str, str]]:
 
 def save_run(source: str | Path, out_dir: str | Path) -> Path:
     """Save a run's model (a checkpoint, its run folder, or a saved model) as a folder that
-    :func:`densecell.from_pretrained` loads, with its card."""
+    :func:`densecell.model.from_pretrained` loads, with its card."""
     run = load_run(source)
     (Path(out_dir) / "README.md").unlink(missing_ok=True)  # save_pretrained keeps a card it finds: this one is new
     run.model.save_pretrained(out_dir, model_card_kwargs=card_facts(run))
@@ -97,17 +95,6 @@ def save_run(source: str | Path, out_dir: str | Path) -> Path:
 
 def push_run(source: str | Path, repo_id: str, private: bool | None = None) -> str:
     """Push a run's model to the Hugging Face Hub as ``repo_id`` (``user/name``), with its card; returns the commit's
-    URL. A hub that cannot be reached, or refuses, is one line."""
+    URL (:func:`densecell.hub.push`: a hub that cannot be reached, or refuses, is one line)."""
     run = load_run(source)
-    try:
-        return str(run.model.push_to_hub(repo_id, private=private, model_card_kwargs=card_facts(run, repo_id)))
-    except Exception as exc:
-        if not isinstance(exc, (OSError, HfHubHTTPError)) and not _transport_error(exc):
-            raise
-        reason = " ".join(str(exc).split())[:200]
-        raise InputError(f"cannot push to the Hugging Face Hub as {repo_id}: {type(exc).__name__}: {reason}") from None
-
-
-def _transport_error(exc: Exception) -> bool:
-    """A network error of the HTTP library under huggingface_hub (httpx2, httpx or requests, by its version)."""
-    return type(exc).__module__.split(".")[0] in ("httpx2", "httpx", "requests", "urllib3")
+    return push(run.model, repo_id, private, card_facts(run, repo_id))

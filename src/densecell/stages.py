@@ -23,18 +23,20 @@ import torch
 from torch import nn
 
 from . import record
+from .backbones import create_backbone, resolve_normalization, resolve_weights
 from .cache import CacheSource, FeatureCache, build_cache, cache_source, check_cache, remembered
 from .checkpoint import checkpoint_path, finished_iteration, load_run, rerank_run
 from .config import SearchConfig, SearchSettings, TrainConfig
 from .cost import CellCoster
 from .data import build_datasets
-from .errors import ConfigError, SearchError
+from .errors import CacheError, ConfigError, SearchError
 from .files import save_torch
 from .lock import Holder, RunLock
-from .model import create_backbone, resolve_normalization, resolve_weights
 from .optim import default_device
+from .precision import Precision
 from .progress import Progress, report
 from .proxy import train_candidate
+from .ranking import summarise_scores
 from .registry import SEARCH_MODES
 from .report import report_is_current, write_report
 from .search import (
@@ -51,7 +53,6 @@ from .search import (
     top_cells,
 )
 from .space import conv1x1_cell
-from .steps import Precision
 from .supernet import Supernet, score_cell, train_supernet
 from .train import train
 
@@ -63,12 +64,14 @@ FLUSH = 50
 """The one-shot screen writes its scored cells to the study this many at a time."""
 
 
-def _locked(config: SearchConfig, command: str, what: str) -> RunLock:
-    """The run's lock, waiting (and saying so once) while another command holds it."""
+def _locked(config: SearchConfig | Path, command: str, what: str) -> RunLock:
+    """The run's lock (a recipe's run folder, or a folder), waiting (and saying so once) while another command holds
+    it."""
     def say(holder: Holder | None) -> None:
         logger.info("waiting for %s to finish %s", holder or "another process", what)
 
-    return RunLock(config.run_dir, command, wait=True, on_wait=say)
+    folder = config if isinstance(config, Path) else config.run_dir
+    return RunLock(folder, command, wait=True, on_wait=say)
 
 
 # --- the feature cache -------------------------------------------------------------------------------------------
@@ -306,35 +309,39 @@ def rerank(config: SearchConfig, top: int | None = None, progress: Progress | No
     return scores
 
 
-def proxy_baseline(config: SearchConfig, study: optuna.Study) -> float:
+def proxy_baseline(settings: SearchSettings, study: optuna.Study) -> float | None:
     """The proxy score of a head without context (a lone 1x1 convolution), trained like every trial (the study's
     precision included): it tells whether context helps on this data at all, and how much the search found. One per
-    proxy setting and precision, shared by the studies of a cache (``baselines.json``)."""
+    proxy setting and precision, shared by the studies of a cache (``baselines.json``). None where the study has
+    none yet and its cache is not on this machine."""
     if record.baseline(study) is None:
         device = default_device()
-        cache = FeatureCache.load(config.cache_dir, device)
-        precision = study_precision(study, config.search_settings(), device, cache)
-        key = hashlib.sha1(f"{config.proxy.model_dump_json()} {precision}".encode()).hexdigest()[:12]
+        try:
+            cache = FeatureCache.load(settings.cache_dir, device)
+        except CacheError as exc:
+            logger.info("no 1x1 baseline in the report: %s", exc)
+            return None
+        precision = study_precision(study, settings, device, cache)
+        key = hashlib.sha1(f"{settings.proxy.model_dump_json()} {precision}".encode()).hexdigest()[:12]
         miou = remembered(cache.folder, "baselines.json", key, lambda: train_candidate(
-            conv1x1_cell(), cache, config.proxy, device=device, precision=precision).miou)
+            conv1x1_cell(), cache, settings.proxy, device=device, precision=precision).miou)
         record.store_baseline(study, miou)
     return record.baseline(study)
 
 
-def search_report(config: SearchConfig, output: Path | None = None,
+def search_report(study: optuna.Study, settings: SearchSettings, out: Path, search_run: Path | None = None,
                   command: str = "densecell report") -> dict[str, Path]:
-    """The study's report in ``output/report`` (default: the run folder), with the lone 1x1 baseline; written once
-    for the study as it stands."""
-    with _locked(config, command, "the report"):
-        study = load_study(config.name, config.storage_url)[0]
-        trials = top_cells(study, config.search.trials)
+    """The study's report in ``out/report``, with the lone 1x1 baseline, under ``out``'s lock; written once for the
+    study as it stands. ``search_run``: the search's run folder, whose re-ranking runs give the best cell's branch
+    importance (default ``out``). ``densecell search``, ``report`` and ``correlate`` all write it here."""
+    with _locked(Path(out), command, "the report"):
+        trials = top_cells(study, settings.trials)
         if trials:
-            scores = sorted(t.values[0] for t in trials)
-            logger.info("proxy mIoU: best %.3f, median %.3f, worst %.3f; a lone 1x1 convolution (no context) %.3f",
-                        scores[-1], scores[len(scores) // 2], scores[0], proxy_baseline(config, study))
-        out = output or config.run_dir
+            baseline = proxy_baseline(settings, study)
+            logger.info("proxy mIoU: %s", summarise_scores([t.values[0] for t in trials])
+                        + ("" if baseline is None else f"; a lone 1x1 convolution (no context) {baseline:.3f}"))
         current = report_is_current(study, out)
-        outputs = write_report(study, out, search_run=config.run_dir)
+        outputs = write_report(study, out, search_run=search_run)
         logger.info("report is up to date: %s" if current else "report written: %s", outputs["report"])
         return outputs
 

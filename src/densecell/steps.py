@@ -21,7 +21,6 @@ that K candidates trained side by side (:func:`densecell.proxy.train_candidates`
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
 
 import torch
 from torch import nn
@@ -40,8 +39,9 @@ from .optim import (
     make_optimizer,
     poly_lambda,
 )
+from .precision import Precision
 
-__all__ = ["candidate_generator", "EagerStep", "GraphStep", "Precision", "proxy_loss", "seed_dropout", "WARMUP_STEPS"]
+__all__ = ["candidate_generator", "EagerStep", "GraphStep", "proxy_loss", "seed_dropout", "WARMUP_STEPS"]
 
 WARMUP_STEPS = 3
 """Steps run before a capture (cuDNN picks its kernels, the allocator settles); their effect is undone."""
@@ -53,18 +53,6 @@ def proxy_loss(logits: torch.Tensor, labels: torch.Tensor, upsample_logits: bool
     if upsample_logits:
         return upsampled_cross_entropy(logits.float(), labels)
     return cross_entropy(logits.float(), subsample_labels(labels, tuple(logits.shape[-2:])))
-
-
-@dataclass(frozen=True)
-class Precision:
-    """How a candidate computes: the autocast mode and the memory format of its inputs and weights."""
-
-    amp: str = "off"
-    channels_last: bool = False
-
-    @property
-    def memory_format(self) -> torch.memory_format:
-        return torch.channels_last if self.channels_last else torch.contiguous_format
 
 
 def seed_dropout(head: nn.Module, generator: torch.Generator | None) -> None:

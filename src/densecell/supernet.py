@@ -34,16 +34,18 @@ from torch import nn
 
 from .cache import FeatureCache
 from .config import ProxySettings, SupernetConfig
-from .errors import CheckpointError, TrainingError
+from .errors import CheckpointError, TrainingError, one_line
 from .files import save_torch
 from .heads import ConvBNReLU, DensePredictionCell, PoolingMode, build_operation
+from .hold import hold
+from .hub import load_state
 from .metrics import val_miou
-from .model import load_state
 from .optim import autocast_for, backward_and_step, loss_scaler, make_optimizer, poly_lambda, rng_state, set_rng_state
+from .precision import Precision
 from .progress import Progress, report
 from .proxy import resolve_precision
 from .space import BACKBONE, FAMILIES, Branch, Cell, Operation, SearchSpace
-from .steps import Precision, proxy_loss
+from .steps import proxy_loss
 
 __all__ = [
     "build_supernet", "resume", "score_cell", "step_cell", "SuperBranch", "Supernet", "SupernetRun", "train_supernet"
@@ -163,7 +165,7 @@ def resume(run: SupernetRun, path: Path) -> None:
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:
-        raise CheckpointError(f"{path}: not a readable supernet checkpoint ({' '.join(str(exc).split())[:200]})") \
+        raise CheckpointError(f"{path}: not a readable supernet checkpoint ({one_line(exc, 200)})") \
             from None
     load_state(run.supernet, state["model"], path)
     run.optimizer.load_state_dict(state["optimizer"])
@@ -215,6 +217,7 @@ def train_supernet(cache: FeatureCache, space: SearchSpace, proxy: ProxySettings
         report(progress, "supernet", run.step, settings.steps, f"loss {loss.item():.3f}")
         if run.step % settings.checkpoint_every == 0 or run.step == settings.steps:
             save_torch(_checkpoint(run), path)
+            hold("supernet")
     return run.supernet
 
 

@@ -17,8 +17,6 @@ import logging
 import math
 import os
 import random
-import signal
-import threading
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -29,8 +27,8 @@ import torch
 import torch.distributed as dist
 from torch import nn
 from torch.utils.data import DataLoader, Sampler
-from torch.utils.tensorboard import SummaryWriter
 
+from .backbones import resolve_normalization, resolve_weights
 from .checkpoint import (
     checkpoint_path,
     load_state,
@@ -43,9 +41,12 @@ from .config import TrainConfig
 from .data import SegmentationDataset, build_datasets
 from .errors import ConfigError, Interrupted, RunExistsError, TrainingError
 from .evaluate import evaluate
+from .extras import missing_extra
 from .files import make_dirs, write_text
+from .hold import hold
+from .interrupts import CtrlC
 from .lock import RunLock
-from .model import SegmentationModel, build_model, resolve_normalization, resolve_weights
+from .model import SegmentationModel, build_model
 from .optim import (
     default_device,
     freeze_batchnorm,
@@ -62,34 +63,11 @@ from .progress import Progress, report
 
 __all__ = [
     "CSV_FIELDS", "Distributed", "IterationSampler", "MetricsLog", "setup_distributed", "starting_weights",
-    "StopRequest", "train", "TrainResult"
+    "train", "TrainResult"
 ]
 
 CSV_FIELDS = ("iteration", "loss", "lr", "seconds", "val_miou")
 logger = logging.getLogger(__name__)
-
-
-class StopRequest:
-    """While active, the first Ctrl-C only asks the loop to stop after the current iteration (so that the saved
-    state is a whole number of iterations); a second one interrupts at once."""
-
-    def __init__(self) -> None:
-        self.requested = False
-        self._previous: Any = None
-
-    def _handle(self, signum: int, frame: Any) -> None:
-        if self.requested:
-            raise KeyboardInterrupt
-        self.requested = True
-
-    def __enter__(self) -> StopRequest:
-        if threading.current_thread() is threading.main_thread():
-            self._previous = signal.signal(signal.SIGINT, self._handle)
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        if self._previous is not None:
-            signal.signal(signal.SIGINT, self._previous)
 
 
 class IterationSampler(Sampler):
@@ -155,16 +133,29 @@ class MetricsLog:
             writer = csv.DictWriter(handle, CSV_FIELDS)
             writer.writeheader()
             writer.writerows(rows)
-        self.board = SummaryWriter(str(run_dir / "tensorboard"), purge_step=start_iteration + 1)
+        self.board = _tensorboard(run_dir / "tensorboard", start_iteration)
 
     def write(self, iteration: int, **values: float) -> None:
         with open(self.path, "a", newline="") as handle:
             csv.DictWriter(handle, CSV_FIELDS).writerow({"iteration": iteration, **values})
         for key, value in values.items():
-            self.board.add_scalar(key, value, iteration)
+            if self.board is not None:
+                self.board.add_scalar(key, value, iteration)
 
     def close(self) -> None:
-        self.board.close()
+        if self.board is not None:
+            self.board.close()
+
+
+def _tensorboard(folder: Path, start_iteration: int) -> Any:
+    """A TensorBoard writer, or None (said once) where the tensorboard extra is not installed: metrics.csv holds
+    the same figures."""
+    try:
+        from torch.utils.tensorboard import SummaryWriter
+    except ImportError as exc:
+        logger.info("no TensorBoard log (%s); metrics.csv has the figures", missing_extra(exc, "tensorboard"))
+        return None
+    return SummaryWriter(str(folder), purge_step=start_iteration + 1)
 
 
 @dataclass
@@ -203,6 +194,7 @@ class _Session:
                      "scaler": self.scaler.state_dict(), "rng": rng_state(), "backbone_weights": self.weights}
             save_checkpoint(training_payload(self.core, self.config, self.train_set.classes, self.train_set.palette,
                                              iteration, state), self.checkpoint)
+            hold("checkpoint")
 
 
 def _start_weights(model: nn.Module, config: TrainConfig) -> None:
@@ -289,7 +281,7 @@ def _batches(session: _Session) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
     return iter(loader)
 
 
-def _loop(session: _Session, stop: StopRequest, progress: Progress | None) -> None:
+def _loop(session: _Session, stop: CtrlC, progress: Progress | None) -> None:
     """Run iterations until the end or a stop request, counting them in ``session.completed``."""
     config, env = session.config, session.env
     total, tic = config.optim.iterations, time.perf_counter()
@@ -355,9 +347,9 @@ def train(config: TrainConfig, resume: bool = False, progress: Progress | None =
     with RunLock(config.run_dir, command, enabled=int(os.environ.get("RANK", "0")) == 0):
         session = _open(config, resume)
         session.log = MetricsLog(config.run_dir, session.start) if session.env.main else None
-        stop = StopRequest()
+        stop = CtrlC(escalate=True)  # the first Ctrl-C stops after this iteration, a second one at once
         try:
-            with stop:
+            with stop.noted():
                 _loop(session, stop, progress)
         except Exception:
             if not stop.requested:  # a real failure: what was checkpointed stays the last good state

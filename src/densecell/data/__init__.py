@@ -23,7 +23,8 @@ def build_dataset(name: str, root: str | Path, split: str, transform: Transform 
     root = Path(root)
     if not root.is_dir():
         raise DataError(f"{root}: data root not found")
-    return DATASETS[name](root, split, transform, **options)
+    kind = DATASETS[name]
+    return kind(root, split, transform, **kind.check_options(options, name))
 
 
 def eval_dataset(data: DataConfig, split: str, normalization: Normalization,
@@ -31,17 +32,17 @@ def eval_dataset(data: DataConfig, split: str, normalization: Normalization,
     """A split of the config's dataset, without augmentation (``root`` overrides the config's), normalised as the
     model expects (``model.normalization``)."""
     return build_dataset(data.dataset, root or data.require_root(), split, EvalTransform(normalization),
-                         **data.dataset_options())
+                         **data.options)
 
 
 def build_datasets(data: DataConfig, normalization: Normalization) -> tuple[SegmentationDataset,
                                                                            SegmentationDataset | None]:
     """The training split with DeepLab's augmentation and the val split (if any) without, both normalised as the
-    model expects (:func:`densecell.model.resolve_normalization`)."""
+    model expects (:func:`densecell.backbones.resolve_normalization`)."""
     transform = TrainTransform(data.crop_size, data.min_scale, data.max_scale, data.scale_step,
                                normalization=normalization)
     train_set = build_dataset(data.dataset, data.require_root(), data.train_split, transform,
-                              **data.dataset_options())
+                              **data.options)
     val_set = eval_dataset(data, data.val_split, normalization) if data.val_split else None
     return train_set, val_set
 

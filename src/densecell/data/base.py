@@ -13,16 +13,19 @@ from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
 from PIL import Image, UnidentifiedImageError
+from pydantic import BaseModel, ConfigDict, ValidationError
 from torch.utils.data import Dataset
 
-from ..errors import DataError
+from ..errors import DataError, one_line
 from ..loss import IGNORE_INDEX
 
 __all__ = [
+    "NoOptions",
     "identity_lut", "IMAGE_SUFFIXES", "item_seed", "LabelReader", "list_images", "opened", "read_id_list",
     "read_image", "read_png_label", "require_file", "Sample", "SegmentationDataset", "Transform"
 ]
@@ -50,8 +53,8 @@ LabelReader = Callable[[Path], np.ndarray]
 
 @contextmanager
 def opened(path: Path, what: str = "image") -> Iterator[Image.Image]:
-    """``PIL.Image.open``, with missing, corrupt, truncated and non-image files as one :class:`DataError` that names
-    the file."""
+    """``PIL.Image.open``, with missing, corrupt, truncated and non-image files as one
+    :class:`~densecell.errors.DataError` that names the file."""
     try:
         with Image.open(path) as image:
             yield image
@@ -60,11 +63,12 @@ def opened(path: Path, what: str = "image") -> Iterator[Image.Image]:
     except DataError:
         raise
     except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as exc:
-        raise DataError(f"{path}: corrupt or unreadable {what} ({' '.join(str(exc).split())})") from None
+        raise DataError(f"{path}: corrupt or unreadable {what} ({one_line(exc)})") from None
 
 
 def read_image(path: Path) -> np.ndarray:
-    """An RGB image as uint8 HxWx3; corrupt, truncated and non-image files raise :class:`DataError`."""
+    """An RGB image as uint8 HxWx3; corrupt, truncated and non-image files raise
+    :class:`~densecell.errors.DataError`."""
     with opened(path) as image:
         image.load()
         return np.array(image.convert("RGB"))
@@ -87,8 +91,31 @@ def identity_lut(num_classes: int, ignore_index: int = IGNORE_INDEX) -> np.ndarr
     return lut
 
 
+class NoOptions(BaseModel):
+    """A dataset that takes no options."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
 class SegmentationDataset(Dataset):
-    """Images and labels read from files; ``lut`` maps stored label values to train ids (-1 = not allowed)."""
+    """Images and labels read from files; ``lut`` maps stored label values to train ids (-1 = not allowed).
+
+    A dataset's own options (a recipe's ``data.options``) are the fields of its :attr:`Options`, a pydantic model
+    that checks them: :meth:`check_options`."""
+
+    Options: type[BaseModel] = NoOptions
+
+    @classmethod
+    def check_options(cls, options: dict[str, Any], name: str) -> dict[str, Any]:
+        """``options`` as the class's keyword arguments, or a one-line error naming the option at fault."""
+        try:
+            return cls.Options(**options).model_dump(exclude_none=True)
+        except ValidationError as exc:
+            first = exc.errors()[0]
+            field = ".".join(str(p) for p in first["loc"])
+            reason = "unknown option" if first["type"] == "extra_forbidden" else first["msg"]
+            known = ", ".join(cls.Options.model_fields) or "none"
+            raise DataError(f"data.options.{field}: {reason} for dataset {name} (its options: {known})") from None
 
     def __init__(
         self,
@@ -161,7 +188,8 @@ class SegmentationDataset(Dataset):
 
 
 def list_images(folder: Path, pattern: str = "*") -> list[Path]:
-    """Image files under ``folder`` matching ``pattern`` (sorted); a missing folder is a :class:`DataError`."""
+    """Image files under ``folder`` matching ``pattern`` (sorted); a missing folder is a
+    :class:`~densecell.errors.DataError`."""
     if not folder.is_dir():
         raise DataError(f"{folder}: folder not found")
     return sorted(p for p in folder.rglob(pattern) if p.suffix.lower() in IMAGE_SUFFIXES)

@@ -15,13 +15,16 @@ from __future__ import annotations
 
 from functools import cache
 from pathlib import Path
+from typing import Literal
 
 import numpy as np
 from cityscapesscripts.helpers.labels import labels as CITYSCAPES_LABELS
+from pydantic import BaseModel, ConfigDict, Field
 
 from .base import IGNORE_INDEX, DataError, Sample, SegmentationDataset, Transform, list_images
 
 __all__ = [
+    "CityscapesOptions",
     "ALIASES", "Cityscapes", "cityscapes_samples", "COARSE_ONLY", "label_id_to_train_id", "split_parts", "SPLITS",
     "train_classes", "train_id_to_label_id"
 ]
@@ -92,8 +95,16 @@ def _split_samples(root: Path, split: str, annotation: str) -> list[Sample]:
     return samples
 
 
+class CityscapesOptions(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    annotation: Literal["gtFine", "gtCoarse"] = Field("gtFine", description="Which annotations: fine or coarse.")
+
+
 class Cityscapes(SegmentationDataset):
     """Cityscapes fine (or coarse, with ``annotation="gtCoarse"``) annotations mapped to the 19 train ids."""
+
+    Options = CityscapesOptions
 
     @classmethod
     def submission_ids(cls) -> np.ndarray:

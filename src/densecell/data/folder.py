@@ -14,6 +14,7 @@ from pathlib import Path
 
 import yaml
 
+from ..errors import one_line
 from .base import IGNORE_INDEX, DataError, Sample, SegmentationDataset, Transform, identity_lut, list_images
 from .voc import voc_palette
 
@@ -26,7 +27,7 @@ def read_classes(path: Path) -> tuple[list[str], int, list[tuple[int, int, int]]
     try:
         meta = yaml.safe_load(path.read_text()) or {}
     except yaml.YAMLError as exc:
-        raise DataError(f"{path}: not valid YAML ({' '.join(str(exc).split())})") from None
+        raise DataError(f"{path}: not valid YAML ({one_line(exc)})") from None
     classes = meta.get("classes") if isinstance(meta, dict) else None
     if not isinstance(classes, list) or not classes or not all(isinstance(c, str) for c in classes):
         raise DataError(f"{path}: field 'classes' must be a non-empty list of names")

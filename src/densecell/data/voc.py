@@ -18,10 +18,12 @@ from pathlib import Path
 
 import numpy as np
 import scipy.io
+from pydantic import BaseModel, ConfigDict, Field
 
 from .base import DataError, Sample, SegmentationDataset, Transform, read_id_list, read_png_label, require_file
 
-__all__ = ["PascalVOC", "read_sbd_label", "read_voc_or_sbd_label", "VOC_CLASSES", "voc_palette", "voc_samples"]
+__all__ = ["PascalVOC", "read_sbd_label", "read_voc_or_sbd_label", "VOC_CLASSES", "voc_palette", "voc_samples",
+           "VOCOptions"]
 
 VOC_CLASSES = (
     "background", "aeroplane", "bicycle", "bird", "boat", "bottle", "bus", "car", "cat", "chair", "cow",
@@ -84,8 +86,16 @@ def voc_samples(root: Path, split: str, sbd_root: Path | None = None) -> list[Sa
     return samples
 
 
+class VOCOptions(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    sbd_root: Path | None = Field(None, description="The SBD folder (benchmark_RELEASE/dataset), for train_aug.")
+
+
 class PascalVOC(SegmentationDataset):
     """VOC 2012 segmentation: ``train``, ``val``, ``trainval``, or ``train_aug`` with ``sbd_root``."""
+
+    Options = VOCOptions
 
     def __init__(self, root: str | Path, split: str = "train", transform: Transform | None = None,
                  sbd_root: str | Path | None = None) -> None:
