@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 from pathlib import Path
 
 from common import RESULTS, table, versus_paper
@@ -156,44 +157,155 @@ def gpu_paths_section(result: dict) -> list[str]:
             table(["path", "result", "detail"], [[name, *values] for name, values in checks.items()]), ""]
 
 
-def efficiency_section(result: dict) -> list[str]:
-    steps = result["candidate_steps"]
-    rankers = [[name, r["rho"], r["top5"], r["top1pct"], r["steps_per_cell"]] for name, r in result["rankers"].items()]
-    strategies = []
-    for name, found in result["strategies"].items():
-        share = found["fraction_of_random"]
-        strategies.append([name, *("-" if r is None else f"{r * 100:.2f}" for r in found["median_regret"]),
-                           f"{found['p_top1'][-1]:.2f}", "-" if share is None else f"{share:.0%}"])
-    return [f"## 9. Which search to use: {result['cells']} cells, candidates of {steps:,} proxy steps", "",
-            f"The strategies simulated on the ground-truth table over {result['seeds']} seeds (offset "
-            f"{result['seed_offset']}); regret in mIoU points at each compute (proxy steps), the chance of having "
-            f"trained a top-1% cell at the budget, and the compute at which the median best matches random search's "
-            f"median best after 100 cells, as a share of the compute random search's own median best first gets there "
-            f"({result['random_reach']:,.0f} proxy steps). Noise floor: Spearman rho "
-            f"{result['noise_rho']:.3f} between two seeds of {result['repeats']} cells. " + provenance(result), "",
-            table(["ranker", "Spearman rho", "top-5 overlap", "top-1% overlap", "proxy steps per cell"], rankers), "",
-            table(["strategy", *(f"regret @{c:,.0f}" for c in result["grid"]), "P(top-1%)", "compute of random's"],
-                  strategies), "", f"![regret against compute](benchmarks/results/{result['plot']})", ""]
+GOALS = {"100": 0.20, "500": 0.10}
+"""The recipes' sampler must reach random search's median best after R cells with at most this share of its compute."""
+OVERHEAD_GOAL_S = 2.0
+"""... and propose a cell in at most this many seconds at 28,000 completed trials."""
 
 
-def main() -> None:
-    sections = {"proxy_throughput_cuda": proxy_section, "proxy_throughput_cpu": proxy_section,
-                "search_scaling": scaling_section, "peer_models": peer_section, "dpc_vs_aspp": dpc_section,
-                "memory": memory_section, "search_fidelity_multifidelity": multifidelity_section,
-                "search_fidelity_oneshot": oneshot_section, "gpu_paths_cuda": gpu_paths_section,
-                "gpu_paths_cpu": gpu_paths_section, "search_efficiency_100": efficiency_section,
-                "search_efficiency_100_seeds1000": efficiency_section,
-                "search_efficiency_100_seeds2000": efficiency_section, "search_efficiency_30000": efficiency_section}
-    lines = ["# Benchmarks", "",
-             "Written by `make bench` (`python benchmarks/report.py` after the scripts in `benchmarks/`) from "
-             "`benchmarks/results/*.json`; every figure below can be reproduced with the command under it. Timings "
-             "are side by side in one run of one script. The analysis that reads them is in "
-             "[benchmarks/ANALYSIS.md](benchmarks/ANALYSIS.md).", ""]
-    for name, section in sections.items():
+def _share(reach: dict | None, budget: int, cells: str) -> str:
+    if reach is None:
+        return "-"
+    return f"> {budget / int(cells):.0%}" if reach["share"] is None else f"{reach['share']:.0%}"
+
+
+def efficiency_section(results: list[dict], overhead: dict | None) -> list[str]:
+    """Which search to use: every registered sampler on every table, the recipes' sampler against its goals, where
+    the tables disagree, and what a proposal costs as a study grows."""
+    chosen = results[0]["recipe_sampler"]
+    names = list(dict.fromkeys(name for r in results for name in r["strategies"]))
+    header = ["strategy"] + [f"{r['table_name']} @{c}" for r in results for c in r["random_median_best"]]
+    rows = []
+    for name in names:
+        row = [f"**{name}**" if name == chosen else name]
+        for r in results:
+            for cells in r["random_median_best"]:
+                found = r["strategies"].get(name)
+                row.append("" if found is None else _share(found["reach"].get(cells), r["budget"], cells))
+        rows.append(row)
+    lines = ["## Which search to use", "",
+             "Every registered sampler (and, on a table with rungs, every pruner), as `search.sampler` names it, run "
+             "through Optuna's ask/tell on ground-truth tables by `benchmarks/search_efficiency.py`. Each cell: the "
+             "share of random search's compute a strategy needs until the median over seeds of its best so far "
+             "reaches random search's median best after 100 (or 500) cells, that median computed exactly from the "
+             "table; '> x' where the budget ended first. **Bold**: the recipes' sampler.", "",
+             table(header, rows), ""]
+    verdicts, best = [], []
+    for r in results:
+        found = r["strategies"].get(chosen)
+        for cells, goal in GOALS.items():
+            if cells not in r["random_median_best"] or found is None:
+                continue
+            share = found["reach"][cells]["share"]
+            verdicts.append(f"{r['table_name']} @{cells}: {_share(found['reach'][cells], r['budget'], cells)} "
+                            f"(goal <= {goal:.0%}): {verdict(share is not None and share <= goal)}")
+            ranked = sorted((s["reach"][cells]["share"] if s["reach"][cells]["share"] is not None else float("inf"),
+                             n) for n, s in r["strategies"].items() if cells in s["reach"])
+            winner = ranked[0][1]
+            best.append(f"{r['table_name']} @{cells}: {winner} "
+                        f"({_share(r['strategies'][winner]['reach'][cells], r['budget'], cells)})")
+    lines += [f"The recipes' sampler, `{chosen}`, against its goals:", "", *(f"- {v}" for v in verdicts), "",
+              "The best strategy on each table (where the tables agree, the same name):", "",
+              *(f"- {b}" for b in best), ""]
+    if overhead is not None:
+        sizes = [str(size) for size in overhead["sizes"]]
+        largest = sizes[-1]
+        seconds = overhead["samplers"].get(chosen, {}).get(largest)
+        lines += [f"What a proposal costs as the study grows (SQLite; a fresh worker's first ask+tell, then the median "
+                  f"and the largest of the next {overhead['asks']}). " + provenance(overhead), "",
+                  table(["sampler", *(f"{int(s):,} trials: first / median / max s" for s in sizes)],
+                        [[name, *(f"{r[s]['first']:.2f} / {r[s]['median']:.3f} / {r[s]['max']:.2f}" for s in sizes)]
+                         for name, r in overhead["samplers"].items()]), ""]
+        if seconds is not None:
+            lines += [f"`{chosen}` at {int(largest):,} completed trials: {seconds['max']:.2f} s at most per proposal "
+                      f"(goal <= {OVERHEAD_GOAL_S:.0f} s): {verdict(seconds['max'] <= OVERHEAD_GOAL_S)}; "
+                      f"{seconds['median'] / overhead['candidate_s']:.1%} of a {overhead['candidate_s']:.0f} s "
+                      "candidate.", ""]
+    variants = [load(path.stem) for path in sorted(RESULTS.glob("search_variants_*.json"))]
+    if variants:
+        lines += variants_section(variants, chosen)
+    for r in results:
+        lines += table_section(r)
+    return lines
+
+
+def variants_section(results: list[dict], chosen: str) -> list[str]:
+    """The recipes' sampler beside variants of its own options, on each table: how its defaults were chosen."""
+    names = list(dict.fromkeys(name for r in results for name in r["strategies"]))
+    header = ["variant"] + [f"{r['table_name']} @{c}" for r in results for c in r["random_median_best"]]
+    rows = [[f"**{name}**" if name == chosen else name,
+             *("" if name not in r["strategies"] else _share(r["strategies"][name]["reach"].get(c), r["budget"], c)
+               for r in results for c in r["random_median_best"])] for name in names]
+    seeds = ", ".join(sorted({str(r["seeds"]) for r in results}))
+    return [f"How `{chosen}`'s defaults were chosen: the sampler as it ships (**bold**) beside the same class with "
+            f"one option changed (`--variant`), each on {seeds} seeds of {results[0]['budget']} cells. "
+            + provenance(results[0]), "", table(header, rows), ""]
+
+
+def table_section(result: dict) -> list[str]:
+    """One table's figures: shares, regret and its quartiles, the chance of a top-1% row, seconds per proposal."""
+    budgets = list(result["strategies"][next(iter(result["strategies"]))]["median_regret"])
+    rows = []
+    for name, s in result["strategies"].items():
+        rows.append([name, *(_share(s["reach"].get(c), result["budget"], c) for c in result["random_median_best"]),
+                     *("-" if s["median_regret"][b] is None else
+                       f"{s['median_regret'][b]:.3g} [{s['regret_quartiles'][b][0]:.3g}, "
+                       f"{s['regret_quartiles'][b][1]:.3g}]" for b in budgets[-3:]),
+                     f"{s['p_top1'][budgets[-1]]:.2f}", f"{s['seconds_per_proposal']['median']:.3f}"])
+    noise = result.get("noise")
+    targets = ", ".join(f"after {c} cells {t:.4g}" for c, t in result["random_median_best"].items())
+    rows_are = "the whole space" if result["complete"] else "a sample"
+    return [f"### {result['table_name']}", "",
+            f"`{result['table']}`: {result['rows']:,} rows ({rows_are}), {result['metric']}, best "
+            f"{result['best']:.4g}; random search's median best {targets or '(fewer rows than 100)'}; "
+            f"{result['seeds']} seeds, {result['budget']} cells each. Source: "
+            f"{result['source']}; licence: {result['licence']}."
+            + (f" Noise floor: Spearman rho {noise['rho']:.3f} between two trainings of {noise['pairs']} cells."
+               if noise else "") + " " + provenance(result), "",
+            table(["strategy", *(f"share @{c}" for c in result["random_median_best"]),
+                   *(f"regret @{b} [IQR]" for b in budgets[-3:]), f"P(top 1%) @{budgets[-1]}", "s/proposal"], rows),
+            "", *(f"Skipped {name}: {why}." for name, why in result["skipped"].items()), "",
+            f"![median regret against compute, {result['table_name']}]({IMAGES}{result['plot']})", ""]
+
+
+SECTIONS = {"proxy_throughput_cuda": proxy_section, "proxy_throughput_cpu": proxy_section,
+            "search_scaling": scaling_section, "peer_models": peer_section, "dpc_vs_aspp": dpc_section,
+            "memory": memory_section, "search_fidelity_multifidelity": multifidelity_section,
+            "search_fidelity_oneshot": oneshot_section, "gpu_paths_cuda": gpu_paths_section,
+            "gpu_paths_cpu": gpu_paths_section}
+IMAGES = "benchmarks/results/"
+"""Where the plots are, from the page being written (BENCHMARKS.md: the repository's root)."""
+
+
+def sections(image_prefix: str = "benchmarks/results/") -> list[str]:
+    """Every section whose results are there, numbered in order (the documentation's results page uses these too,
+    with its own ``image_prefix``)."""
+    global IMAGES
+    IMAGES = image_prefix
+    lines = []
+    for name, section in SECTIONS.items():
         result = load(name)
         if result is not None:
             lines += section(result)
-    OUT.write_text("\n".join(lines))
+    efficiency = [load(path.stem) for path in sorted(RESULTS.glob("search_efficiency_*.json"))]
+    if efficiency:
+        lines += efficiency_section(efficiency, load("search_overhead"))
+    numbered, count = [], 0
+    for line in lines:
+        if line.startswith("## "):
+            count += 1
+            line = f"## {count}. " + re.sub(r"^## (\d+\. )?", "", line)
+        numbered.append(line)
+    return numbered
+
+
+def main() -> None:
+    lines = ["# Benchmarks", "",
+             "Written by `make bench` and `make table` (`python benchmarks/report.py` after the scripts in "
+             "`benchmarks/`) from `benchmarks/results/*.json`; every figure below can be reproduced with the command "
+             "under it. Timings are side by side in one run of one script. The analysis that reads them is in "
+             "[benchmarks/ANALYSIS.md](benchmarks/ANALYSIS.md).", ""]
+    OUT.write_text("\n".join(lines + sections()))
     print(f"wrote {OUT}")
 
 

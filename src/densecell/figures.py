@@ -5,13 +5,20 @@ pyplot), written atomically as a PNG, so that the caller's backend and open figu
 
 from __future__ import annotations
 
+import textwrap
 from collections.abc import Sequence
 from pathlib import Path
 
-from matplotlib.axes import Axes
-from matplotlib.figure import Figure
-
+from .extras import missing_extra
 from .files import atomic_path
+
+try:
+    from matplotlib.axes import Axes
+    from matplotlib.figure import Figure
+except ImportError as exc:  # the report extra
+    raise missing_extra(exc, "report") from None
+import math
+
 from .ranking import describe_rho, spearman, top_overlap
 from .space import BACKBONE, Cell, branch_label
 
@@ -26,10 +33,18 @@ def figure(size: tuple[float, float]) -> tuple[Figure, Axes]:
 
 
 def save_figure(fig: Figure, path: Path) -> Path:
+    """Written atomically, as SVG (text stays text, sharp at any zoom) or PNG (150 dpi) by ``path``'s suffix, with
+    everything inside the canvas (no title or label cut off)."""
     fig.tight_layout()
     with atomic_path(path) as temporary:
-        fig.savefig(temporary, dpi=110, format="png")
+        fig.savefig(temporary, dpi=150, format=path.suffix.lstrip(".") or "png", bbox_inches="tight",
+                    pad_inches=0.1)
     return path
+
+
+def _title(ax: Axes, text: str, width: int = 52) -> None:
+    """A title wrapped to the figure's width, so that none is cut off."""
+    ax.set_title("\n".join(textwrap.wrap(text, width)) if text else "", fontsize=10)
 
 
 def draw_cell(cell: Cell, path: Path, title: str = "") -> Path:
@@ -45,56 +60,60 @@ def draw_cell(cell: Cell, path: Path, title: str = "") -> Path:
         for row, i in enumerate(members):
             position[i] = (float(column), row - (len(members) - 1) / 2)
     out_x = max(depth.values()) + 1.0
-    fig, ax = figure((2.2 * (out_x + 1), 1.0 + 1.1 * max(len(m) for m in columns.values())))
+    fig, ax = figure((2.6 * (out_x + 1), 1.4 + 1.3 * max(len(m) for m in columns.values())))
     for i, branch in enumerate(cell):
         (x0, y0), (x1, y1) = position[branch.input], position[i]
         ax.annotate("", xy=(x1 - 0.22, y1), xytext=(x0 + 0.22, y0), arrowprops={"arrowstyle": "->", "color": "0.3"})
         ax.annotate("", xy=(out_x - 0.3, 0), xytext=(x1 + 0.22, y1),
                     arrowprops={"arrowstyle": "->", "color": "0.75", "linestyle": "dotted"})
-        ax.text(x1, y1, f"{branch_label(i)}\n{branch.op}", ha="center", va="center", fontsize=8,
+        ax.text(x1, y1, f"{branch_label(i)}\n{branch.op}", ha="center", va="center", fontsize=11,
                 bbox={"boxstyle": "round", "facecolor": "#dde8f5", "edgecolor": "#4a6fa5"})
-    ax.text(0, 0, "F", ha="center", va="center", fontsize=10, bbox={"boxstyle": "circle", "facecolor": "#f5e6cc"})
-    ax.text(out_x, 0, "concat\n1x1", ha="center", va="center", fontsize=8,
+    ax.text(0, 0, "F", ha="center", va="center", fontsize=13, bbox={"boxstyle": "circle", "facecolor": "#f5e6cc"})
+    ax.text(out_x, 0, "concat\n1x1", ha="center", va="center", fontsize=11,
             bbox={"boxstyle": "round", "facecolor": "#e5f5dd"})
     ax.set_xlim(-0.6, out_x + 0.6)
     ys = [y for _, y in position.values()]
     ax.set_ylim(min(ys) - 0.8, max(ys) + 0.8)
     ax.axis("off")
-    ax.set_title(title, fontsize=9)
+    _title(ax, title, 80)
     return save_figure(fig, path)
 
 
 def histogram(scores: list[float], baseline: float | None, path: Path) -> Path:
     """The proxy scores of a search's cells (paper Fig. 4a), with the lone 1x1 head's score marked."""
-    fig, ax = figure((5, 3.2))
+    fig, ax = figure((6, 3.6))
     ax.hist([s * 100 for s in scores], bins=min(30, max(5, len(scores) // 3)), color="#4a6fa5")
     if baseline is not None:
         ax.axvline(baseline * 100, color="#c0392b", linestyle="--", label="lone 1x1 conv (no context)")
-        ax.legend(fontsize=8)
+        ax.legend(fontsize=9)
     ax.set_xlabel("proxy val mIoU (%)")
     ax.set_ylabel("cells")
-    ax.set_title(f"{len(scores)} cells on the proxy task (cf. paper Fig. 4a)")
+    _title(ax, f"{len(scores)} cells on the proxy task (cf. paper Fig. 4a)")
     return save_figure(fig, path)
 
 
 def scatter(pairs: Sequence[tuple[float, float]], x_label: str, y_label: str, path: Path, title: str = "") -> Path:
     """A rank-correlation plot: one point per cell, Spearman's rho and the top-5 overlap in the title."""
-    fig, ax = figure((4.2, 3.4))
-    ax.scatter([x * 100 for x, _ in pairs], [y * 100 for _, y in pairs], s=16, color="#4a6fa5")
+    fig, ax = figure((5.2, 4.0))
+    ax.scatter([x * 100 for x, _ in pairs], [y * 100 for _, y in pairs], s=18, color="#4a6fa5")
     ax.set_xlabel(f"{x_label} (%)")
     ax.set_ylabel(f"{y_label} (%)")
-    summary = f"{len(pairs)} cells, Spearman rho = {describe_rho(spearman(pairs), 2)}, top-5 overlap " \
-              f"{top_overlap(pairs)}/5"
-    ax.set_title(f"{title}\n{summary}" if title else summary, fontsize=9)
+    rho = spearman(pairs)
+    summary = f"{len(pairs)} cells: too few, or one side constant, for a rank correlation" if math.isnan(rho) else \
+        f"{len(pairs)} cells, Spearman rho = {describe_rho(rho, 2)}, top-5 overlap {top_overlap(pairs)}/5"
+    _title(ax, f"{title}: {summary}" if title else summary)
     return save_figure(fig, path)
 
 
 def importance_plot(cell: Cell, values: Sequence[float], path: Path, title: str = "") -> Path:
-    """Paper Fig. 5b: the L1 norm of the projection weights that read each branch."""
-    fig, ax = figure((4.6, 2.8))
-    labels = [f"{branch_label(i)}\n{b.op}" for i, b in enumerate(cell)]
-    ax.bar(range(len(values)), values, color="#4a6fa5")
-    ax.set_xticks(range(len(values)), labels, fontsize=7)
-    ax.set_ylabel("L1 norm of projection weights")
-    ax.set_title(f"branch importance (cf. paper Fig. 5b) {title}".strip(), fontsize=9)
+    """Paper Fig. 5b: each branch's share of the L1 norm of the projection weights (which read the branches)."""
+    total = sum(values) or 1.0
+    fig, ax = figure((1.3 * len(values) + 1.5, 3.6))
+    labels = [f"{branch_label(i)}\n{b.op.short()}" for i, b in enumerate(cell)]
+    bars = ax.bar(range(len(values)), [100 * v / total for v in values], color="#4a6fa5")
+    ax.bar_label(bars, fmt="%.0f%%", fontsize=9)
+    ax.set_xticks(range(len(values)), labels, fontsize=9)
+    ax.set_ylabel("share of the projection's L1 norm (%)")
+    ax.margins(y=0.15)
+    _title(ax, f"branch importance (cf. paper Fig. 5b) {title}".strip())
     return save_figure(fig, path)

@@ -18,16 +18,20 @@ from pathlib import Path
 from string import Template
 from typing import Any
 
-import markdown
-import optuna
-
 from . import record
+from .extras import missing_extra
+
+try:
+    import markdown
+    import optuna
+except ImportError as exc:  # the report extra (optuna came with record: the search extra)
+    raise missing_extra(exc, "report") from None
 from .checkpoint import checkpoint_path, load_run, rerank_run
 from .errors import CheckpointError, InputError
 from .figures import draw_cell, figure, histogram, importance_plot, save_figure, scatter
 from .files import make_dirs, write_text
-from .hubcard import cell_card
-from .ranking import spearman, top_overlap
+from .hub import cell_card
+from .ranking import rank_name, score_summary, spearman, top_overlap
 from .record import TrialRecord
 from .search import completed_trials, proxy_full_pairs
 from .space import Cell, branch_label
@@ -45,23 +49,40 @@ def pareto_front(points: list[tuple[float, float]]) -> list[int]:
     return sorted(front, key=lambda i: points[i][1])
 
 
-HTML = Template("""<!doctype html><meta charset="utf-8"><title>$title</title>
-<style>body{font-family:sans-serif;max-width:1100px;margin:2em auto}td,th{padding:2px 8px;
-border-bottom:1px solid #ddd;font-size:13px}img{max-width:48%;margin:4px}</style>
+HTML = Template("""<!doctype html>
+<html lang="en"><head><meta charset="utf-8"><meta name="viewport" content="width=device-width, initial-scale=1">
+<title>$title</title>
+<style>
+body{font-family:system-ui,-apple-system,"Segoe UI",Roboto,sans-serif;color:#1f2933;max-width:1080px;
+margin:2rem auto;padding:0 1.5rem;line-height:1.5;background:#fff}
+h1{font-size:1.8rem;border-bottom:3px solid #4a6fa5;padding-bottom:.3rem}
+h2{font-size:1.3rem;margin-top:2.2rem;color:#2c4a75;border-bottom:1px solid #d9e2ec;padding-bottom:.2rem}
+p{margin:.6rem 0}code{background:#f0f4f8;padding:0 .25rem;border-radius:3px;font-size:.9em}
+table{border-collapse:collapse;width:100%;font-size:.85rem;margin:1rem 0;display:block;overflow-x:auto}
+th{background:#2c4a75;color:#fff;text-align:left;padding:.35rem .6rem;white-space:nowrap}
+td{padding:.3rem .6rem;border-bottom:1px solid #e4e7eb;vertical-align:top}
+tr:nth-child(even) td{background:#f7f9fb}
+img{max-width:100%;height:auto;display:block;margin:1rem auto .2rem;border:1px solid #e4e7eb;border-radius:4px}
+p em{display:block;text-align:center;color:#52606d;font-size:.9rem}
+.facts{background:#f0f4f8;border-left:4px solid #4a6fa5;padding:.6rem 1rem;border-radius:3px}
+</style></head>
+<body>
 $body
+</body></html>
 """)
 
 
 def _pareto(trials: list[TrialRecord], path: Path) -> tuple[Path, list[int]]:
     points = [(t.values[0], float(t.madds)) for t in trials]
     front = pareto_front(points)
-    fig, ax = figure((5, 3.2))
+    fig, ax = figure((6, 3.8))
     ax.scatter([c / 1e6 for _, c in points], [m * 100 for m, _ in points], s=12, color="0.6", label="cells")
     ax.plot([points[i][1] / 1e6 for i in front], [points[i][0] * 100 for i in front], "o-", color="#c0392b",
             label="Pareto front")
     ax.set_xlabel("context-module MAdds at the proxy size (M)")
     ax.set_ylabel("proxy val mIoU (%)")
-    ax.legend(fontsize=8)
+    ax.legend(fontsize=9)
+    ax.set_title(f"{len(front)} of {len(points)} cells on the Pareto front", fontsize=10)
     return save_figure(fig, path), [trials[i].number for i in front]
 
 
@@ -128,10 +149,10 @@ def _figures(study: optuna.Study, trials: list[TrialRecord], best: TrialRecord, 
     if importance_path:
         figures["importance"] = importance_path
     for rank, trial in enumerate(trials[:draw]):
-        figures[f"cell {rank + 1}"] = draw_cell(trial.cell, out / f"cell-{rank + 1}.png",
+        figures[f"cell {rank + 1}"] = draw_cell(trial.cell, out / f"cell-{rank + 1}.svg",
                                                 f"proxy rank {rank + 1} (trial {trial.number}): "
                                                 f"{trial.values[0] * 100:.1f}%")
-        write_cell_card(study, trial, out / "cards" / f"rank-{rank + 1:02d}-trial-{trial.number}")
+        write_cell_card(study, trial, out / "cards" / rank_name(rank + 1, trial.number))
     facts.update(spearman_rho=_number(spearman(pairs)), reranked=len(pairs), oneshot_pairs=len(oneshot),
                  oneshot_rho=_number(spearman(oneshot)), oneshot_top5=top_overlap(oneshot) if oneshot else None)
     return figures, facts
@@ -154,30 +175,68 @@ def _table(trials: list[TrialRecord], full: dict[int, float], top: int) -> list[
     return ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)] + ["| " + " | ".join(r) + " |" for r in rows]
 
 
+CAPTIONS = {
+    "histogram": "Each bar counts the cells by their proxy score; the dashed line is a lone 1x1 convolution: the "
+                 "cells to its right gain from their context.",
+    "pareto": "Each dot is a cell, its proxy score against the multiply-adds of its context module; the red line "
+              "joins the cells that no other beats on both.",
+    "correlation": "Each dot is a re-ranked cell, its proxy score against its end-to-end score: where the proxy "
+                   "ranks cells as full training does, the dots rise from left to right.",
+    "oneshot": "Each dot is a cell the supernet screened and the proxy then trained: where the one-shot score "
+               "ranks cells as the proxy does, the dots rise from left to right.",
+    "importance": "Each bar is a branch's share of the weights that the cell's final 1x1 projection gives its "
+                  "output: the branches the trained model leans on.",
+}
+"""One line under each plot: what it shows and how to read it."""
+
+
+def _correlation_text(what: str, count: int, rho: float | None, extra: str = "") -> str:
+    """A rank correlation in words, or why there is none."""
+    if rho is None:
+        return f"{what}: too few cells scored both ways for a rank correlation ({count}; it needs 3, and scores " \
+               "that are not all equal)."
+    return f"{what}: Spearman rho = {rho:.3f} over {count} cells{extra}."
+
+
 def _markdown(summary: ReportSummary, table: list[str], figures: dict[str, Path]) -> str:
     scores, states = summary.proxy_miou, summary.trials
     baseline = scores["baseline_1x1"]
+    counted = ", ".join(f"{v} {k}" for k, v in states.items() if v)
     lines = [f"# Search report: {summary.study}", "",
-             f"Trials: {', '.join(f'{k} {v}' for k, v in states.items() if v)}. Best cell (by {summary.best_by}): "
-             f"trial {summary.best_trial}, saved as `best_cell.json`.", "",
-             f"Proxy mIoU: best {scores['best'] * 100:.2f}%, median {scores['median'] * 100:.2f}%, worst "
-             f"{scores['worst'] * 100:.2f}%" + (f"; a lone 1x1 convolution, no context: {baseline * 100:.2f}%."
-                                                if baseline is not None else "."), ""]
-    if summary.reranked:
-        lines += [f"Proxy fidelity: Spearman rho = {_rounded(summary.spearman_rho)} between proxy and end-to-end "
-                  f"mIoU over {summary.reranked} re-ranked cells (paper: rho >= 0.4).", ""]
-    if summary.oneshot_pairs:
-        lines += [f"One-shot screen: {summary.oneshot_cells} cells scored by the supernet; Spearman rho = "
-                  f"{_rounded(summary.oneshot_rho)} between one-shot and proxy mIoU over {summary.oneshot_pairs} "
-                  f"cells, top-5 overlap {summary.oneshot_top5}/5.", ""]
+             f'<div class="facts">Trials: {counted}. The best cell (by {summary.best_by}) is trial '
+             f"{summary.best_trial}, saved as <code>best_cell.json</code>. Proxy val mIoU: best "
+             f"{scores['best'] * 100:.2f}%, median {scores['median'] * 100:.2f}%, worst {scores['worst'] * 100:.2f}%"
+             + (f"; a lone 1x1 convolution (no context) scores {baseline * 100:.2f}%." if baseline is not None
+                else ".") + "</div>", ""]
+
+    def show(name: str, heading: str, *text: str) -> None:
+        if name in figures:
+            lines.extend([f"## {heading}", "", *text, *([""] if text else []), f"![{heading}]({figures[name].name})",
+                          "", f"*{CAPTIONS[name]}*", ""])
+
+    show("histogram", "The proxy scores")
+    show("pareto", "Accuracy against cost")
+    show("correlation", "The proxy against end-to-end training",
+         _correlation_text("Re-ranked cells", summary.reranked, summary.spearman_rho, " (the paper: 0.47)"))
+    if summary.reranked and "correlation" not in figures:
+        lines += ["## The proxy against end-to-end training", "",
+                  _correlation_text("Re-ranked cells", summary.reranked, summary.spearman_rho), ""]
+    show("oneshot", "The one-shot screen", _correlation_text(
+        f"{summary.oneshot_cells} cells scored by the supernet; one-shot against proxy", summary.oneshot_pairs,
+        summary.oneshot_rho, f", top-5 overlap {summary.oneshot_top5}/5" if summary.oneshot_top5 is not None
+        else ""))
     if summary.branch_importance:
-        values = ", ".join(f"{branch_label(i)} {v:.1f}" for i, v in enumerate(summary.branch_importance))
-        lines += [f"Branch importance of the best cell (L1 norm of its projection weights): {values}.", ""]
-    return "\n".join(lines + table + [""] + [f"![{name}]({path.name})" for name, path in figures.items()]) + "\n"
-
-
-def _rounded(rho: float | None) -> float | None:
-    return None if rho is None else round(rho, 3)
+        total = sum(summary.branch_importance) or 1.0
+        shares = ", ".join(f"{branch_label(i)} {100 * v / total:.0f}%"
+                           for i, v in enumerate(summary.branch_importance))
+        show("importance", "The best cell's branches", f"Each branch's share of the projection's weights: {shares}.")
+    lines += ["## The best cells", "", *table, ""]
+    for name, path in figures.items():
+        if name.startswith("cell "):
+            lines += [f"![{name}]({path.name})", "",
+                      f"*Proxy rank {name.removeprefix('cell ')}: F is the backbone's feature map, each box a "
+                      "branch (its input, its operation), all concatenated and projected by a 1x1 convolution.*", ""]
+    return "\n".join(lines) + "\n"
 
 
 def fingerprint(study: optuna.Study) -> str:
@@ -200,7 +259,6 @@ def report_is_current(study: optuna.Study, out_dir: str | Path) -> bool:
 
 def _summary(study: optuna.Study, trials: list[TrialRecord], best: TrialRecord, facts: dict[str, Any],
              stamp: str) -> ReportSummary:
-    scores = sorted(t.values[0] for t in trials)
     states = {state.name.lower(): 0 for state in optuna.trial.TrialState}
     for t in record.records(study):
         states[t.state.name.lower()] += 1
@@ -209,8 +267,8 @@ def _summary(study: optuna.Study, trials: list[TrialRecord], best: TrialRecord, 
         best_by="end-to-end mIoU (re-ranking)" if record.full_scores(study) else "proxy mIoU",
         best_cell=best.cell.to_records(), **facts,
         oneshot_cells=len(record.records(study, (optuna.trial.TrialState.COMPLETE,), stage="oneshot")),
-        proxy_miou={"best": scores[-1], "median": scores[len(scores) // 2], "worst": scores[0],
-                    "baseline_1x1": record.baseline(study)}, fingerprint=stamp)
+        proxy_miou=score_summary([t.values[0] for t in trials]) | {"baseline_1x1": record.baseline(study)},
+        fingerprint=stamp)
 
 
 def write_report(study: optuna.Study, out_dir: str | Path, top: int = 10, draw: int = 3,
@@ -293,7 +351,7 @@ def write_top_cells(study: optuna.Study, k: int, folder: str | Path) -> list[Pat
     (``densecell fidelity --cells FOLDER`` reads them back), each with its card in ``cards/rank-01-trial-N/``."""
     written = []
     for rank, trial in enumerate(completed_trials(study)[:k], 1):
-        name = f"rank-{rank:02d}-trial-{trial.number}"
+        name = rank_name(rank, trial.number)
         written.append(write_text(Path(folder) / f"{name}.json", trial.cell.to_json()))
         write_cell_card(study, trial, Path(folder) / "cards" / name)
     return written
