@@ -71,10 +71,8 @@ fidelity: $(STAMP)
 # sampler measured on it and on the public tables of ../shared/tables (TABLES=... for others), then what a proposal
 # costs at 1,000 to 28,000 completed trials; BENCHMARKS.md section 9 is written from their JSON. Not in CI.
 TABLES ?= benchmarks/data/dpc-synthetic-proxy.json.gz $(wildcard ../shared/tables/*.json.gz)
-VARIANTS = --variant predictor:startup=10 --variant predictor:refit=0 --variant predictor:refit=0.5 \
-  --variant predictor:acquisition=ei --variant predictor:kappa=1 --variant predictor:model=forest \
-  --variant predictor:model=forest,acquisition=its --variant predictor:candidates=0 \
-  --variant predictor:candidates=2000
+VARIANTS = --variant predictor:refit=0 --variant predictor:acquisition=ei --variant predictor:model=forest \
+  --variant predictor:candidates=0 --variant predictor:candidates=500
 table: $(STAMP)
 	@test -f benchmarks/data/dpc-synthetic-proxy.json.gz || { $(BIN)/python benchmarks/search_table.py build && \
 	  $(BIN)/python benchmarks/search_table.py rank && $(BIN)/python benchmarks/search_table.py export; }

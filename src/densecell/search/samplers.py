@@ -185,7 +185,7 @@ class PredictorSampler(SpaceSampler):
     Cholesky factorisation: milliseconds). A forest is refitted on the same cadence."""
 
     def __init__(self, space: Space, startup: int = 5, model: str = "gp", acquisition: str = "ucb",
-                 kappa: float = 2.0, candidates: int = 500, parents: int = 10, mutations: int = 20,
+                 kappa: float = 2.0, candidates: int = 100, parents: int = 10, mutations: int = 20,
                  trees: int = 100, refit: float = 0.1, fit_limit: int = 500, seed: int | None = None) -> None:
         super().__init__(space, seed)
         if model not in ("gp", "forest"):
