@@ -105,7 +105,6 @@ class SpaceSampler(BaseSampler):
 class UniformSampler(SpaceSampler):
     """Random search: a uniform draw among the untaken points (the paper's search used random search)."""
 
-
     def propose(self, study: optuna.Study, trial: FrozenTrial, past: History) -> Point:
         return self.space.draw(self.rng, past.taken)
 
@@ -117,7 +116,6 @@ class LocalSampler(SpaceSampler):
     def __init__(self, space: Space, explore: float = 0.5, top: int = 5, seed: int | None = None) -> None:
         super().__init__(space, seed)
         self.explore, self.top = explore, top
-
 
     def propose(self, study: optuna.Study, trial: FrozenTrial, past: History) -> Point:
         if not past.points or self.rng.random() < self.explore:
@@ -132,7 +130,6 @@ class EvolutionSampler(SpaceSampler):
     def __init__(self, space: Space, population: int = 20, sample: int = 5, seed: int | None = None) -> None:
         super().__init__(space, seed)
         self.population, self.sample = population, sample
-
 
     def propose(self, study: optuna.Study, trial: FrozenTrial, past: History) -> Point:
         if len(past.points) < self.population:
@@ -151,7 +148,6 @@ class LocalSearchSampler(SpaceSampler):
 
     KEY = "local_search_run"
 
-
     def propose(self, study: optuna.Study, trial: FrozenTrial, past: History) -> Point:
         runs = {t.number: t.system_attrs.get(self.KEY, 0) for t in study.get_trials(deepcopy=False)
                 if t.number != trial.number}
@@ -164,7 +160,7 @@ class LocalSearchSampler(SpaceSampler):
                 study._storage.set_trial_system_attr(trial._trial_id, self.KEY, current)
                 return self.rng.choice(moves)
             current += 1  # a local optimum: restart
-        elif any(number == current for number in runs.values()):
+        elif current in runs.values():
             # the run's first point is still training elsewhere: start another run rather than wait
             current += 1
         study._storage.set_trial_system_attr(trial._trial_id, self.KEY, current)
