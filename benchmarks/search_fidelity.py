@@ -93,7 +93,7 @@ def oneshot(args) -> dict:
         found = completed_trials(study)[0]
         pairs = [(t.oneshot_miou, t.values[0]) for t in completed_trials(study)]
     torch.set_num_threads(THREADS)
-    best_random, tried = random_search(cache, config.proxy, config.search_settings().space, seconds, args.seed)
+    best_random, tried = random_search(cache, config.proxy, config.search_settings().cell_space, seconds, args.seed)
     return {"seconds": seconds, "oneshot_cells": config.search.oneshot_cells, "proxy_trials": config.search.trials,
             "oneshot_best_proxy_miou": found.values[0], "oneshot_best_cell": found.cell.to_json(),
             "random_cells": tried, "random_best_proxy_miou": best_random, "top_n_pairs": pairs}

@@ -85,7 +85,7 @@ def build() -> None:
     settings = config()
     feature_cache(settings)
     study = create_study(settings.name, settings.storage_url, settings.search_settings())
-    queue_extras(study, settings.search.space)
+    queue_extras(study, settings.search.cell_space)
     subprocess.run([sys.executable, "-m", "densecell", "search", "--config", str(RECIPE), "--data-root", str(DATA)],
                    check=True)
 
@@ -147,7 +147,8 @@ def _supernet(settings, cache: FeatureCache, sampling: str, steps: int, facts: d
     folder = settings.run_dir / f"supernet-{sampling}-{steps}"
     supernet_settings = settings.supernet.model_copy(update={"steps": steps, "sampling": sampling})
     start = time.perf_counter()
-    supernet = train_supernet(cache, settings.search.space, settings.proxy, supernet_settings, folder, settings.seed)
+    supernet = train_supernet(cache, settings.search.cell_space, settings.proxy, supernet_settings, folder,
+                              settings.seed)
     facts.setdefault("train_seconds", time.perf_counter() - start)
     facts["train_steps"] = steps
     return supernet, supernet_settings
@@ -170,7 +171,7 @@ def paper_costs(repeats: int = 3) -> dict:
     cells = [load_cell("cityscapes-top1"), load_cell("cityscapes-top1")]
     zero = ZeroCost(cache, 256)
     costs = {name: _timed(lambda cell, n=name: zero.scores(cell, (n,)), cells)[1] for name in ZERO_COST}
-    supernet = Supernet(config().search.space, 320, 19, 256).eval()
+    supernet = Supernet(config().search.cell_space, 320, 19, 256).eval()
     val = torch.randn(4, 320, 65, 129)
     with torch.no_grad():
         bn_s = _timed(lambda cell: supernet.train()(features[:16].float(), cell), cells[:1])[1]
@@ -233,7 +234,7 @@ def convert() -> None:
     """The table in the shared format: each distinct cell once (its first training), the repeats as pairs."""
     with gzip.open(TABLE, "rt") as handle:
         raw = json.load(handle)
-    space = DPCSpace(config().search_settings().space)
+    space = DPCSpace(config().search_settings().cell_space)
     iterations = raw["proxy"]["iterations"]
     zero_cost = [name for name in raw["rankers"] if name in ZERO_COST or name.startswith("oneshot")]
     rows, first = [], {}

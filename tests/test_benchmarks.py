@@ -75,7 +75,7 @@ def test_search_efficiency_runs_every_registered_sampler_on_a_table(tmp_path, ki
     expected = {"random", "local", "evolution", "local-search", "predictor", "tpe"}
     if kind == "dpc":
         expected |= {"random+median", "random+hyperband", f"{result['recipe_sampler']}+successive-halving"}
-        assert result["noise"]["pairs"] == 4
+        assert result["noise_floor"]["pairs"] == 4 and result["workers"] == 1 and result["noise"]["sigma"] == 0
     assert expected <= set(result["strategies"]) and "nsga2" in result["skipped"]
     random_search = result["strategies"]["random"]
     regrets = [random_search["median_regret"][b] for b in ("10", "20")]

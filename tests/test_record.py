@@ -54,7 +54,7 @@ def old_study(tmp_path):
 def test_an_old_study_reads(old_study, tmp_path):
     study, settings = load_study("old", old_study)
     assert settings.pruner == "none" and settings.proxy.memory_format == "channels_last"
-    assert settings.proxy.optimizer == "adam" and settings.space == SearchSpace()
+    assert settings.proxy.optimizer == "adam" and settings.cell_space == SearchSpace()
     best = completed_trials(study)
     assert [t.number for t in best] == [0, 1] and best[0].cell == load_cell("cityscapes-top1")
     assert best[0].stage == "proxy" and best[0].host == "old-host" and best[0].seconds == 12.5

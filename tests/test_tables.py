@@ -93,3 +93,50 @@ def test_a_dpc_table_uses_the_dpc_space(tmp_path):
     dpc = DPCSpace(table.dpc)
     assert (space.encode(table.points[:2]) == dpc.encode(table.points[:2])).all()
     assert space.mutate(table.points[0], random.Random(0)) in dpc.neighbours(table.points[0])
+
+
+def test_random_search_reaches_a_target_at_its_exact_hitting_point():
+    """n*, against brute force: the fewest draws for which at least half of all equally likely subsets hold a row
+    at or above the target."""
+    scores = np.array([5, 1, 4, 4, 2, 8, 7, 3, 6.0])
+    table = Table(name="t", params=(), points=list(range(9)), scores=scores, complete=True)
+    for target in sorted(set(scores)):
+        brute = next(n for n in range(1, 10)
+                     if 2 * sum(max(c) >= target for c in itertools.combinations(scores, n))
+                     >= len(list(itertools.combinations(scores, n))))
+        assert table.random_reach(target) == brute, target
+    assert table.random_reach(table.random_median_best(5)) <= 5
+    with pytest.raises(ValueError):
+        table.random_reach(9.0)
+
+
+def test_the_noise_level_comes_from_repeats_else_matches_the_floor(tmp_path):
+    from scipy.stats import spearmanr
+
+    from densecell.search.tables import NOISE_FLOOR_RHO
+
+    rng = np.random.default_rng(0)
+    rows = [{"x": [a, b], "score": float(rng.normal())} for a in range(30) for b in range(30)]
+    params = [{"name": "a", "choices": list(range(30))}, {"name": "b", "choices": list(range(30))}]
+    plain = load_table(write(tmp_path / "p.json.gz", {"space": {"params": params}, "rows": rows}))
+    sigma = plain.noise_sigma()
+    twice = [spearmanr(plain.scores + rng.normal(0, sigma, len(plain)), plain.scores + rng.normal(0, sigma, len(plain)))
+             .statistic for _ in range(20)]
+    assert abs(np.mean(twice) - NOISE_FLOOR_RHO) < 0.02
+    repeats = [[0.5, 0.52], [0.6, 0.58], [0.7, 0.73], [0.4, 0.39]]
+    measured = load_table(write(tmp_path / "r.json.gz", {"space": {"params": params}, "rows": rows,
+                                                         "repeats": repeats}))
+    assert measured.noise_sigma() == pytest.approx(np.std([a - b for a, b in repeats], ddof=1) / np.sqrt(2))
+
+
+def test_a_tables_free_columns_and_a_dpc_cells_counted_costs(tmp_path):
+    data = small(feature_cost_in_proxy_steps={"flops": 0})
+    data["rows"] = [dict(row, zen=float(i)) for i, row in enumerate(data["rows"])]
+    data["feature_cost_in_proxy_steps"]["zen"] = 3.0  # priced: not free
+    space = TableSpace(load_table(write(tmp_path / "t.json.gz", data)))
+    assert space.table.free_columns() == ["flops"]
+    assert space.costs(space.table.points).tolist() == [[0.5], [1.0]]  # ranks in [0, 1]
+    dpc = DPCSpace()
+    points = [dpc.sample(random.Random(seed)) for seed in range(3)]
+    costs = dpc.costs(points)
+    assert costs.shape == (3, 2) and np.isfinite(costs).all()

@@ -536,9 +536,15 @@ def search(ctx: typer.Context, config: SearchConfigPath = None, data_root: DataR
         return
     from .pipeline import run_pipeline
 
+    settings = search_config(config, data_root, overrides)
     with resumable(), shown_progress() as progress:
-        outputs = run_pipeline(search_config(config, data_root, overrides), progress)
-    console.print(f"report: {outputs['report']} (and {outputs['html'].name}); best cell: {outputs['best_cell']}")
+        outputs = run_pipeline(settings, progress)
+    if outputs:
+        console.print(f"report: {outputs['report']} (and {outputs['html'].name}); best cell: {outputs['best_cell']}")
+    else:  # a table's space: no report, its status
+        from .search import load_study, study_status
+
+        show_status(study_status(*load_study(settings.name, settings.storage_url)))
 
 
 @search_app.command("worker")
@@ -567,11 +573,18 @@ def search_status(
     """Progress, failures and the best cells of a study."""
     from .search import study_status
 
-    status = study_status(*open_study(config, storage, study))
+    show_status(study_status(*open_study(config, storage, study)), wide)
+
+
+def show_status(status: Any, wide: bool = False) -> None:
+    """A study's status (:class:`densecell.search.StudyStatus`) as lines and a table."""
     console.print(f"study {status.name}: {status.trials} proxy trials wanted; "
                   + ", ".join(f"{state} {n}" for state, n in status.states.items()))
     if status.surplus:
         console.print(f"({status.surplus} pruned trials stepped aside because the budget was full)")
+    if status.duplicates:
+        console.print(f"({status.duplicates} pruned trials stepped aside because another worker took the same cell "
+                      f"at the same moment)")
     if status.spent_steps:
         console.print(f"proxy steps spent: {status.spent_steps:,} ({status.pruned_steps:,} in pruned trials)")
     if status.oneshot_cells:
@@ -584,8 +597,9 @@ def search_status(
         table.add_column(column, no_wrap=True)
     for t in status.best:
         full = f"{status.full[t.number] * 100:.2f}" if t.number in status.full else ""
-        row = [str(t.number), f"{t.values[0] * 100:.2f}", full, f"{t.madds / 1e6:.1f}",
-               t.cell.short() if wide else t.cell.digest()]
+        what = f"table row {t.row}" if t.cell is None else t.cell.short() if wide else t.cell.digest()
+        score = f"{t.values[0] * 100:.2f}" if t.cell else f"{t.values[0]:.4g}"  # a table's own units
+        row = [str(t.number), score, full, "-" if t.madds is None else f"{t.madds / 1e6:.1f}", what]
         table.add_row(*row, *([f"{t.seconds:.1f}", str(t.host)] if wide else []))
     (Console(width=max(console.width, 200)) if wide else console).print(table)
 

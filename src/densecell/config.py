@@ -10,6 +10,7 @@ error is one line that names the file and the field.
 from __future__ import annotations
 
 import json
+import math
 from importlib import resources
 from pathlib import Path
 from typing import Annotated, Any, Literal
@@ -18,13 +19,13 @@ import yaml
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from .errors import ConfigError, DataRootMissing, one_line
-from .registry import DATASETS, HEADS, PRUNERS, SAMPLERS, SEARCH_MODES, Registry
+from .registry import DATASETS, HEADS, PRUNERS, SAMPLERS, SEARCH_MODES, SPACES, Registry
 from .space import PAPER_GRIDS, PAPER_NUM_BRANCHES, PAPER_RATES, Cell, SearchSpace
 
 __all__ = [
     "Amp", "CacheConfig", "DataConfig", "ModelConfig", "OptimConfig", "ProxySettings", "RerankSection", "SearchConfig",
     "SearchOptions", "SearchSection", "SearchSettings", "SupernetConfig", "TrainConfig", "load_config",
-    "LearningRate", "load_search_config", "OptimizerName", "recipe_path", "recipes", "Strict",
+    "LearningRate", "load_search_config", "LookupSettings", "OptimizerName", "recipe_path", "recipes", "Strict",
 ]
 
 Amp = Literal["auto", "off", "bf16", "fp16"]
@@ -258,9 +259,46 @@ class SupernetConfig(Strict):
     bn_batch_size: int = Field(16, ge=1, description="Crops per batch of the BatchNorm re-estimation.")
 
 
+def _space_name(value: str) -> str:
+    """``dpc`` or ``NAME=SOURCE`` (``table=FILE``), its NAME a registered space."""
+    name, sep, source = value.partition("=")
+    SPACES.check(name)
+    if name == "dpc" and sep:
+        raise ValueError("the dpc space takes no source: its shape is num_branches, rates and grids")
+    if name != "dpc" and not source.strip():
+        raise ValueError(f"space {value!r}: expected {name}=SOURCE (table=FILE for a ground-truth table)")
+    return value
+
+
+class LookupSettings(Strict):
+    """A search on a ground-truth table's space: training a cell is looking its score up, with a proxy's scatter
+    and a training time (:class:`densecell.search.tables.Lookup`), so that the real workers, storage, heartbeats and
+    retries can be measured against the benchmark harness."""
+
+    noise: float | Literal["auto"] = Field(0.0, description="The scatter (standard deviation) added to each looked-up "
+                                           "score; auto: the table's measured level (its repeated trainings, else "
+                                           "the DPC table's noise floor, Spearman 0.80).")
+    seconds: float = Field(0.05, ge=0, description="The median time a cell 'trains' (lognormal).")
+    spread: float = Field(0.3, ge=0, description="The log-spread of the training times.")
+
+    @field_validator("noise")
+    @classmethod
+    def _finite(cls, value: float | str) -> float | str:
+        if value != "auto" and not (math.isfinite(value) and value >= 0):
+            raise ValueError(f"noise {value}: a standard deviation >= 0, or auto")
+        return value
+
+
 class SearchOptions(Strict):
     """The search's own options (the space, the sampler, the budget, the pruner, the mode), shared by a recipe's
     ``search`` section (:class:`SearchSection`) and what a study stores (:class:`SearchSettings`)."""
+
+    space: Annotated[str, AfterValidator(_space_name)] = Field(
+        "dpc", description="What the sampler searches (densecell list spaces): dpc, the Dense Prediction Cell space "
+        "shaped by num_branches, rates and grids; or NAME=SOURCE, e.g. table=FILE: a ground-truth table's rows, "
+        "each 'trained' by looking its score up (lookup), no data or cache needed.")
+    lookup: LookupSettings = Field(LookupSettings(), description="How a table's cell is 'trained' (space: "
+                                   "table=FILE only).")
 
     mode: SearchMode = Field("proxy", description="oneshot: screen oneshot_cells cells with the supernet first, then "
                              "train the best `trials` on the proxy.")
@@ -291,12 +329,21 @@ class SearchOptions(Strict):
             raise ValueError("the nsga2 sampler needs two objectives: miou+madds or miou+latency")
         if self.pruner != "none" and self.objectives != "miou":
             raise ValueError("pruning needs a single objective (miou)")
+        if not self.on_cells and (self.mode, self.pruner, self.objectives) != ("proxy", "none", "miou"):
+            raise ValueError(f"space {self.space!r}: a table's points are looked up, so mode proxy, pruner none and "
+                             f"objectives miou only")
         SearchSpace(self.num_branches, self.rates, self.grids)
         return self
 
     @property
-    def space(self) -> SearchSpace:
+    def cell_space(self) -> SearchSpace:
+        """The DPC space's shape (``space: dpc``)."""
         return SearchSpace(self.num_branches, self.rates, self.grids)
+
+    @property
+    def on_cells(self) -> bool:
+        """Whether the search trains DPC cells (on the proxy), rather than looking up another space's points."""
+        return self.space == "dpc"
 
     @property
     def directions(self) -> list[str]:
@@ -402,8 +449,11 @@ class SearchConfig(Strict):
 
     def search_settings(self) -> SearchSettings:
         """What the study stores: the search section without this command's own choices, the proxy, the cache."""
-        return SearchSettings(cache_dir=str(self.cache_dir.resolve()), seed=self.seed, proxy=self.proxy,
-                              **self.search.options().model_dump())
+        options = self.search.options().model_dump()
+        name, _, source = options["space"].partition("=")
+        if name == "table":  # a worker on another machine reads the same file: the path is stored whole
+            options["space"] = f"table={Path(source).expanduser().resolve()}"
+        return SearchSettings(cache_dir=str(self.cache_dir.resolve()), seed=self.seed, proxy=self.proxy, **options)
 
 
 def apply_override(tree: dict[str, Any], assignment: str) -> None:

@@ -194,7 +194,7 @@ def run_fidelity(config: SearchConfig, cells: str | Sequence[Cell], against: str
     (default ``RUN/fidelity/<against>``). The recipe's cache is built first if needed; the scores are saved as each
     cell finishes, under the folder's lock, so an interrupted study continues where it stopped."""
     check_against(against)
-    cells = choose_cells(cells, config.search.space, seed) if isinstance(cells, str) else list(cells)
+    cells = choose_cells(cells, config.search.cell_space, seed) if isinstance(cells, str) else list(cells)
     stages.feature_cache(config, progress, "densecell fidelity")
     out = make_dirs(Path(out_dir) if out_dir else config.run_dir / "fidelity" / slug(against))
     reference = proxy_scorer(FeatureCache.load(config.cache_dir, default_device()), config.proxy)

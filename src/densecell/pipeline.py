@@ -23,7 +23,13 @@ logger = logging.getLogger(__name__)
 
 def run_pipeline(config: SearchConfig, progress: Progress | None = None,
                  command: str = "densecell search") -> dict[str, Path]:
-    """All the stages, each resumed or skipped if done; returns where the report and the best cell are."""
+    """All the stages, each resumed or skipped if done; returns where the report and the best cell are. A search of
+    a ground-truth table's space (``search.space: table=FILE``) has no data, cache or cells: its study is prepared
+    and searched, and nothing is returned."""
+    if not config.search.on_cells:
+        stages.prepare(config, progress, command)
+        stages.search(config, progress)
+        return {}
     config.data.require_root()
     logger.info("1/4 feature cache in %s", config.cache_dir)
     stages.feature_cache(config, progress, command)

@@ -29,7 +29,8 @@ except ImportError as exc:  # the search extra
 from .space import Cell
 
 __all__ = [
-    "baseline", "full_scores", "oneshot_records", "precision", "ready", "records", "retry_attrs", "screen_record",
+    "baseline", "full_scores", "is_duplicate",
+    "oneshot_records", "precision", "ready", "records", "retry_attrs", "screen_record",
     "ScreenRecord", "Stage", "stage_of", "store_baseline", "store_full_score", "store_oneshot_chunk",
     "store_precision", "store_ready", "store_screen_record", "store_settings", "stored_settings", "TrialRecord",
     "write"
@@ -56,6 +57,8 @@ class TrialRecord:
     values: tuple[float, ...] = ()
     stage: Stage = "proxy"
     cell: Cell | None = None
+    row: int | None = None
+    """The row a trial on a ground-truth table's space looked up (``search.space: table=FILE``)."""
     params: int | None = None
     madds: int | None = None
     seconds: float | None = None
@@ -73,6 +76,8 @@ class TrialRecord:
     pruned_at: int | None = None
     error: str | None = None
     surplus: bool = False
+    duplicate: bool = False
+    """The trial stepped aside because another worker had taken the same cell at the same moment."""
 
     @property
     def score(self) -> float | None:
@@ -119,6 +124,11 @@ it was queued with. Never the pruner's rung markers, the dead run's scores, step
 def retry_attrs(trial: FrozenTrial) -> dict[str, Any]:
     """The user attributes of the retry of ``trial``."""
     return {name: trial.user_attrs[name] for name in _RETRIED_FACTS if name in trial.user_attrs}
+
+
+def is_duplicate(trial: FrozenTrial) -> bool:
+    """Whether the trial stepped aside for another worker's trial of the same cell (its cell is not taken)."""
+    return bool(trial.user_attrs.get("duplicate"))
 
 
 def stage_of(trial: FrozenTrial) -> Stage:

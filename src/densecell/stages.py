@@ -171,14 +171,14 @@ def supernet(config: SearchConfig, progress: Progress | None = None,
     folder = config.run_dir / ("supernet" if config.supernet.sampling == "uniform" else
                                f"supernet-{config.supernet.sampling}")
     with RunLock(folder, "densecell supernet", wait=True):
-        trained = train_supernet(cache, config.search_settings().space, config.proxy, config.supernet, folder,
+        trained = train_supernet(cache, config.search_settings().cell_space, config.proxy, config.supernet, folder,
                                  config.seed, cache.train_features.device, progress, precision)
     return trained, cache
 
 
 def _replay(records: list[record.TrialRecord], settings: SearchSettings) -> list[optuna.trial.FrozenTrial]:
     """The scored cells as finished trials, for the sampler's memory."""
-    return [optuna.trial.create_trial(params=cell_params(t.cell), distributions=distributions(settings.space),
+    return [optuna.trial.create_trial(params=cell_params(t.cell), distributions=distributions(settings.cell_space),
                                       values=list(t.values), user_attrs=t.to_attrs()) for t in records]
 
 
@@ -195,7 +195,7 @@ def _screen(config: SearchConfig, study: optuna.Study, progress: Progress | None
     for count in range(len(scored), settings.oneshot_cells):
         trial = memory.ask()
         record.write(trial, stage="oneshot")
-        cell = suggest_cell(trial, settings.space)
+        cell = suggest_cell(trial, settings.cell_space)
         miou, cost = score_cell(model, cell, cache, config.supernet, device), coster(cell)
         values = (miou,) if settings.objectives == "miou" else (miou, float(cost.madds))
         memory.tell(trial, values[0] if len(values) == 1 else values)

@@ -30,14 +30,25 @@ from .samplers import (
 )
 from .spaces import DPCSpace, Space, TableSpace, cell_from_params, cell_params, distributions, suggest_cell
 from .status import StudyStatus, completed_trials, proxy_full_pairs, study_status, top_cells
-from .study import RetryCell, create_study, load_study, make_pruner, make_sampler, open_storage, redact, study_precision
-from .tables import Table, TableError, load_table
+from .study import (
+    RetryCell,
+    create_study,
+    load_study,
+    make_pruner,
+    make_sampler,
+    make_space,
+    open_storage,
+    redact,
+    study_precision,
+)
+from .tables import Lookup, Table, TableError, load_table
 from .worker import Counts, Objective, counts, own_process, run_worker, start_workers
 
 __all__ = [
     "cell_from_params", "cell_params", "completed_trials", "Counts", "counts", "create_study",
     "distributions", "DPCSpace", "EvolutionSampler", "hyperband_pruner", "LiveTrialsPruner", "load_study",
-    "load_table", "LocalSampler", "LocalSearchSampler", "make_pruner", "make_sampler", "median_pruner", "no_pruner",
+    "load_table", "LocalSampler", "Lookup", "LocalSearchSampler", "make_pruner", "make_sampler",
+    "make_space", "median_pruner", "no_pruner",
     "nsga2_sampler", "Objective", "open_storage", "OptunaSampler", "own_process", "PredictorSampler",
     "proxy_full_pairs", "redact", "RetryCell", "run_worker", "Space", "SpaceSampler", "start_workers",
     "study_precision", "study_status", "StudyStatus", "successive_halving_pruner", "suggest_cell", "Table",

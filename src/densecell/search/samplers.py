@@ -40,12 +40,14 @@ __all__ = ["EvolutionSampler", "History", "LocalSampler", "LocalSearchSampler", 
 @dataclass
 class History:
     """What a sampler knows for one proposal: every point the trial's stage has taken (in any state, other
-    workers' running trials included) and the completed points with their first objective, in trial order."""
+    workers' running trials included), the completed points with their first objective, in trial order, and the
+    pending points (running or queued elsewhere: taken, not yet scored)."""
 
     taken: set[Point] = field(default_factory=set)
     points: list[Point] = field(default_factory=list)
     values: list[float] = field(default_factory=list)
     numbers: list[int] = field(default_factory=list)
+    pending: list[Point] = field(default_factory=list)
 
     def best(self, count: int) -> list[Point]:
         """The ``count`` best completed points, best first."""
@@ -58,7 +60,7 @@ def history(study: optuna.Study, trial: FrozenTrial, space: Space) -> History:
     found = History()
     stage = record.stage_of(trial)
     for other in study.get_trials(deepcopy=False):
-        if other.number == trial.number or record.stage_of(other) != stage:
+        if other.number == trial.number or record.stage_of(other) != stage or record.is_duplicate(other):
             continue
         point = space.point(other.params)
         if point is None:
@@ -68,6 +70,8 @@ def history(study: optuna.Study, trial: FrozenTrial, space: Space) -> History:
             found.points.append(point)
             found.values.append(float(other.values[0]))
             found.numbers.append(other.number)
+        elif other.state in (TrialState.RUNNING, TrialState.WAITING):
+            found.pending.append(point)
     return found
 
 
@@ -170,10 +174,17 @@ class LocalSearchSampler(SpaceSampler):
 class PredictorSampler(SpaceSampler):
     """Bayesian optimisation over the space's encoding: after ``startup`` uniform points, a surrogate fitted on the
     completed points (``gp``: scikit-learn's Gaussian process, a Matern kernel on the encoding scaled to [0, 1]
-    with a noise term; ``forest``: a random forest, its trees as the ensemble of BANANAS, White et al. 2021) gives a
-    mean and a spread for each candidate: ``candidates`` untaken uniform draws and ``mutations`` mutations of each
-    of the ``parents`` best points. The acquisition picks one: ``ucb`` (mean + ``kappa`` spreads), ``ei``
-    (expected improvement), ``its`` (independent Thompson sampling) or ``mean``.
+    with a noise term, which also absorbs a noisy proxy's scatter; ``forest``: a random forest, its trees as the
+    ensemble of BANANAS, White et al. 2021) gives a mean and a spread for each candidate: ``candidates`` untaken
+    uniform draws and ``mutations`` mutations of each of the ``parents`` best points. The acquisition picks one:
+    ``ucb`` (mean + ``kappa`` spreads), ``ei`` (expected improvement), ``its`` (independent Thompson sampling) or
+    ``mean``. ``costs``: the space's free measurements of a point (:meth:`~densecell.search.spaces.Space.costs`: a
+    cell's multiply-adds and parameters, a table's free columns) join the encoding.
+
+    Many workers: a point that another worker is still training (``pending``) is given a believed score before the
+    acquisition (``believer``: the surrogate's mean there, the kriging believer; ``liar``: the worst score so far,
+    the constant liar; ``ignore``: none, as a lone worker), so that W workers asking before the next result lands
+    propose W different promising points rather than W neighbours of one optimum.
 
     Its cost stays flat as a study grows: it fits on at most ``fit_limit`` points (the best half and the most
     recent half), and the Gaussian process tunes its kernel only once the completed points have grown by ``refit``
@@ -182,19 +193,26 @@ class PredictorSampler(SpaceSampler):
 
     def __init__(self, space: Space, startup: int = 5, model: str = "gp", acquisition: str = "ucb",
                  kappa: float = 2.0, candidates: int = 100, parents: int = 10, mutations: int = 20,
-                 trees: int = 100, refit: float = 0.1, fit_limit: int = 500, seed: int | None = None) -> None:
+                 trees: int = 100, refit: float = 0.1, fit_limit: int = 500, pending: str = "believer",
+                 costs: bool = False, seed: int | None = None) -> None:
         super().__init__(space, seed)
-        if model not in ("gp", "forest"):
-            raise ValueError(f"model must be gp or forest, got {model!r}")
-        if acquisition not in ("ucb", "ei", "its", "mean"):
-            raise ValueError(f"acquisition must be ucb, ei, its or mean, got {acquisition!r}")
+        _choose("model", model, ("gp", "forest"))
+        _choose("acquisition", acquisition, ("ucb", "ei", "its", "mean"))
+        _choose("pending", pending, ("believer", "liar", "ignore"))
         self.startup, self.model, self.acquisition, self.kappa = startup, model, acquisition, kappa
         self.candidates, self.parents, self.mutations = candidates, parents, mutations
         self.trees, self.refit, self.fit_limit = trees, refit, fit_limit
+        self.pending, self.costs = pending, costs
         self._model: Any = None
         self._fitted = 0
         self._low = self._span = np.zeros(0)
         self._best = 0.0
+        self._seen: tuple[np.ndarray, np.ndarray] = (np.zeros((0, 0)), np.zeros(0))
+
+    def encode(self, points: Sequence[Point]) -> np.ndarray:
+        """The surrogate's inputs: the space's encoding, and its free measurements where ``costs`` is set."""
+        encoded = self.space.encode(points)
+        return np.hstack([encoded, self.space.costs(points)]) if self.costs else encoded
 
     def _fit(self, past: History, tune: bool) -> None:
         """Fit the surrogate on the chosen points; ``tune``: choose the kernel's (or grow the forest's)
@@ -205,7 +223,7 @@ class PredictorSampler(SpaceSampler):
             best = set(np.argsort(-np.asarray(past.values), kind="stable")[: self.fit_limit // 2].tolist())
             recent = [i for i in range(count - 1, -1, -1) if i not in best][: self.fit_limit - len(best)]
             chosen = sorted(best | set(recent))
-        encoded = self.space.encode([past.points[i] for i in chosen])
+        encoded = self.encode([past.points[i] for i in chosen])
         values = np.asarray(past.values)[chosen]
         self._best = float(values.max())
         if tune:
@@ -213,11 +231,24 @@ class PredictorSampler(SpaceSampler):
             self._span = np.where(high > self._low, high - self._low, 1.0)
             self._model = _surrogate(self.model, self.trees, encoded.shape[1], self.rng.randrange(2**31))
             self._fitted = count
-        elif self.model == "gp":
+        self._seen = (encoded, values)
+        self._train(encoded, values, tune)
+
+    def _train(self, encoded: np.ndarray, values: np.ndarray, tune: bool) -> None:
+        if not tune and self.model == "gp":
             self._model.set_params(kernel=self._model.kernel_, optimizer=None)
         with warnings.catch_warnings(), _one_blas_thread():  # a kernel parameter at its bound is fine, not news
             warnings.simplefilter("ignore")
             self._model.fit((encoded - self._low) / self._span, values)
+
+    def _believe(self, pending: Sequence[Point]) -> None:
+        """Condition the surrogate on the pending points at their believed scores (``pending``: believer or liar),
+        with the kernel it has: its spread there and near them shrinks, so the acquisition looks elsewhere."""
+        encoded, values = self._seen
+        extra = self.encode(pending)
+        believed = self.predict_encoded(extra)[0] if self.pending == "believer" else np.full(len(pending),
+                                                                                              values.min())
+        self._train(np.vstack([encoded, extra]), np.concatenate([values, believed]), tune=False)
 
     def candidate_points(self, past: History) -> list[Point]:
         """Untaken uniform draws and mutations of the best points, each once."""
@@ -238,11 +269,14 @@ class PredictorSampler(SpaceSampler):
 
     def predict(self, points: Sequence[Point]) -> tuple[np.ndarray, np.ndarray]:
         """The surrogate's mean and spread at each point."""
-        encoded = (self.space.encode(points) - self._low) / self._span
+        return self.predict_encoded(self.encode(points))
+
+    def predict_encoded(self, encoded: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        scaled = (encoded - self._low) / self._span
         with _one_blas_thread():
             if self.model == "gp":
-                return self._model.predict(encoded, return_std=True)
-            per_tree = np.stack([tree.predict(encoded) for tree in self._model.estimators_])
+                return self._model.predict(scaled, return_std=True)
+            per_tree = np.stack([tree.predict(scaled) for tree in self._model.estimators_])
         return per_tree.mean(0), per_tree.std(0)
 
     def scores(self, points: Sequence[Point]) -> np.ndarray:
@@ -264,12 +298,19 @@ class PredictorSampler(SpaceSampler):
         if len(past.points) < self.startup:
             return self.space.draw(self.rng, past.taken)
         tune = self._model is None or len(past.points) - self._fitted >= max(1.0, self.refit * self._fitted)
-        if tune or self.model == "gp":
+        if tune or self.model == "gp" or self.pending != "ignore":  # a forest holding beliefs is refitted too
             self._fit(past, tune)
+        if past.pending and self.pending != "ignore":
+            self._believe(past.pending)
         candidates = self.candidate_points(past)
         if not candidates:
             return self.space.draw(self.rng, past.taken)
         return candidates[int(np.argmax(self.scores(candidates)))]
+
+
+def _choose(option: str, value: str, allowed: tuple[str, ...]) -> None:
+    if value not in allowed:
+        raise ValueError(f"{option} must be {', '.join(allowed[:-1])} or {allowed[-1]}, got {value!r}")
 
 
 def _one_blas_thread() -> Any:

@@ -25,6 +25,7 @@ from typing import Any
 import numpy as np
 import optuna
 from optuna.distributions import CategoricalDistribution
+from scipy.stats import rankdata
 
 from ..space import Branch, Cell, SearchSpace
 from .tables import Table, load_table
@@ -65,6 +66,10 @@ class Space(ABC):
     @abstractmethod
     def __contains__(self, point: object) -> bool:
         """Whether ``point`` can be trained."""
+
+    def costs(self, points: Sequence[Point]) -> np.ndarray:
+        """What costs nothing to measure of each point, one column per measurement, for a predictor (none here)."""
+        return np.zeros((len(points), 0))
 
     @abstractmethod
     def nearest(self, point: Point, taken: Collection[Point], rng: random.Random) -> Point | None:
@@ -144,6 +149,18 @@ class DPCSpace(Space):
         self.cells = cells or SearchSpace()
         self._dists = distributions(self.cells)
         self._ops = {op.choice: op for op in self.cells.operations()}
+        self._coster: Any = None
+
+    def costs(self, points: Sequence[Point]) -> np.ndarray:
+        """The log parameters and log multiply-adds of each cell's context module (counted, never run), on the
+        paper's proxy feature (MobileNet-v2's 320 channels, 256 filters, a 513x513 crop at output stride 16): a
+        search ranks cells by them, so the exact feature shape matters little."""
+        if self._coster is None:
+            from ..cost import CellCoster  # torch's meta device; only a predictor that uses costs needs it
+
+            self._coster = CellCoster(320, 256, (513, 513), 16)
+        counted = [self._coster(self.cell(point)) for point in points]
+        return np.log1p(np.array([[c.params, c.madds] for c in counted], dtype=float)).reshape(len(points), 2)
 
     def distributions(self) -> dict[str, CategoricalDistribution]:
         return dict(self._dists)
@@ -206,6 +223,9 @@ class TableSpace(Space):
         self._codes = np.array([self._code(row) for row in table.points], dtype=np.int32)
         self.base = DPCSpace(table.dpc) if table.dpc is not None else None
         self._encoded = self._encode_raw(table.points)
+        free = table.free_columns()
+        self._costs = np.column_stack([rankdata(table.extras[key]) / len(table) for key in free]) if free else \
+            np.zeros((len(table), 0))
         self._taken_of: Collection[Point] | None = None
         self._taken_size = 0
         self._taken_cache = np.zeros(0, dtype=np.int64)
@@ -282,6 +302,14 @@ class TableSpace(Space):
 
     def __contains__(self, point: object) -> bool:
         return point in self._rows
+
+    def costs(self, points: Sequence[Point]) -> np.ndarray:
+        """The table's free columns (:meth:`~densecell.search.tables.Table.free_columns`) as ranks in [0, 1]:
+        robust to their units and to sentinel values (a zero-cost score of -1e8 where it failed); a point outside
+        the table sits at the middle."""
+        middle = np.full(self._costs.shape[1], 0.5)
+        return np.array([self._costs[self._rows[p]] if p in self._rows else middle for p in points]).reshape(
+            len(points), -1)
 
     def nearest(self, point: Point, taken: Collection[Point], rng: random.Random) -> Point | None:
         distance = (self._codes != np.array(self._code(point))).sum(1).astype(float)

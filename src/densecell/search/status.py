@@ -37,6 +37,7 @@ class StudyStatus:
     trials: int
     states: dict[str, int]
     surplus: int
+    duplicates: int
     failures: list[tuple[int, str]]
     best: list[TrialRecord]
     full: dict[int, float]
@@ -51,10 +52,10 @@ def study_status(study: optuna.Study, settings: SearchSettings, top: int = 10) -
     states = {state.name.lower(): sum(t.state == state for t in trials) for state in TrialState}
     failures = [(t.number, t.error or "its worker died (no heartbeat); retried")
                 for t in trials if t.state == TrialState.FAIL]
-    pruned = [t for t in trials if t.state == TrialState.PRUNED and not t.surplus]
+    pruned = [t for t in trials if t.state == TrialState.PRUNED and not (t.surplus or t.duplicate)]
     return StudyStatus(
         study.study_name, settings.trials, {k: v for k, v in states.items() if v}, sum(t.surplus for t in trials),
-        failures, completed_trials(study)[:top], record.full_scores(study),
+        sum(t.duplicate for t in trials), failures, completed_trials(study)[:top], record.full_scores(study),
         oneshot_cells=len(record.records(study, (TrialState.COMPLETE,), stage="oneshot")),
         pruned_steps=sum(t.steps or 0 for t in pruned),
         spent_steps=sum(t.steps or 0 for t in trials if t.state in (TrialState.COMPLETE, TrialState.PRUNED)),

@@ -31,15 +31,23 @@ from ..precision import Precision
 from ..proxy import resolve_precision
 from ..registry import PRUNERS, SAMPLERS, SPACES
 from .pruners import LiveTrialsPruner
+from .spaces import Space
 
-__all__ = ["create_study", "load_study", "make_pruner", "make_sampler", "open_storage", "redact", "RetryCell",
-           "study_precision"]
+__all__ = ["create_study", "load_study", "make_pruner", "make_sampler", "make_space", "open_storage", "redact",
+           "RetryCell", "study_precision"]
+
+
+def make_space(settings: SearchSettings) -> Space:
+    """The study's space (:data:`densecell.registry.SPACES`): ``dpc`` shaped by the settings, or ``NAME=SOURCE``
+    made from its source (``table=FILE``)."""
+    name, _, source = settings.space.partition("=")
+    return SPACES[name](settings.cell_space if name == "dpc" else source)
 
 
 def make_sampler(settings: SearchSettings, worker_seed: int) -> BaseSampler:
-    """The study's sampler (:data:`densecell.registry.SAMPLERS`) on its DPC space (``SPACES["dpc"]``), seeded per
+    """The study's sampler (:data:`densecell.registry.SAMPLERS`) on its space (:func:`make_space`), seeded per
     worker."""
-    return SAMPLERS[settings.sampler](SPACES["dpc"](settings.space), settings.seed * 1000 + worker_seed)
+    return SAMPLERS[settings.sampler](make_space(settings), settings.seed * 1000 + worker_seed)
 
 
 def make_pruner(settings: SearchSettings) -> BasePruner:
@@ -114,7 +122,8 @@ def create_study(name: str, storage_url: str, settings: SearchSettings,
     elif SearchSettings.from_json(stored) != settings:
         raise StudyError(f"study {name!r} in {redact(storage_url)} was created with other settings; use another "
                          f"study name")
-    study_precision(study, settings, torch.device(device) if device else default_device())
+    if settings.on_cells:  # a table's points are looked up, in no precision
+        study_precision(study, settings, torch.device(device) if device else default_device())
     return study
 
 

@@ -28,7 +28,12 @@ import numpy as np
 from ..errors import DensecellError, TableError, one_line
 from ..space import SearchSpace
 
-__all__ = ["load_table", "Table", "TableParam"]
+__all__ = ["load_table", "Lookup", "NOISE_FLOOR_RHO", "Table", "TableParam"]
+
+NOISE_FLOOR_RHO = 0.80
+"""The proxy's own noise floor: the Spearman rank correlation of densecell's DPC table's 50 cells trained twice
+with other seeds (``repeats`` of ``benchmarks/data/dpc-synthetic-proxy.json.gz``). A table without repeated
+trainings is given the scatter at which two trainings of all its rows rank-correlate this much."""
 
 
 @dataclass(frozen=True)
@@ -71,6 +76,49 @@ class Table:
         """The score a row needs to be in the table's best ``fraction`` (at least one row)."""
         count = max(1, round(len(self.scores) * fraction))
         return float(np.sort(self.scores)[-count])
+
+    def free_columns(self) -> list[str]:
+        """The extra columns a search may read for nothing: every one, except those the table prices in
+        ``feature_cost_in_proxy_steps`` (a zero-cost score or a supernet's, which cost some training)."""
+        priced = self.meta.get("feature_cost_in_proxy_steps") or {}
+        return [key for key in self.extras if not priced.get(key)]
+
+    def random_reach(self, target: float) -> int:
+        """n*: the fewest uniform draws without replacement whose median best reaches ``target`` (random search's
+        own hitting point of it, exactly: :meth:`random_median_best` does not fall as draws are added)."""
+        low, high = 1, len(self)
+        if self.random_median_best(high) < target:
+            raise ValueError(f"{target} is above the table's best {self.best}")
+        while low < high:
+            middle = (low + high) // 2
+            if self.random_median_best(middle) >= target:
+                high = middle
+            else:
+                low = middle + 1
+        return low
+
+    def noise_sigma(self) -> float:
+        """The standard deviation of one training's scatter around a row's score: from the table's repeated
+        trainings (``repeats``: pairs of scores of one cell; the variance of a pair's difference is twice it), else
+        the level at which two noisy copies of every row's score rank-correlate :data:`NOISE_FLOOR_RHO`."""
+        pairs = np.asarray(self.meta.get("repeats") or [], dtype=float)
+        if pairs.ndim == 2 and pairs.shape[1] == 2 and len(pairs) >= 3:
+            return float(np.std(pairs[:, 0] - pairs[:, 1], ddof=1) / math.sqrt(2))
+        return self._matched_sigma(NOISE_FLOOR_RHO)
+
+    def _matched_sigma(self, rho: float) -> float:
+        """The scatter at which two noisy copies of the scores have Spearman ``rho`` (bisection; the same draws of
+        standard noise at every level, so the curve it searches is smooth)."""
+        from scipy.stats import spearmanr
+
+        draws = np.random.default_rng([0xDC, len(self)]).standard_normal((2, len(self)))
+        spread = float(np.std(self.scores)) or 1.0
+        low, high = 0.0, 10 * spread
+        for _ in range(40):
+            sigma = (low + high) / 2
+            found = spearmanr(self.scores + sigma * draws[0], self.scores + sigma * draws[1]).statistic
+            low, high = (sigma, high) if found > rho else (low, sigma)
+        return (low + high) / 2
 
     def random_median_best(self, cells: int) -> float:
         """The median of the best score of ``cells`` uniform draws without replacement, exactly: the highest score
@@ -180,3 +228,24 @@ def _rows(path: Path, rows: Any, params: tuple[TableParam, ...]) -> tuple[list[t
         points.append(point)
         keep.append(i)
     return points, [sum(seen[p]) / len(seen[p]) for p in points], [rows[i] for i in keep]
+
+
+@dataclass(frozen=True)
+class Lookup:
+    """Training a table's cell, as a search on a table does it: its score read from the table with a proxy's
+    scatter (normal, standard deviation ``noise``; :meth:`Table.noise_sigma` is the measured level), taking a
+    lognormal time (median ``seconds``, log-spread ``spread``: cells of one space train for different times, so
+    workers finish out of order). The harness simulates the time; a worker on a table sleeps it."""
+
+    table: Table
+    noise: float = 0.0
+    seconds: float = 1.0
+    spread: float = 0.3
+
+    def score(self, row: int, rng: np.random.Generator) -> float:
+        """One training's score of ``row``."""
+        true = float(self.table.scores[row])
+        return true + float(rng.normal(0.0, self.noise)) if self.noise > 0 else true
+
+    def duration(self, rng: np.random.Generator) -> float:
+        return float(self.seconds * math.exp(rng.normal(0.0, self.spread))) if self.spread > 0 else self.seconds

@@ -22,6 +22,7 @@ import time
 import warnings
 from dataclasses import dataclass
 
+import numpy as np
 import optuna
 import torch
 from optuna.trial import FrozenTrial, TrialState
@@ -39,9 +40,10 @@ from ..proxy import train_candidate
 from ..record import TrialRecord
 from ..space import Cell
 from .spaces import suggest_cell
-from .study import load_study, study_precision
+from .study import load_study, make_space, study_precision
+from .tables import Lookup
 
-__all__ = ["Counts", "counts", "Objective", "own_process", "run_worker", "start_workers"]
+__all__ = ["Counts", "counts", "LookupObjective", "Objective", "own_process", "run_worker", "start_workers"]
 
 logger = logging.getLogger(__name__)
 
@@ -72,17 +74,11 @@ def counts(study: optuna.Study) -> Counts:
                   sum(t.state == TrialState.FAIL and t.error is not None for t in trials))
 
 
-class Objective:
-    """Trains one candidate on the cached features and returns its scores; one per worker (holds the cache)."""
+class _Trials:
+    """What every objective of a worker shares: the study's budget, which a trial beyond it steps aside from."""
 
-    def __init__(self, study: optuna.Study, settings: SearchSettings, device: str | torch.device = "cpu") -> None:
+    def __init__(self, settings: SearchSettings) -> None:
         self.settings = settings
-        self.device = torch.device(device)
-        self.cache = FeatureCache.load(settings.cache_dir, self.device)
-        self.precision = study_precision(study, settings, self.device, self.cache)
-        self.space = settings.space
-        self.cost = CellCoster(self.cache.channels, settings.proxy.filters, self.cache.image_size,
-                               self.cache.output_stride)
         self.ctrl_c = CtrlC()
 
     def is_surplus(self, trial: optuna.Trial) -> bool:
@@ -90,11 +86,40 @@ class Objective:
                  if t.number < trial.number]
         return len(ahead) >= self.settings.trials
 
-    def __call__(self, trial: optuna.Trial) -> float | tuple[float, float]:
+    def step_aside(self, trial: optuna.Trial) -> None:
+        """A trial beyond the budget: recorded as surplus and pruned, before any work."""
         if self.is_surplus(trial):
             record.write(trial, surplus=True)
             raise optuna.TrialPruned("the budget was already taken by earlier trials")
+
+    def claim(self, trial: optuna.Trial) -> None:
+        """Step aside (pruned, recorded as ``duplicate``, its cell left untaken) when another live trial holds the
+        same cell. Two workers that ask at the same moment see the same history, and a sampler that is not random
+        proposes the same cell to both. Each trial writes its cell before it looks, so of two such trials at least
+        the later-looking one sees the other: at most one of them trains it."""
+        live = (TrialState.RUNNING, TrialState.WAITING, TrialState.COMPLETE)
+        if any(other.number != trial.number and other.params == trial.params and not record.is_duplicate(other)
+               for other in trial.study.get_trials(deepcopy=False, states=live)):
+            record.write(trial, duplicate=True)
+            raise optuna.TrialPruned("another worker took the same cell at the same moment")
+
+
+class Objective(_Trials):
+    """Trains one candidate on the cached features and returns its scores; one per worker (holds the cache)."""
+
+    def __init__(self, study: optuna.Study, settings: SearchSettings, device: str | torch.device = "cpu") -> None:
+        super().__init__(settings)
+        self.device = torch.device(device)
+        self.cache = FeatureCache.load(settings.cache_dir, self.device)
+        self.precision = study_precision(study, settings, self.device, self.cache)
+        self.space = settings.cell_space
+        self.cost = CellCoster(self.cache.channels, settings.proxy.filters, self.cache.image_size,
+                               self.cache.output_stride)
+
+    def __call__(self, trial: optuna.Trial) -> float | tuple[float, float]:
+        self.step_aside(trial)
         cell = suggest_cell(trial, self.space)
+        self.claim(trial)
         cost = self.cost(cell)
         record.write(trial, cell=cell, params=cost.params, madds=cost.madds, host=socket.gethostname(),
                      pid=os.getpid(), amp=self.precision.amp,
@@ -135,6 +160,35 @@ class Objective:
         return measure_latency(head, features, repeats=5)
 
 
+class LookupObjective(_Trials):
+    """'Trains' a point of a ground-truth table's space by looking its score up (:class:`~.tables.Lookup`: the
+    table's score with the study's scatter, after a training time slept for real), so that a search on a table runs
+    through the real workers, storage, heartbeats and retries. A trial's draws depend on the study's seed and the
+    trial's number only."""
+
+    def __init__(self, study: optuna.Study, settings: SearchSettings, device: str | torch.device = "cpu") -> None:
+        super().__init__(settings)
+        self.space = make_space(settings)
+        table = getattr(self.space, "table", None)
+        if table is None:
+            raise SearchError(f"space {settings.space!r}: its points cannot be trained, only a table's looked up")
+        noise = table.noise_sigma() if settings.lookup.noise == "auto" else settings.lookup.noise
+        self.lookup = Lookup(table, noise, settings.lookup.seconds, settings.lookup.spread)
+
+    def __call__(self, trial: optuna.Trial) -> float:
+        self.step_aside(trial)
+        row = self.space.row(self.space.suggest(trial))
+        self.claim(trial)
+        record.write(trial, row=row, host=socket.gethostname(), pid=os.getpid())
+        rng = np.random.default_rng([self.settings.seed, trial.number])
+        seconds = self.lookup.duration(rng)
+        with self.ctrl_c.live_here():
+            time.sleep(seconds)
+        score = self.lookup.score(row, rng)
+        record.write(trial, proxy_miou=score, seconds=seconds)
+        return score
+
+
 _TOLD_TWICE = "Cannot tell a COMPLETE trial"
 """Optuna's error when a trial another worker has already finished is told again."""
 
@@ -150,7 +204,7 @@ def run_worker(name: str, storage_url: str, worker_seed: int | None = None, devi
     study, settings = load_study(name, storage_url, worker_seed)
     if owns_process:
         own_process(settings.threads)
-    objective = Objective(study, settings, device or default_device())
+    objective = (Objective if settings.on_cells else LookupObjective)(study, settings, device or default_device())
     done = 0
     while max_trials is None or done < max_trials:
         if not record.ready(study):

@@ -1,0 +1,83 @@
+"""The search harness as a user's search runs (benchmarks/search_efficiency.py): W workers with trials in flight,
+a noisy proxy, the pick as the best observed; and the same search through densecell's real worker processes on
+SQLite, whose result lies within the harness's spread over seeds."""
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import yaml
+
+from densecell.search import TableSpace, load_table
+from helpers import write_table
+
+BENCHMARKS = Path(__file__).parent.parent / "benchmarks"
+
+
+@pytest.fixture
+def harness(monkeypatch):
+    monkeypatch.syspath_prepend(str(BENCHMARKS))
+    import search_efficiency
+
+    return search_efficiency
+
+
+@pytest.mark.parametrize("sampler", ["predictor", "random", "evolution"])
+def test_w_workers_finish_exactly_the_budget_each_cell_once_and_pick_the_best_observed(harness, tmp_path, sampler):
+    harness._SPACE = TableSpace(load_table(write_table(tmp_path / "t.json.gz", "sample")))
+    table = harness._SPACE.table
+    scenario = harness.Scenario(workers=4, noise=0.8, budget=40)
+    trace = harness.run(harness.Strategy(sampler), 3, scenario)
+    assert len(trace["rows"]) == 40 and len(set(trace["rows"])) == 40  # the budget, no cell trained twice
+    assert trace["compute"] == list(range(1, 41))
+    for done in range(1, 41):  # after each result: the table's score of the best observed so far
+        observed = trace["observed"][:done]
+        assert trace["best"][done - 1] == table.scores[trace["rows"][int(np.argmax(observed))]]
+    noisy = np.array(trace["observed"]) - table.scores[trace["rows"]]
+    assert 0.4 < noisy.std() < 1.3  # told scores scatter by the noise asked for
+    assert harness.run(harness.Strategy(sampler), 3, scenario)["rows"] == trace["rows"]  # reproducible
+
+
+def test_workers_ask_while_others_run(harness, tmp_path):
+    """With W workers the W first proposals are made before any result: later ones see them as running."""
+    harness._SPACE = TableSpace(load_table(write_table(tmp_path / "t.json.gz", "complete")))
+    one = harness.run(harness.Strategy("predictor"), 0, harness.Scenario(workers=1, budget=20))
+    eight = harness.run(harness.Strategy("predictor"), 0, harness.Scenario(workers=8, budget=20))
+    assert len(eight["rows"]) == len(set(eight["rows"])) == 20 and one["rows"] != eight["rows"]
+
+
+@pytest.mark.slow
+def test_four_real_workers_on_a_table_land_within_the_harness_spread(tmp_path):
+    """densecell search on a table's space: 4 worker processes, SQLite, heartbeats; its pick against the harness's
+    W = 4 picks over 30 seeds (a single real search is one draw: it must not fall below all of them)."""
+    table = write_table(tmp_path / "t.json.gz", "complete")
+    recipe = tmp_path / "table.yaml"
+    recipe.write_text(yaml.safe_dump({"name": "table", "output_dir": str(tmp_path / "runs"), "search": {
+        "space": f"table={table}", "sampler": "predictor", "trials": 24, "workers": 4,
+        "lookup": {"seconds": 0.05, "spread": 0.3}}}))
+    done = subprocess.run([sys.executable, "-m", "densecell", "search", "--config", str(recipe)], capture_output=True,
+                          text=True, timeout=600)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert "complete 24" in done.stdout and "table row" in done.stdout
+    import optuna
+
+    study = optuna.load_study(study_name="table", storage=f"sqlite:///{tmp_path / 'runs' / 'table' / 'study.db'}")
+    complete = [t for t in study.trials if t.state == optuna.trial.TrialState.COMPLETE]
+    rows = [t.user_attrs["row"] for t in complete]
+    assert len(rows) == len(set(rows)) == 24  # exactly the budget, each cell once
+    assert len({t.user_attrs["pid"] for t in complete}) >= 2
+    scores = load_table(table).scores
+    pick = scores[complete[int(np.argmax([t.value for t in complete]))].user_attrs["row"]]
+
+    env = os.environ | {"DENSECELL_BENCH_RESULTS": str(tmp_path / "results")}
+    done = subprocess.run([sys.executable, str(BENCHMARKS / "search_efficiency.py"), "--table", str(table),
+                           "--workers", "4", "--budget", "24", "--seeds", "30", "--sampler", "predictor",
+                           "--jobs", "1", "--duration", "0.05,0.3", "--name", "w4"], env=env, capture_output=True,
+                          text=True, timeout=600)
+    assert done.returncode == 0, done.stderr[-3000:]
+    picks = json.loads((tmp_path / "results" / "w4.json").read_text())["strategies"]["predictor"]["final_picks"]
+    assert min(picks) <= pick <= max(picks), (pick, picks)
