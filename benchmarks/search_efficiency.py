@@ -208,7 +208,7 @@ def summarise(table: Table, runs: list[dict], budget: float) -> dict[str, Any]:
     grid = np.arange(1, int(budget) + 1)
     curves = np.array([[best_at(r, c) for c in grid] for r in runs])
     top = table.top_score(0.01)
-    at = [b for b in BUDGETS if b <= budget]
+    at = sorted({b for b in BUDGETS if b <= budget} | {int(budget)})
     regrets = {str(b): table.best - curves[:, b - 1] for b in at}
     seconds = [s for r in runs for s in r["seconds"]]
     return {

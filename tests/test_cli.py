@@ -54,7 +54,7 @@ def test_export_writes_onnx_and_checks_it(densecell, tmp_path):
 
 @pytest.mark.parametrize("args,message", [
     (["cell", "show", "no-such-preset"], "no-such-preset: no such cell file or preset"),
-    (["cell", "show", '[{"kernel": 3, "rate": [2, 6], "op": "conv", "input": -1}]'], "5"),
+    (["cell", "show", '[{"kernel": 3, "rate": [0, 6], "op": "conv", "input": -1}]'], "field 'rate' must be positive"),
     (["cost", "--cell", '[{"op": "conv"}]'], "branch 0: missing field"),
     (["cost", "--image-size", "12xq"], "not a size"),
     (["cost", "--head", "psp"], "psp"),

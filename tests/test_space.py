@@ -171,3 +171,17 @@ def test_the_neighbours_of_a_cell_are_every_one_branch_move_and_mutate_draws_fro
     assert all(sum(a != b for a, b in zip(n, cell)) == 1 for n in neighbours)
     rng = random.Random(0)
     assert all(space.mutate(cell, rng) in neighbours for _ in range(50))
+
+
+def test_any_valid_cell_is_accepted_everywhere_a_model_goes(densecell):
+    """One rule: a model takes any valid TF DeepLab cell (rate 2x2, one branch); the search space decides only what
+    a search proposes. So a cell a user trained can be costed and shown by its own file."""
+    odd = '[{"kernel": 3, "rate": [2, 2], "op": "conv", "input": -1}]'
+    assert load_cell(odd) not in SearchSpace()
+    for args in (["cell", "show", odd, "--backbone", "mobilenetv2_100", "--image-size", "65"],
+                 ["cost", "--cell", odd, "--backbone", "mobilenetv2_100", "--image-size", "65"]):
+        code, out, err = densecell(*args)
+        assert code == 0, err
+        assert "2x2" in out or "context" in out
+    with pytest.raises(CellError, match="this search space has exactly 5"):
+        load_cell(odd, SearchSpace())

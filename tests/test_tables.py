@@ -140,3 +140,22 @@ def test_a_tables_free_columns_and_a_dpc_cells_counted_costs(tmp_path):
     points = [dpc.sample(random.Random(seed)) for seed in range(3)]
     costs = dpc.costs(points)
     assert costs.shape == (3, 2) and np.isfinite(costs).all()
+
+
+def test_a_dpc_table_is_checked_against_its_dpc_space(tmp_path):
+    """An operation outside the space, or a space.dpc that disagrees with the parameters: one line on loading,
+    before any search starts."""
+    import gzip as gz
+
+    path = write_table(tmp_path / "d.json.gz", "dpc")
+    with gz.open(path, "rt") as handle:
+        data = json.load(handle)
+    outside = json.loads(json.dumps(data))
+    outside["space"]["params"][1]["choices"].append("sep3x3_2x2")
+    outside["rows"][0]["x"][1] = "sep3x3_2x2"
+    with pytest.raises(TableError, match=r"space.params\[1\].choices.*'sep3x3_2x2' is outside"):
+        load_table(write(tmp_path / "o.json.gz", outside))
+    fewer = json.loads(json.dumps(data))
+    fewer["space"]["dpc"] = {"num_branches": 3}
+    with pytest.raises(TableError, match="a DPC table of 3 branches has the parameters"):
+        load_table(write(tmp_path / "f.json.gz", fewer))

@@ -243,7 +243,7 @@ class DensePredictionCell(nn.Module):
         bn_momentum: float = 0.1,
     ) -> None:
         super().__init__()
-        self.cell = load_cell(cell, space=None)
+        self.cell = load_cell(cell)
         self.in_channels = in_channels
         self.filters = filters
         self.out_channels = concat_channels

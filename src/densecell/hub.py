@@ -158,7 +158,7 @@ def _branches(cell: Cell) -> list[list[str]]:
 def model_card_facts(config: dict[str, Any]) -> dict[str, Any]:
     """What a model's card says of the model itself, from its config; the training's facts come on top."""
     head = config["head"]
-    cell = load_cell(config["cell"], space=None) if head == "dpc" else None
+    cell = load_cell(config["cell"]) if head == "dpc" else None
     return {
         "title": f"{config['backbone']} + {'DPC' if head == 'dpc' else head.upper()}", "backbone": config["backbone"],
         "head": head, "head_name": "Dense Prediction Cell" if head == "dpc" else head.upper(),
@@ -204,7 +204,7 @@ class HubMixin(PyTorchModelHubMixin, library_name="densecell", pipeline_tag="ima
         if self.provenance:
             write_text(save_directory / TRAINING, json.dumps(self.provenance, indent=2))
         if self.config["head"] == "dpc":
-            cell = load_cell(self.config["cell"], space=None)
+            cell = load_cell(self.config["cell"])
             write_text(save_directory / "cell.json", cell.to_json())
             try:
                 from .figures import draw_cell  # here: matplotlib takes a second to import, and only saving draws

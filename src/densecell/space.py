@@ -332,6 +332,16 @@ class SearchSpace:
                 raise ConfigError(f"{name} must be distinct positive integers, got {values!r}")
             object.__setattr__(self, name, values)
 
+    def parameters(self) -> dict[str, list[Any]]:
+        """The space as categorical parameters: ``b{i}_input`` and ``b{i}_op`` (an operation's ``choice`` name) for
+        each branch, with their choices; a uniform choice of each is a uniform cell (the space is a product)."""
+        names = [op.choice for op in self.operations()]
+        found: dict[str, list[Any]] = {}
+        for i in range(self.num_branches):
+            found[f"b{i}_input"] = list(range(-1, i))
+            found[f"b{i}_op"] = names
+        return found
+
     def operations(self) -> list[Operation]:
         """All operations, in a fixed order: family by family (:data:`FAMILIES`: 1x1 conv, separable convs with
         row-major rates, pooling grids)."""
@@ -441,8 +451,10 @@ def conv1x1_cell() -> Cell:
     return Cell((Branch(BACKBONE, Operation.conv1x1()),))
 
 
-def load_cell(spec: Cell | str | Path, space: SearchSpace | None = SearchSpace()) -> Cell:
-    """Resolve a preset name, a JSON file path or JSON text to a :class:`Cell` (checked against ``space``)."""
+def load_cell(spec: Cell | str | Path, space: SearchSpace | None = None) -> Cell:
+    """Resolve a preset name, a JSON file path or JSON text to a :class:`Cell`: any valid TF DeepLab cell (what a
+    model is built from, costed, exported or drawn); checked against ``space`` only when one is given (a search
+    space decides what a search proposes, not what a model may hold)."""
     if isinstance(spec, Cell):
         if space is not None:
             space.validate(spec)

@@ -115,12 +115,7 @@ class Space(ABC):
 def distributions(space: SearchSpace) -> dict[str, CategoricalDistribution]:
     """The DPC space as Optuna parameters: ``b{i}_input`` and ``b{i}_op`` for each branch (a uniform choice of
     each is a uniform cell: the space is a product)."""
-    names = [op.choice for op in space.operations()]
-    dists: dict[str, CategoricalDistribution] = {}
-    for i in range(space.num_branches):
-        dists[f"b{i}_input"] = CategoricalDistribution(list(range(-1, i)))
-        dists[f"b{i}_op"] = CategoricalDistribution(names)
-    return dists
+    return {name: CategoricalDistribution(choices) for name, choices in space.parameters().items()}
 
 
 def cell_params(cell: Cell) -> dict[str, Any]:

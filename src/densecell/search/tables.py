@@ -163,6 +163,7 @@ def load_table(path: str | Path) -> Table:
             dpc = SearchSpace(**space["dpc"])
         except (TypeError, DensecellError) as exc:
             raise _fail(path, f"field 'space.dpc': {one_line(exc)}") from None
+        _check_dpc(path, params, dpc)
     extras = {}
     for key in rows[0]:
         values = [row.get(key) for row in rows]
@@ -199,6 +200,20 @@ def _params(path: Path, space: Any) -> tuple[TableParam, ...]:
     if len({p.name for p in params}) != len(params):
         raise _fail(path, "field 'space.params': two parameters share a name")
     return tuple(params)
+
+
+def _check_dpc(path: Path, params: tuple[TableParam, ...], dpc: SearchSpace) -> None:
+    """A DPC table's parameters are its DPC space's, in order, their choices within the space's (so every row is a
+    cell of the space, which the DPC space's encoding and mutation rely on)."""
+    expected = dpc.parameters()
+    if [p.name for p in params] != list(expected):
+        raise _fail(path, f"field 'space.params': a DPC table of {dpc.num_branches} branches has the parameters "
+                          f"{', '.join(expected)}, in that order; found {', '.join(p.name for p in params)}")
+    for i, param in enumerate(params):
+        outside = [value for value in param.choices if value not in expected[param.name]]
+        if outside:
+            raise _fail(path, f"field 'space.params[{i}].choices': {param.name} = {outside[0]!r} is outside the "
+                              f"DPC space of 'space.dpc'")
 
 
 def _rows(path: Path, rows: Any, params: tuple[TableParam, ...]) -> tuple[list[tuple[Any, ...]], list[float],
