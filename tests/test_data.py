@@ -214,6 +214,11 @@ def test_folder_dataset_with_its_own_ignore_index(tmp_path):
     ("classes: crack\n", "'classes' must be a non-empty list"),
     ("classes: [a, b]\nignore_index: 1\n", "'ignore_index' must be an integer in 2..255"),
     ("classes: [a\n", "not valid YAML"),
+    ("classes: [a, b]\npalette: [[1, 2], [3, 4, 5]]\n", r"'palette\[0\]': each colour is 3 integers in 0..255, got \[1, 2\]"),
+    ("classes: [a, b]\npalette: [[1, 2, 300], [3, 4, 5]]\n", r"'palette\[0\]'.*got \[1, 2, 300\]"),
+    ("classes: [a, b, c]\npalette: red\n", "field 'palette'.*'red'"),
+    ("classes: [a, b]\npalette: [[1, 2, 3]]\n", "'palette' has 1 colours for 2 classes"),
+    ("classes: [a, b]\npallete: [[1, 2, 3], [4, 5, 6]]\n", "'pallete': unknown key"),
 ])
 def test_folder_classes_file_errors(tmp_path, text, message):
     root = write_folder(tmp_path / "mine", {"a": label_map([0])}, text)
@@ -254,3 +259,27 @@ def test_eval_transform_only_normalises(cityscapes):
     raw, raw_label = data.load(0)
     assert image.shape == (3, 16, 32) and image.dtype == torch.float32
     assert torch.equal(label, torch.from_numpy(raw_label).long())
+
+
+def test_images_are_decoded_by_their_mode(tmp_path):
+    """A 16-bit grayscale PNG reads as the same picture saved at 8 bits (PIL's own RGB conversion saturates it);
+    palette PNGs through their palette; a floating-point image is refused with its mode named."""
+    from densecell.data.base import read_image, read_png_label
+
+    gray = np.random.default_rng(0).integers(0, 256, (8, 9)).astype(np.uint8)
+    Image.fromarray(gray).save(tmp_path / "eight.png")
+    Image.fromarray(gray.astype(np.uint16) * 257).save(tmp_path / "sixteen.png")
+    assert Image.open(tmp_path / "sixteen.png").mode.startswith("I")
+    assert (read_image(tmp_path / "sixteen.png") == read_image(tmp_path / "eight.png")).all()
+    palette = Image.fromarray(gray % 4).convert("P")
+    palette.putpalette([0, 0, 0, 255, 0, 0, 0, 255, 0, 0, 0, 255] + [0] * 756)
+    palette.save(tmp_path / "palette.png")
+    assert read_image(tmp_path / "palette.png")[gray % 4 == 1].tolist()[0] == [255, 0, 0]
+    Image.fromarray(gray.astype(np.float32)).save(tmp_path / "float.tiff")
+    with pytest.raises(DataError, match="float.tiff: image mode F is not supported"):
+        read_image(tmp_path / "float.tiff")
+    Image.fromarray((gray % 3).astype(np.uint16)).save(tmp_path / "label16.png")
+    assert read_png_label(tmp_path / "label16.png").tolist() == (gray % 3).tolist()
+    Image.fromarray(np.full((4, 4), 300, dtype=np.uint16)).save(tmp_path / "label300.png")
+    with pytest.raises(DataError, match="16-bit label holds the value 300"):
+        read_png_label(tmp_path / "label300.png")

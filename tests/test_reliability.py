@@ -24,7 +24,7 @@ from densecell.errors import TrainingError
 from densecell.search import create_study, run_worker
 from densecell.search import worker as worker_module
 from densecell.space import Cell, CellError, SearchSpace
-from helpers import BAD_CELLS, Held, recipe, tiny_overrides, write_folder
+from helpers import BAD_CELLS, OUTSIDE_SPACE, Held, recipe, tiny_overrides, write_folder
 
 
 def one_line_error(code, err, message, exit_code=2):
@@ -59,6 +59,12 @@ def cli_process(*args, env=None):
 def test_bad_cells_through_the_cli(densecell, text, message):
     code, _, err = densecell("cell", "show", text)
     one_line_error(code, err, message.split("[")[0])
+
+
+@pytest.mark.parametrize("text", [text for text, _ in OUTSIDE_SPACE[:2]])
+def test_valid_cells_outside_the_space_are_shown(densecell, text):
+    code, out, err = densecell("cell", "show", text, "--backbone", "mobilenetv2_100", "--image-size", "65")
+    assert code == 0, err
 
 
 JSON = st.recursive(st.none() | st.booleans() | st.integers(-3, 30) | st.floats(allow_nan=False) | st.text(max_size=4),

@@ -19,7 +19,7 @@ from densecell.space import (
     load_cell,
     preset_text,
 )
-from helpers import BAD_CELLS
+from helpers import BAD_CELLS, OUTSIDE_SPACE
 
 TINY = SearchSpace(num_branches=2, rates=(1, 3), grids=(1,))
 
@@ -131,7 +131,7 @@ def test_aspp_is_a_cell_of_the_space():
 
 
 
-@pytest.mark.parametrize("text,message", BAD_CELLS)
+@pytest.mark.parametrize("text,message", BAD_CELLS + OUTSIDE_SPACE)
 def test_invalid_cells_raise_cell_error_naming_branch_and_field(text, message):
     with pytest.raises(CellError, match=message.replace("[", r"\[").replace("]", r"\]")) as info:
         Cell.from_json(text, space=SearchSpace())

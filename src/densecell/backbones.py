@@ -17,7 +17,8 @@ from torch import nn
 from .data.transforms import Normalization
 from .errors import ModelError
 
-__all__ = ["backbone_normalization", "create_backbone", "KNOWN_BACKBONES", "Pretrained", "resolve_normalization",
+__all__ = ["backbone_normalization", "check_backbone", "create_backbone", "KNOWN_BACKBONES", "Pretrained",
+           "resolve_normalization",
            "resolve_weights", "timm_name", "WEIGHT_SUFFIXES"]
 
 Pretrained = bool | str | Path | None
@@ -40,6 +41,17 @@ def _pretrained_cfg(name: str) -> Any:
     except RuntimeError:
         raise ModelError(f"backbone {name!r} is not a timm model or tag (known here: "
                          f"{', '.join(KNOWN_BACKBONES)})") from None
+
+
+def check_backbone(name: str) -> str:
+    """``name`` if timm has such a model (with or without a weights tag), else a one-line error: checked before any
+    work that needs it starts (a warm-up, a cache, a training)."""
+    import timm
+
+    if not timm.is_model(name.split(".")[0]):
+        raise ModelError(f"backbone {name!r} is not a timm model (known here: {', '.join(KNOWN_BACKBONES)}; "
+                         f"timm.list_models() has the rest)")
+    return name
 
 
 def timm_name(backbone: str, pretrained: Pretrained = None) -> str:

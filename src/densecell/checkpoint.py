@@ -18,8 +18,8 @@ from typing import Any
 
 import torch
 
-from .config import TrainConfig
-from .errors import CheckpointError, ConfigError, one_line
+from .config import ModelConfig, TrainConfig
+from .errors import CheckpointError, ConfigError, InputError, one_line
 from .files import save_torch
 from .hub import CHECKPOINT, load_saved, load_state, locate
 from .model import SegmentationModel, build_model
@@ -131,6 +131,12 @@ def load_run(source: str | Path, **overrides: Any) -> Run:
     written by ``save_pretrained``, or a Hugging Face Hub repo id (through its cache): what ``source`` is follows
     :func:`densecell.hub.locate`'s one rule. ``overrides`` such as ``output_stride=8`` change the architecture's
     evaluation settings, not its weights."""
+    if overrides:  # the caller's evaluation settings, checked as such (not blamed on the saved config)
+        try:
+            ModelConfig(**overrides)
+        except ConfigError as exc:
+            raise InputError(f"{str(exc).removeprefix('ModelConfig: ')} (an evaluation setting of {source})") \
+                from None
     found = locate(source)
     if found.kind == "checkpoint":
         path = Path(found.where)

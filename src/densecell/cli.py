@@ -110,8 +110,6 @@ def parse_numbers(text: str, kind: type = int, what: str = "integers") -> tuple:
         values = tuple(kind(v) for v in text.split(","))
     except ValueError:
         raise typer.BadParameter(f"{text!r} is not a comma-separated list of {what}") from None
-    if kind is float and (not values or min(values) <= 0):
-        raise typer.BadParameter(f"scales must be positive, got {text!r}")
     return values
 
 
@@ -464,8 +462,8 @@ def predict(
 @app.command()
 def synthetic(
     root: Annotated[Path, typer.Argument(help="Where to write the dataset (Cityscapes layout).")],
-    train_images: Annotated[int, typer.Option("--train", help="Training images.")] = 48,
-    val_images: Annotated[int, typer.Option("--val", help="Validation images.")] = 16,
+    train_images: Annotated[int, typer.Option("--train", min=0, help="Training images.")] = 48,
+    val_images: Annotated[int, typer.Option("--val", min=0, help="Validation images.")] = 16,
     seed: Annotated[int, typer.Option(help="Random seed.")] = 0,
 ) -> None:
     """Write the synthetic multi-scale dataset (same texture, classes told apart only by size and shape)."""
@@ -624,8 +622,8 @@ def search_top(
 def rerank_command(
     config: SearchConfigPath = None,
     data_root: DataRoot = None,
-    top: Annotated[int | None, typer.Option("--top", help="How many of the best proxy cells (default: the recipe's)."
-                                            )] = None,
+    top: Annotated[int | None, typer.Option("--top", min=0, help="How many of the best proxy cells (default: the "
+                                                                  "recipe's).")] = None,
     overrides: Overrides = None,
 ) -> None:
     """Re-train the top K proxy cells end to end and record their val mIoU in the study (resumable)."""

@@ -518,6 +518,9 @@ def recipe_path(spec: str | Path) -> Path:
     path = Path(spec)
     if path.is_file():
         return path
+    if path.is_dir():
+        raise ConfigError(f"{spec}: a folder, not a recipe file (a YAML file, or a built-in name: densecell list "
+                          f"recipes)")
     known = recipes()
     name = path.name.removesuffix(".yaml") if path.parent == Path(".") else None
     if name in known:
@@ -533,9 +536,11 @@ def _load(kind: type[BaseModel], path: str | Path | None, overrides: list[str] |
         origin = str(path)
         path = recipe_path(path)
         try:
-            loaded = yaml.safe_load(Path(path).read_text())
+            loaded = yaml.safe_load(Path(path).read_text(encoding="utf-8"))
         except FileNotFoundError:
             raise ConfigError(f"{path}: config file not found") from None
+        except UnicodeDecodeError as exc:
+            raise ConfigError(f"{path}: not a UTF-8 text file (byte {exc.start}); a recipe is YAML text") from None
         except yaml.YAMLError as exc:
             raise ConfigError(f"{path}: not valid YAML ({one_line(exc)})") from None
         if loaded is not None and not isinstance(loaded, dict):

@@ -19,7 +19,7 @@ from .checkpoint import load_run
 from .data import Normalization, SegmentationDataset, eval_dataset
 from .data.base import read_image
 from .data.transforms import normalize
-from .errors import CheckpointError, DataError
+from .errors import CheckpointError, DataError, InputError
 from .files import atomic_path, make_dirs, write_text
 from .lock import RunLock, run_folder_of
 from .metrics import ConfusionMatrix, predicted_classes
@@ -101,6 +101,18 @@ def _logits(model: nn.Module, x: torch.Tensor, window: Sequence[int] | None) -> 
     return sliding_window_logits(model, x, window) if too_big else model(x)
 
 
+def check_inference(scales: Sequence[float], window: Sequence[int] | None, output_stride: int = 8) -> None:
+    """The test-time settings, checked before any image is read (and before the model is loaded, with the smallest
+    output stride, 8): finite positive scales, and a sliding window of at least one output stride a side (a smaller
+    one yields no feature at all, and thousands of windows)."""
+    for scale in scales:
+        if not (math.isfinite(scale) and scale > 0):
+            raise InputError(f"scale {scale}: the test scales must be finite and positive, e.g. 0.75,1,1.25")
+    if window is not None and min(window) < output_stride:
+        raise InputError(f"window {window[0]}x{window[1]}: at least the model's output stride ({output_stride}) a "
+                         f"side; a window is usually the training crop, e.g. 513x513")
+
+
 @torch.inference_mode()
 def predict_probabilities(model: nn.Module, image: torch.Tensor, scales: Sequence[float] = (1.0,),
                           flip: bool = False, window: Sequence[int] | None = None,
@@ -155,7 +167,9 @@ def evaluate_checkpoint(checkpoint: str | Path, split: str = "val", data_root: s
     """Evaluate a trained model on a split of the dataset it was trained on (``data_root`` replaces its root),
     optionally at another output stride; with ``output``, the per-class table is written there as JSON (under the
     lock of the run folder it lies in, if any)."""
+    check_inference(scales, window)
     run = load_run(checkpoint, **({"output_stride": output_stride} if output_stride else {}))
+    check_inference(scales, window, run.model.output_stride)
     if run.config is None:
         raise CheckpointError(f"{checkpoint}: holds no training recipe, so its dataset is unknown")
     dataset = eval_dataset(run.config.data, split, run.model.normalization, data_root)
@@ -173,7 +187,9 @@ def predict_checkpoint(checkpoint: str | Path, images: Sequence[Path], output: s
                        pad_to: Sequence[int] | None = None, progress: Progress | None = None) -> list[Path]:
     """:func:`predict_files` with a trained model: its normalisation, its palette, and the ids its dataset's
     benchmark server accepts (Cityscapes' labelIds)."""
+    check_inference(scales, window)
     run = load_run(checkpoint)
+    check_inference(scales, window, run.model.output_stride)
     device = default_device()
     ids = DATASETS[run.dataset].submission_ids() if run.dataset else None
     return predict_files(run.model.to(device), images, Path(output), run.palette, run.model.normalization, ids,

@@ -32,6 +32,7 @@ from pathlib import Path
 import yaml
 
 from . import stages
+from .backbones import check_backbone
 from .cache import FeatureCache
 from .config import ProxySettings, SearchConfig
 from .errors import ConfigError, one_line
@@ -172,6 +173,8 @@ def check_against(against: str) -> str:
     if against not in RANKERS and (name not in PROTOCOLS or takes.get(name, False) != (argument is not None)):
         raise ConfigError(f"protocol {against!r}: expected end-to-end, oneshot, backbone=NAME, proxy.FIELD=VALUE "
                           f"or a cheap ranker ({', '.join(RANKERS)})")
+    if name == "backbone":
+        check_backbone(str(argument))
     return against
 
 

@@ -9,6 +9,7 @@ import textwrap
 from collections.abc import Sequence
 from pathlib import Path
 
+from .errors import InputError
 from .extras import missing_extra
 from .files import atomic_path
 
@@ -30,6 +31,20 @@ def figure(size: tuple[float, float]) -> tuple[Figure, Axes]:
     alone)."""
     fig = Figure(figsize=size)
     return fig, fig.subplots()
+
+
+FIGURE_SUFFIXES = (".png", ".svg", ".pdf", ".jpg", ".jpeg")
+
+
+def check_figure_path(path: str | Path) -> Path:
+    """A file a figure can be written to (a known image suffix, not a folder), checked before the work that draws
+    it."""
+    path = Path(path)
+    if path.is_dir():
+        raise InputError(f"{path}: a folder; a figure is a file, e.g. {path / 'importance.png'}")
+    if path.suffix.lower() not in FIGURE_SUFFIXES:
+        raise InputError(f"{path}: a figure's file name ends in {', '.join(FIGURE_SUFFIXES)}")
+    return path
 
 
 def save_figure(fig: Figure, path: Path) -> Path:

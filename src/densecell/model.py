@@ -79,6 +79,10 @@ class SegmentationModel(nn.Module, HubMixin):
             self.config["cell"] = self.head.cell.to_json()
 
     @property
+    def output_stride(self) -> int:
+        return int(self.config["output_stride"])
+
+    @property
     def normalization(self) -> tuple[tuple[float, ...], tuple[float, ...]]:
         return tuple(self.config["mean"]), tuple(self.config["std"])
 

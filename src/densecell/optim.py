@@ -18,10 +18,12 @@ import torch
 from torch import nn
 
 from .config import Amp, OptimizerName
+from .errors import InputError
 from .loss import cross_entropy
 
 __all__ = [
-    "Amp", "autocast_dtype", "autocast_for", "backward_and_step", "decayed_parameters", "default_device",
+    "Amp", "autocast_dtype", "autocast_for", "backward_and_step", "check_device", "decayed_parameters",
+    "default_device",
     "freeze_batchnorm", "is_depthwise", "LOSS_SCALE", "loss_scaler", "make_optimizer", "OptimizerName", "param_groups",
     "poly_lambda", "rng_state", "SCALE_GROWTH_INTERVAL", "set_rng_state", "set_train_mode", "train_step",
     "use_deterministic"
@@ -32,6 +34,26 @@ __all__ = [
 def default_device() -> torch.device:
     """The first GPU if there is one, else the CPU."""
     return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+
+
+def check_device(name: str | torch.device | None) -> torch.device:
+    """The device ``name`` names (None: :func:`default_device`), or a one-line error when it is not a device or
+    not on this machine (checked before a worker or a training starts)."""
+    if name is None:
+        return default_device()
+    try:
+        device = torch.device(name)
+    except (RuntimeError, ValueError):
+        raise InputError(f"device {str(name)!r}: expected cpu, cuda or cuda:N") from None
+    if device.type == "cuda":
+        count = torch.cuda.device_count() if torch.cuda.is_available() else 0
+        if not count:
+            raise InputError(f"device {str(name)!r}: no CUDA GPU on this machine (use cpu)")
+        if device.index is not None and device.index >= count:
+            raise InputError(f"device {str(name)!r}: this machine has {count} GPU(s), cuda:0 to cuda:{count - 1}")
+    elif device.type != "cpu":
+        raise InputError(f"device {str(name)!r}: expected cpu, cuda or cuda:N")
+    return device
 
 
 def autocast_dtype(amp: Amp, device: torch.device) -> torch.dtype | None:

@@ -14,7 +14,7 @@ from pathlib import Path
 from . import stages
 from .config import SearchConfig
 from .progress import Progress
-from .search import load_study
+from .search import check_storage, load_study
 
 __all__ = ["run_pipeline"]
 
@@ -26,6 +26,7 @@ def run_pipeline(config: SearchConfig, progress: Progress | None = None,
     """All the stages, each resumed or skipped if done; returns where the report and the best cell are. A search of
     a ground-truth table's space (``search.space: table=FILE``) has no data, cache or cells: its study is prepared
     and searched, and nothing is returned."""
+    check_storage(config.storage_url)  # a mistyped URL is one line now, not after the cache is built
     if not config.search.on_cells:
         stages.prepare(config, progress, command)
         stages.search(config, progress)

@@ -28,7 +28,7 @@ except ImportError as exc:  # the report extra (optuna came with record: the sea
     raise missing_extra(exc, "report") from None
 from .checkpoint import checkpoint_path, load_run, rerank_run
 from .errors import CheckpointError, InputError
-from .figures import draw_cell, figure, histogram, importance_plot, save_figure, scatter
+from .figures import check_figure_path, draw_cell, figure, histogram, importance_plot, save_figure, scatter
 from .files import make_dirs, write_text
 from .hub import cell_card
 from .ranking import rank_name, score_summary, spearman, top_overlap
@@ -360,6 +360,8 @@ def write_top_cells(study: optuna.Study, k: int, folder: str | Path) -> list[Pat
 def branch_importance(checkpoint: str | Path, plot: str | Path | None = None) -> tuple[Cell, list[float]]:
     """Paper Fig. 5b for a trained DPC model: its cell and the L1 norm of the projection weights per branch (drawn
     into ``plot`` when given). A checkpoint of another head is a :class:`~densecell.errors.CheckpointError`."""
+    if plot is not None:
+        check_figure_path(plot)
     run = load_run(checkpoint)
     if run.model.config.get("head") != "dpc":
         raise CheckpointError(f"{checkpoint}: not a DPC model (head {run.model.config.get('head')!r})")

@@ -23,13 +23,13 @@ import torch
 from torch import nn
 
 from . import record
-from .backbones import create_backbone, resolve_normalization, resolve_weights
+from .backbones import check_backbone, create_backbone, resolve_normalization, resolve_weights
 from .cache import CacheSource, FeatureCache, build_cache, cache_source, check_cache, remembered
 from .checkpoint import checkpoint_path, finished_iteration, load_run, rerank_run
 from .config import SearchConfig, SearchSettings, TrainConfig
 from .cost import CellCoster
-from .data import build_datasets
-from .errors import CacheError, ConfigError, SearchError
+from .data import build_datasets, check_data
+from .errors import CacheError, ConfigError, InputError, SearchError
 from .files import save_torch
 from .lock import Holder, RunLock
 from .optim import default_device
@@ -41,6 +41,7 @@ from .registry import SEARCH_MODES
 from .report import report_is_current, write_report
 from .search import (
     cell_params,
+    check_storage,
     counts,
     create_study,
     distributions,
@@ -114,7 +115,8 @@ def feature_cache(config: SearchConfig, progress: Progress | None = None, comman
     if config.cache.dir is not None:
         check_cache(config.cache.dir)
         return config.cache.dir
-    config.data.require_root()
+    check_backbone(config.backbone.backbone)
+    check_data(config.data, (config.data.train_split, config.data.val_split or "val"))
     with _locked(config, command, "the backbone warm-up and the cache"):
         model, data = config.backbone, config.data
         backbone, weights = _proxy_backbone(config, progress)
@@ -155,6 +157,7 @@ def prepare(config: SearchConfig, progress: Progress | None = None,
             command: str = "densecell search") -> optuna.Study:
     """The study: created (or joined) with its precision chosen once, and its search mode's preparation done, before
     any worker starts."""
+    check_storage(config.storage_url)
     with _locked(config, command, "the study's preparation"):
         study = create_study(config.name, config.storage_url, config.search_settings())
         if not record.ready(study):
@@ -295,6 +298,8 @@ def rerank(config: SearchConfig, top: int | None = None, progress: Progress | No
     """Re-train the best ``top`` proxy cells end to end (the paper's re-ranking; default: the recipe's
     ``rerank.top``) and record their val mIoU in the study; returns trial number -> end-to-end val mIoU."""
     top = config.rerank.top if top is None else top
+    if top < 0:
+        raise InputError(f"re-ranking top {top}: how many cells to re-train, at least 0")
     with _locked(config, command, "re-ranking"):
         study = load_study(config.name, config.storage_url)[0]
         done, scores = record.full_scores(study), {}

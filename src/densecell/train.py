@@ -28,7 +28,7 @@ import torch.distributed as dist
 from torch import nn
 from torch.utils.data import DataLoader, Sampler
 
-from .backbones import resolve_normalization, resolve_weights
+from .backbones import check_backbone, resolve_normalization, resolve_weights
 from .checkpoint import (
     checkpoint_path,
     load_state,
@@ -38,7 +38,7 @@ from .checkpoint import (
     training_payload,
 )
 from .config import TrainConfig
-from .data import SegmentationDataset, build_datasets
+from .data import SegmentationDataset, build_datasets, check_data
 from .errors import ConfigError, Interrupted, RunExistsError, TrainingError
 from .evaluate import evaluate
 from .extras import missing_extra
@@ -342,7 +342,9 @@ def train(config: TrainConfig, resume: bool = False, progress: Progress | None =
 
     The run folder is locked for the whole run (:class:`~densecell.lock.RunLock`): a second command on it fails at
     once with the holder's name. Ctrl-C finishes the current iteration, saves, and raises
-    :class:`~densecell.errors.Interrupted`."""
+    :class:`~densecell.errors.Interrupted`. The backbone and the data are checked before anything is made."""
+    check_backbone(config.model.backbone)
+    check_data(config.data, (config.data.train_split, config.data.val_split))
     make_dirs(config.run_dir)
     with RunLock(config.run_dir, command, enabled=int(os.environ.get("RANK", "0")) == 0):
         session = _open(config, resume)

@@ -27,6 +27,20 @@ def build_dataset(name: str, root: str | Path, split: str, transform: Transform 
     return kind(root, split, transform, **kind.check_options(options, name))
 
 
+def check_data(data: DataConfig, splits: tuple[str | None, ...] = ()) -> None:
+    """What a command needs of the data section, checked before any work starts: the dataset's name and its own
+    options, the root folder, and (``splits``) that those splits can be opened (their files listed, a folder
+    dataset's classes.yaml read)."""
+    DATASETS.check(data.dataset, DataError)
+    kind = DATASETS[data.dataset]
+    options = kind.check_options(data.options, data.dataset)
+    root = data.require_root()
+    if not Path(root).is_dir():
+        raise DataError(f"{root}: data root not found")
+    for split in filter(None, splits):
+        kind(root, split, None, **options)
+
+
 def eval_dataset(data: DataConfig, split: str, normalization: Normalization,
                  root: str | Path | None = None) -> SegmentationDataset:
     """A split of the config's dataset, without augmentation (``root`` overrides the config's), normalised as the
@@ -50,5 +64,5 @@ def build_datasets(data: DataConfig, normalization: Normalization) -> tuple[Segm
 __all__ = [
     "DATASETS", "IGNORE_INDEX", "Cityscapes", "DataError", "EvalTransform", "FolderDataset",
     "Normalization", "PascalVOC", "PersonPart", "Sample", "SegmentationDataset", "TrainTransform", "build_dataset",
-    "build_datasets", "eval_dataset", "item_seed",
+    "build_datasets", "check_data", "eval_dataset", "item_seed",
 ]

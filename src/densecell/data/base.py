@@ -66,21 +66,48 @@ def opened(path: Path, what: str = "image") -> Iterator[Image.Image]:
         raise DataError(f"{path}: corrupt or unreadable {what} ({one_line(exc)})") from None
 
 
+EIGHT_BIT_MODES = ("RGB", "RGBA", "L", "LA", "P", "PA", "1", "CMYK", "YCbCr")
+"""Modes PIL converts to 8-bit RGB without loss of range (palette images through their palette)."""
+SIXTEEN_BIT_MODES = ("I;16", "I;16L", "I;16B", "I;16N", "I")
+"""Single-channel integer modes: a 16-bit PNG opens as one of them (``I`` in older Pillow releases)."""
+
+
 def read_image(path: Path) -> np.ndarray:
-    """An RGB image as uint8 HxWx3; corrupt, truncated and non-image files raise
-    :class:`~densecell.errors.DataError`."""
+    """An RGB image as uint8 HxWx3, decoded by its mode: 8-bit modes through PIL, 16-bit grayscale scaled to 8
+    bits (65535 -> 255: the same picture saved at 8 bits gives the same pixels; PIL's own conversion would
+    saturate it); other modes (floating point, 32-bit values) are refused with the mode named. Corrupt, truncated
+    and non-image files raise :class:`~densecell.errors.DataError`."""
     with opened(path) as image:
         image.load()
-        return np.array(image.convert("RGB"))
+        if image.mode in EIGHT_BIT_MODES:
+            return np.array(image.convert("RGB"))
+        gray = _sixteen_bit(image, path, "image")
+        return np.repeat(np.rint(gray / 257.0).astype(np.uint8)[..., None], 3, axis=2)
+
+
+def _sixteen_bit(image: Image.Image, path: Path, what: str) -> np.ndarray:
+    """The values of a single-channel 16-bit image, or a one-line error naming an unsupported mode."""
+    values = np.array(image) if image.mode in SIXTEEN_BIT_MODES else None
+    if values is None or values.min(initial=0) < 0 or values.max(initial=0) > 65535:
+        raise DataError(f"{path}: {what} mode {image.mode} is not supported (8-bit RGB, RGBA, grayscale or "
+                        f"palette, or 16-bit grayscale)")
+    return values.astype(np.int64)
 
 
 def read_png_label(path: Path) -> np.ndarray:
-    """A single-channel label PNG (grayscale or palette indices) as uint8 HxW."""
+    """A single-channel label PNG (grayscale or palette indices; 16-bit grayscale whose values are all below 256)
+    as uint8 HxW."""
     with opened(path, "label") as image:
         image.load()
-        if image.mode not in ("L", "P"):
-            raise DataError(f"{path}: label must be a single-channel (L or P mode) PNG, got mode {image.mode}")
-        return np.array(image)
+        if image.mode in ("L", "P"):
+            return np.array(image)
+        if image.mode in SIXTEEN_BIT_MODES:
+            values = _sixteen_bit(image, path, "label")
+            if values.max(initial=0) <= 255:
+                return values.astype(np.uint8)
+            raise DataError(f"{path}: 16-bit label holds the value {int(values.max())}; labels are class indices "
+                            f"0..255")
+        raise DataError(f"{path}: label must be a single-channel (L or P mode) PNG, got mode {image.mode}")
 
 
 def identity_lut(num_classes: int, ignore_index: int = IGNORE_INDEX) -> np.ndarray:

@@ -25,6 +25,8 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
+from ..errors import DataError
+
 __all__ = ["CITY", "draw_image", "LABEL_IDS", "SYNTHETIC_CLASSES", "write_synthetic_cityscapes"]
 
 SYNTHETIC_CLASSES = ("background", "small square", "large square", "tall bar", "wide bar")
@@ -83,6 +85,11 @@ def write_synthetic_cityscapes(
     """Write ``train`` + ``val`` images of ``size`` (H, W) under ``root`` in the Cityscapes layout; returns root.
 
     Deterministic in ``seed``; existing files are overwritten."""
+    for name, value in (("train", train), ("val", val), ("objects", objects)):
+        if value < 0:
+            raise DataError(f"synthetic data: {name} = {value}; a count, at least 0")
+    if min(size) < 1:
+        raise DataError(f"synthetic data: size {size}; a height and width of at least 1")
     root = Path(root)
     rng = np.random.default_rng(seed)
     for split, count in (("train", train), ("val", val)):

@@ -32,6 +32,7 @@ from .spaces import DPCSpace, Space, TableSpace, cell_from_params, cell_params, 
 from .status import StudyStatus, completed_trials, proxy_full_pairs, study_status, top_cells
 from .study import (
     RetryCell,
+    check_storage,
     create_study,
     load_study,
     make_pruner,
@@ -45,7 +46,7 @@ from .tables import Lookup, Table, TableError, load_table
 from .worker import Counts, Objective, counts, own_process, run_worker, start_workers
 
 __all__ = [
-    "cell_from_params", "cell_params", "completed_trials", "Counts", "counts", "create_study",
+    "cell_from_params", "cell_params", "check_storage", "completed_trials", "Counts", "counts", "create_study",
     "distributions", "DPCSpace", "EvolutionSampler", "hyperband_pruner", "LiveTrialsPruner", "load_study",
     "load_table", "LocalSampler", "Lookup", "LocalSearchSampler", "make_pruner", "make_sampler",
     "make_space", "median_pruner", "no_pruner",

@@ -23,7 +23,7 @@ from sqlalchemy.engine import make_url
 from .. import record
 from ..cache import FeatureCache
 from ..config import SearchSettings
-from ..errors import StudyError, one_line
+from ..errors import DensecellError, StudyError, one_line
 from ..extras import missing_extra
 from ..files import make_dirs
 from ..optim import default_device
@@ -33,7 +33,8 @@ from ..registry import PRUNERS, SAMPLERS, SPACES
 from .pruners import LiveTrialsPruner
 from .spaces import Space
 
-__all__ = ["create_study", "load_study", "make_pruner", "make_sampler", "make_space", "open_storage", "redact",
+__all__ = ["check_storage", "create_study", "load_study", "make_pruner", "make_sampler", "make_space", "open_storage",
+           "redact",
            "RetryCell", "study_precision"]
 
 
@@ -84,6 +85,27 @@ def redact(url: str) -> str:
         return "<unparseable storage URL>"
 
 
+def check_storage(url: str) -> str:
+    """``url`` if it is a database URL SQLAlchemy can open (its dialect and driver installed), else a one-line
+    error: checked before any work that leads to the study starts."""
+    try:
+        parsed = make_url(url)
+    except Exception:
+        raise StudyError(f"search.storage {redact(url)!r} is not a database URL (sqlite:///FILE or "
+                         f"postgresql://USER@HOST/DB)") from None
+    try:
+        parsed.get_dialect()
+    except ImportError as exc:  # the driver: psycopg for PostgreSQL
+        if parsed.get_backend_name().startswith("postgres"):
+            raise missing_extra(exc, "postgres") from None
+        raise StudyError(f"search.storage {redact(url)}: no driver for {parsed.drivername!r} ({one_line(exc)})") \
+            from None
+    except Exception:
+        raise StudyError(f"search.storage {redact(url)}: unknown database {parsed.drivername!r} (sqlite:///FILE or "
+                         f"postgresql://USER@HOST/DB)") from None
+    return url
+
+
 def open_storage(url: str, settings: SearchSettings | None = None) -> RDBStorage:
     """An RDB storage with heartbeats (dead workers' trials are failed and retried) and a patient SQLite lock."""
     heartbeat = settings.heartbeat_s if settings else 5
@@ -116,15 +138,27 @@ def create_study(name: str, storage_url: str, settings: SearchSettings,
     storage = open_storage(storage_url, settings)
     study = optuna.create_study(study_name=name, storage=storage, directions=settings.directions,
                                 load_if_exists=True)
-    stored = record.stored_settings(study)
+    stored = _stored(study, storage_url)
     if stored is None:
         record.store_settings(study, settings.to_json())
-    elif SearchSettings.from_json(stored) != settings:
+    elif stored != settings:
         raise StudyError(f"study {name!r} in {redact(storage_url)} was created with other settings; use another "
                          f"study name")
     if settings.on_cells:  # a table's points are looked up, in no precision
         study_precision(study, settings, torch.device(device) if device else default_device())
     return study
+
+
+def _stored(study: optuna.Study, storage_url: str) -> SearchSettings | None:
+    """The settings the study stores (None: none), or a one-line error naming the study when they cannot be read."""
+    stored = record.stored_settings(study)
+    if stored is None:
+        return None
+    try:
+        return SearchSettings.from_json(stored)
+    except (ValueError, TypeError, AttributeError, DensecellError) as exc:
+        raise StudyError(f"study {study.study_name!r} in {redact(storage_url)}: its stored settings are unreadable "
+                         f"({one_line(exc, 200)})") from None
 
 
 def study_precision(study: optuna.Study, settings: SearchSettings, device: torch.device,
@@ -145,7 +179,14 @@ def study_precision(study: optuna.Study, settings: SearchSettings, device: torch
 
 
 def load_study(name: str, storage_url: str, worker_seed: int = 0) -> tuple[optuna.Study, SearchSettings]:
-    """Open a study densecell created, with its stored settings, its sampler and its pruner."""
+    """Open a study densecell created, with its stored settings, its sampler and its pruner. Nothing is created:
+    an SQLite file that is not there is a one-line error."""
+    check_storage(storage_url)
+    if storage_url.startswith("sqlite:///") and not storage_url.startswith("sqlite:///:memory:"):
+        path = Path(storage_url.removeprefix("sqlite:///"))
+        if not path.is_file():
+            raise StudyError(f"no study {name!r}: {path} does not exist (run densecell search first, or name the "
+                             f"study's storage)")
     probe = open_storage(storage_url)
     try:
         summary = {s.study_name for s in optuna.get_all_study_summaries(probe)}
@@ -154,10 +195,9 @@ def load_study(name: str, storage_url: str, worker_seed: int = 0) -> tuple[optun
     if name not in summary:
         known = ", ".join(sorted(summary)) or "none"
         raise StudyError(f"no study {name!r} in {redact(storage_url)} (studies: {known})")
-    stored = record.stored_settings(optuna.load_study(study_name=name, storage=probe))
-    if stored is None:
+    settings = _stored(optuna.load_study(study_name=name, storage=probe), storage_url)
+    if settings is None:
         raise StudyError(f"study {name!r} was not created by densecell (no settings stored)")
-    settings = SearchSettings.from_json(stored)
     study = optuna.load_study(study_name=name, storage=open_storage(storage_url, settings),
                               sampler=make_sampler(settings, worker_seed), pruner=make_pruner(settings))
     return study, settings

@@ -35,7 +35,7 @@ from ..errors import DensecellError, SearchError, TrainingError, one_line
 from ..heads import DensePredictionCell
 from ..hold import hold
 from ..interrupts import CtrlC
-from ..optim import default_device
+from ..optim import check_device
 from ..proxy import train_candidate
 from ..record import TrialRecord
 from ..space import Cell
@@ -201,10 +201,11 @@ def run_worker(name: str, storage_url: str, worker_seed: int | None = None, devi
     the process-wide settings (:func:`own_process`, with the study's ``threads``); a library caller's are left
     alone."""
     worker_seed = os.getpid() if worker_seed is None else worker_seed
+    chosen = check_device(device)
     study, settings = load_study(name, storage_url, worker_seed)
     if owns_process:
         own_process(settings.threads)
-    objective = (Objective if settings.on_cells else LookupObjective)(study, settings, device or default_device())
+    objective = (Objective if settings.on_cells else LookupObjective)(study, settings, chosen)
     done = 0
     while max_trials is None or done < max_trials:
         if not record.ready(study):
