@@ -17,6 +17,22 @@ RESULTS = Path(os.environ.get("DENSECELL_BENCH_RESULTS", Path(__file__).parent /
 """Where results go; the smoke test points it (and BENCHMARKS.md, via DENSECELL_BENCH_REPORT) at a temporary folder."""
 
 
+def at_least(low: int) -> Callable[[str], int]:
+    """An argparse type: a whole number no smaller than ``low`` (a bad one is argparse's one-line usage error)."""
+    import argparse
+
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
+        if value < low:
+            raise argparse.ArgumentTypeError(f"{value} is below {low}")
+        return value
+
+    return parse
+
+
 def machine() -> dict[str, Any]:
     """CPU model, cores, torch threads, GPU and versions: what a reader needs to compare figures."""
     cpu = platform.processor() or platform.machine()

@@ -14,7 +14,7 @@ import argparse
 
 import torch
 
-from common import table, write_result
+from common import at_least, table, write_result
 from densecell.cost import build_head, context_module_cost, feature_size, head_cost, measure_latency, model_cost
 from densecell.model import build_model
 
@@ -25,7 +25,7 @@ COLUMNS = {"model_params_m": "model params (M)", "model_gmadds": "model GMAdds",
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--repeats", type=int, default=2)
+    parser.add_argument("--repeats", type=at_least(1), default=2)
     parser.add_argument("--sizes", default="1025x2049,769x769")
     parser.add_argument("--backbone", default="xception71")
     args = parser.parse_args()

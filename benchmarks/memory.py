@@ -18,7 +18,7 @@ import sys
 import tempfile
 from pathlib import Path
 
-from common import table, write_result
+from common import at_least, table, write_result
 from densecell.config import ProxySettings, SearchSettings
 from densecell.data.synthetic import write_synthetic_cityscapes
 from densecell.search import create_study
@@ -40,9 +40,9 @@ def peak_rss_mb(*args: str, env: dict[str, str] | None = None) -> float:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--images", type=int, default=16)
+    parser.add_argument("--images", type=at_least(1), default=16)
     parser.add_argument("--image-size", default="1024x2048", help="HxW of the images (Cityscapes: 1024x2048)")
-    parser.add_argument("--steps", type=int, default=5, help="proxy steps the measured search worker takes")
+    parser.add_argument("--steps", type=at_least(1), default=5, help="proxy steps the measured search worker takes")
     args = parser.parse_args()
     size = tuple(int(v) for v in args.image_size.split("x"))
     with tempfile.TemporaryDirectory() as tmp:

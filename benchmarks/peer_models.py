@@ -18,7 +18,7 @@ import argparse
 import torch
 from torch import nn
 
-from common import seconds_per_call, table, write_result
+from common import at_least, seconds_per_call, table, write_result
 from densecell.cost import count_madds, measure_latency
 from densecell.model import build_model
 
@@ -59,9 +59,9 @@ def main() -> None:
     import segmentation_models_pytorch as smp
 
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--size", type=int, default=512)
-    parser.add_argument("--batch", type=int, default=2)
-    parser.add_argument("--steps", type=int, default=3)
+    parser.add_argument("--size", type=at_least(32), default=512)
+    parser.add_argument("--batch", type=at_least(1), default=2)
+    parser.add_argument("--steps", type=at_least(1), default=3)
     args = parser.parse_args()
     torch.manual_seed(0)
     images = torch.randn(args.batch, 3, args.size, args.size)

@@ -33,7 +33,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from common import seconds_per_call, sync, table, versus_paper, write_result
+from common import at_least, seconds_per_call, sync, table, versus_paper, write_result
 from densecell.backbones import resolve_normalization
 from densecell.cache import FeatureCache, FrozenBackboneFeatures, build_cache
 from densecell.config import ProxySettings
@@ -292,10 +292,10 @@ def report(args, rows, compile_s, summary, shared, profiles, feature, device) ->
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--crop", type=int, default=769)
-    parser.add_argument("--batch", type=int, default=8)
-    parser.add_argument("--images", type=int, default=8)
-    parser.add_argument("--steps", type=int, default=3)
+    parser.add_argument("--crop", type=at_least(17), default=769)
+    parser.add_argument("--batch", type=at_least(1), default=8)
+    parser.add_argument("--images", type=at_least(1), default=8)
+    parser.add_argument("--steps", type=at_least(1), default=3)
     parser.add_argument("--ks", default="1,2,4,8")
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     parser.add_argument("--skip-compile", action="store_true", help="Leave out the torch.compile row.")

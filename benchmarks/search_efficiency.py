@@ -57,7 +57,7 @@ import yaml
 from matplotlib.figure import Figure
 from scipy.stats import spearmanr
 
-from common import RESULTS, table, write_result
+from common import RESULTS, at_least, table, write_result
 from densecell.errors import DensecellError
 from densecell.registry import PRUNERS, SAMPLERS
 from densecell.search import Lookup, TableSpace, load_table
@@ -282,19 +282,6 @@ def parse_variant(value: str) -> Strategy:
     return Strategy(sampler, "none", tuple(sorted(options.items())))
 
 
-def _at_least(low: int) -> Any:
-    def parse(text: str) -> int:
-        try:
-            value = int(text)
-        except ValueError:
-            raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
-        if value < low:
-            raise argparse.ArgumentTypeError(f"{value} is below {low}")
-        return value
-
-    return parse
-
-
 def _sampler_name(text: str) -> str:
     if text not in SAMPLERS:
         raise argparse.ArgumentTypeError(f"unknown sampler {text!r} (one of {', '.join(SAMPLERS)})")
@@ -326,11 +313,11 @@ def _duration(text: str) -> tuple[float, float]:
 def arguments() -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--table", type=Path, required=True, help="A table in the shared format (.json.gz).")
-    parser.add_argument("--seeds", type=_at_least(1), default=50, help="Searches per strategy (seeds).")
+    parser.add_argument("--seeds", type=at_least(1), default=50, help="Searches per strategy (seeds).")
     parser.add_argument("--seed-set", choices=list(SEED_SETS), default="tuning",
                         help="tuning (seeds 0..) chooses defaults; held-out (seeds 5000..) only reports.")
-    parser.add_argument("--budget", type=_at_least(1), default=500, help="Compute per search, in trained cells.")
-    parser.add_argument("--workers", type=_at_least(1), default=1, help="Trials in flight at once (W).")
+    parser.add_argument("--budget", type=at_least(1), default=500, help="Compute per search, in trained cells.")
+    parser.add_argument("--workers", type=at_least(1), default=1, help="Trials in flight at once (W).")
     parser.add_argument("--noise", type=_noise, nargs="?", const="auto", default=0.0,
                         help="Told scores scatter by this standard deviation; bare: the table's measured level.")
     parser.add_argument("--duration", type=_duration, default=(1.0, 0.3), metavar="SECONDS,SPREAD",
@@ -340,7 +327,7 @@ def arguments() -> argparse.Namespace:
     parser.add_argument("--variant", type=parse_variant, action="append", default=[],
                         help="SAMPLER:OPTION=VALUE,...: a sampler with other options than its defaults, measured "
                         "beside the rest (repeatable).")
-    parser.add_argument("--jobs", type=_at_least(1), default=os.cpu_count() or 1, help="Processes running searches.")
+    parser.add_argument("--jobs", type=at_least(1), default=os.cpu_count() or 1, help="Processes running searches.")
     parser.add_argument("--name", help="The result's name (default: search_efficiency_<table name>[_w<W>][_noise]"
                         "[_held-out]).")
     return parser.parse_args()

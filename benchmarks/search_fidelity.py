@@ -27,7 +27,7 @@ import optuna
 import torch
 from optuna.trial import TrialState
 
-from common import table, write_result
+from common import at_least, table, write_result
 from densecell import record
 from densecell.cache import FeatureCache
 from densecell.config import load_search_config
@@ -105,8 +105,8 @@ def main() -> None:
     parser.add_argument("--data-root", default="runs/synthetic-data")
     parser.add_argument("--recipe", default=None)
     parser.add_argument("--pruner", default="hyperband", choices=["median", "successive-halving", "hyperband"])
-    parser.add_argument("--complete", type=int, default=20, help="multifidelity: trials that must complete")
-    parser.add_argument("--eval-every", type=int, default=25)
+    parser.add_argument("--complete", type=at_least(1), default=20, help="multifidelity: trials that must complete")
+    parser.add_argument("--eval-every", type=at_least(1), default=25)
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args()
     optuna.logging.set_verbosity(optuna.logging.WARNING)

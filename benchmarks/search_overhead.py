@@ -22,7 +22,7 @@ from pathlib import Path
 
 import optuna
 
-from common import table, write_result
+from common import at_least, table, write_result
 from densecell.registry import SAMPLERS
 from densecell.search import DPCSpace, open_storage
 
@@ -61,7 +61,7 @@ def measure(url: str, sampler: str, space: DPCSpace, asks: int) -> dict[str, flo
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--sizes", default="1000,10000,28000")
-    parser.add_argument("--asks", type=int, default=8)
+    parser.add_argument("--asks", type=at_least(1), default=8)
     parser.add_argument("--candidate-s", type=float, default=60.0, help="A candidate's training, to compare with.")
     parser.add_argument("--sampler", action="append", help="Only these samplers (default: the single-objective "
                         "ones).")

@@ -22,7 +22,7 @@ import optuna
 import torch
 from optuna.trial import TrialState
 
-from common import table, write_result
+from common import at_least, table, write_result
 from densecell.backbones import resolve_normalization
 from densecell.cache import build_cache
 from densecell.config import ProxySettings, SearchSettings
@@ -54,8 +54,8 @@ def run(cache: Path, storage: str, workers: int, trials: int, iterations: int) -
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--trials", type=int, default=10)
-    parser.add_argument("--iterations", type=int, default=100)
+    parser.add_argument("--trials", type=at_least(1), default=10)
+    parser.add_argument("--iterations", type=at_least(1), default=100)
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
         root = write_synthetic_cityscapes(Path(tmp) / "data", train=16, val=4, size=(128, 256))
