@@ -68,17 +68,34 @@ fidelity: $(STAMP)
 
 # Which search to use: the DPC ground-truth table (1,051 proxy trials on the demo's data, the rankers' scores; hours on
 # 2 CPU cores, resumable; skipped when benchmarks/data/dpc-synthetic-proxy.json.gz is there), then every registered
-# sampler measured on it and on the public tables of ../shared/tables (TABLES=... for others), then what a proposal
-# costs at 1,000 to 28,000 completed trials; BENCHMARKS.md section 9 is written from their JSON. Not in CI.
+# sampler measured on it and on the public tables of ../shared/tables (TABLES=... for others): one worker without noise
+# and the predictor's one-worker variants (tuning seeds); the predictor's many-worker variants at W = 8 with noise
+# (tuning seeds); the recipes' sampler at W = 1, 8 and 32 with and without noise, and every sampler at W = 8 with noise
+# (held-out seeds, which choose nothing); then what a proposal costs at 1,000 to 28,000 completed trials.
+# BENCHMARKS.md section "Which search to use" is written from their JSON. Not in CI; several hours on 2 cores.
 TABLES ?= benchmarks/data/dpc-synthetic-proxy.json.gz $(wildcard ../shared/tables/*.json.gz)
+EFFICIENCY = $(BIN)/python benchmarks/search_efficiency.py
 VARIANTS = --variant predictor:refit=0 --variant predictor:acquisition=ei --variant predictor:model=forest \
   --variant predictor:candidates=0 --variant predictor:candidates=500
+MANY = --variant predictor:pending=ignore --variant predictor:pending=liar --variant predictor:costs=true \
+  --variant predictor:acquisition=its
+HELD = --seed-set held-out --budget 150
 table: $(STAMP)
 	@test -f benchmarks/data/dpc-synthetic-proxy.json.gz || { $(BIN)/python benchmarks/search_table.py build && \
 	  $(BIN)/python benchmarks/search_table.py rank && $(BIN)/python benchmarks/search_table.py export; }
-	for t in $(TABLES); do $(BIN)/python benchmarks/search_efficiency.py --table $$t --seeds 30 --budget 500 || exit 1; done
-	for t in $(TABLES); do $(BIN)/python benchmarks/search_efficiency.py --table $$t --seeds 30 --budget 100 \
-	  --sampler predictor $(VARIANTS) --name search_variants_$$(basename $$t .json.gz) || exit 1; done
+	for t in $(TABLES); do n=$$(basename $$t .json.gz); \
+	  $(EFFICIENCY) --table $$t --seeds 30 --budget 500 && \
+	  $(EFFICIENCY) --table $$t --seeds 30 --budget 100 --sampler predictor $(VARIANTS) --name search_variants_$$n && \
+	  $(EFFICIENCY) --table $$t --seeds 30 --budget 150 --workers 8 --noise --sampler predictor $(MANY) \
+	    --name search_tuning_$${n}_w8_noise && \
+	  $(EFFICIENCY) --table $$t $(HELD) --seeds 50 --workers 8 --noise --sampler predictor --sampler random && \
+	  $(EFFICIENCY) --table $$t $(HELD) --seeds 50 --workers 1 --noise --sampler predictor && \
+	  $(EFFICIENCY) --table $$t $(HELD) --seeds 50 --workers 32 --noise --sampler predictor && \
+	  $(EFFICIENCY) --table $$t $(HELD) --seeds 30 --workers 1 --sampler predictor && \
+	  $(EFFICIENCY) --table $$t $(HELD) --seeds 30 --workers 8 --sampler predictor && \
+	  $(EFFICIENCY) --table $$t $(HELD) --seeds 30 --workers 32 --sampler predictor && \
+	  $(EFFICIENCY) --table $$t $(HELD) --seeds 30 --workers 8 --noise --sampler local --sampler evolution \
+	    --sampler local-search --sampler tpe --name search_efficiency_$${n}_w8_noise_held-out_others || exit 1; done
 	$(BIN)/python benchmarks/search_overhead.py
 	$(BIN)/python benchmarks/report.py
 

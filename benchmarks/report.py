@@ -163,83 +163,169 @@ OVERHEAD_GOAL_S = 2.0
 """... and propose a cell in at most this many seconds at 28,000 completed trials."""
 
 
-def _share(reach: dict | None, budget: int, cells: str) -> str:
+def _share(reach: dict | None, budget: int, cells: str, interval: bool = False) -> str:
+    """A share of random search's own compute (cells / n*), '> x' where the budget ended first; with its 95%
+    bootstrap interval over the seeds when asked and known."""
     if reach is None:
         return "-"
-    return f"> {budget / int(cells):.0%}" if reach["share"] is None else f"{reach['share']:.0%}"
+
+    def one(value: float | None) -> str:
+        return f"> {budget / reach['n_star']:.0%}" if value is None else f"{value:.0%}"
+
+    low, high = reach.get("interval") or (None, None)
+    shown = one(reach["share"])
+    if interval and (low, high) != (None, None):
+        shown += f" [{one(low)}, {one(high)}]"
+    return shown
+
+
+def _scenario(result: dict) -> tuple[int, bool]:
+    return result["workers"], result["noise"]["sigma"] > 0
+
+
+def _scenario_name(workers: int, noisy: bool) -> str:
+    return f"W = {workers}, " + ("noise" if noisy else "no noise")
+
+
+def _grid(results: list[dict], names: list[str], chosen: str, interval: bool = False) -> str:
+    """One row per strategy, one column per table and target."""
+    header = ["strategy"] + [f"{r['table_name']} @{c}" for r in results for c in r["random_median_best"]]
+    rows = [[f"**{name}**" if name == chosen else name,
+             *("" if name not in r["strategies"] else
+               _share(r["strategies"][name]["reach"].get(c), r["budget"], c, interval)
+               for r in results for c in r["random_median_best"])] for name in names]
+    return table(header, rows)
 
 
 def efficiency_section(results: list[dict], overhead: dict | None) -> list[str]:
-    """Which search to use: every registered sampler on every table, the recipes' sampler against its goals, where
-    the tables disagree, and what a proposal costs as a study grows."""
+    """Which search to use, as users run it: the recipes' sampler on held-out seeds with W workers and a noisy proxy
+    against its goals, every sampler beside it, how its defaults were chosen (on other seeds), one worker without
+    noise, and what a proposal costs as a study grows."""
     chosen = results[0]["recipe_sampler"]
-    names = list(dict.fromkeys(name for r in results for name in r["strategies"]))
-    header = ["strategy"] + [f"{r['table_name']} @{c}" for r in results for c in r["random_median_best"]]
-    rows = []
-    for name in names:
-        row = [f"**{name}**" if name == chosen else name]
-        for r in results:
-            for cells in r["random_median_best"]:
-                found = r["strategies"].get(name)
-                row.append("" if found is None else _share(found["reach"].get(cells), r["budget"], cells))
-        rows.append(row)
+    held = [r for r in results if r["seed_set"] == "held-out" and chosen in r["strategies"]]
+    tables = list(dict.fromkeys(r["table_name"] for r in results))
     lines = ["## Which search to use", "",
-             "Every registered sampler (and, on a table with rungs, every pruner), as `search.sampler` names it, run "
-             "through Optuna's ask/tell on ground-truth tables by `benchmarks/search_efficiency.py`. Each cell: the "
-             "share of random search's compute a strategy needs until the median over seeds of its best so far "
-             "reaches random search's median best after 100 (or 500) cells, that median computed exactly from the "
-             "table; '> x' where the budget ended first. **Bold**: the recipes' sampler.", "",
-             table(header, rows), ""]
-    verdicts, best = [], []
-    for r in results:
-        found = r["strategies"].get(chosen)
-        for cells, goal in GOALS.items():
-            if cells not in r["random_median_best"] or found is None:
-                continue
-            share = found["reach"][cells]["share"]
-            verdicts.append(f"{r['table_name']} @{cells}: {_share(found['reach'][cells], r['budget'], cells)} "
-                            f"(goal <= {goal:.0%}): {verdict(share is not None and share <= goal)}")
-            ranked = sorted((s["reach"][cells]["share"] if s["reach"][cells]["share"] is not None else float("inf"),
-                             n) for n, s in r["strategies"].items() if cells in s["reach"])
-            winner = ranked[0][1]
-            best.append(f"{r['table_name']} @{cells}: {winner} "
-                        f"({_share(r['strategies'][winner]['reach'][cells], r['budget'], cells)})")
-    lines += [f"The recipes' sampler, `{chosen}`, against its goals:", "", *(f"- {v}" for v in verdicts), "",
-              "The best strategy on each table (where the tables agree, the same name):", "",
-              *(f"- {b}" for b in best), ""]
-    if overhead is not None:
-        sizes = [str(size) for size in overhead["sizes"]]
-        largest = sizes[-1]
-        seconds = overhead["samplers"].get(chosen, {}).get(largest)
-        lines += [f"What a proposal costs as the study grows (SQLite; a fresh worker's first ask+tell, then the median "
-                  f"and the largest of the next {overhead['asks']}). " + provenance(overhead), "",
-                  table(["sampler", *(f"{int(s):,} trials: first / median / max s" for s in sizes)],
-                        [[name, *(f"{r[s]['first']:.2f} / {r[s]['median']:.3f} / {r[s]['max']:.2f}" for s in sizes)]
-                         for name, r in overhead["samplers"].items()]), ""]
-        if seconds is not None:
-            lines += [f"`{chosen}` at {int(largest):,} completed trials: {seconds['max']:.2f} s at most per proposal "
-                      f"(goal <= {OVERHEAD_GOAL_S:.0f} s): {verdict(seconds['max'] <= OVERHEAD_GOAL_S)}; "
-                      f"{seconds['median'] / overhead['candidate_s']:.1%} of a {overhead['candidate_s']:.0f} s "
-                      "candidate.", ""]
+             "Every registered sampler, as `search.sampler` names it, run through Optuna's ask/tell on ground-truth "
+             "tables by `benchmarks/search_efficiency.py`, as users run a search: W workers with trials in flight "
+             "(each asks while the others' cells are RUNNING in the study; training times lognormal, median 1, "
+             "log-spread 0.3), and a noisy proxy (the score a sampler is told scatters by the table's measured level: "
+             "the DPC table's 50 cells trained twice, else the level at which two trainings rank-correlate 0.80; the "
+             "figures read the table's score of the cell the search would pick, its best observed). Each figure: the "
+             "share of random search's own compute, cells / n*, n* being the fewest uniform draws whose median best "
+             "reaches random search's median best after 100 (or 500) cells, exactly from the table; '> x' where the "
+             "budget ended first; [95% bootstrap interval over the seeds]. **Bold**: the recipes' sampler.", ""]
+    if held:
+        lines += _headline(held, chosen, tables)
+    others = [r for r in results if r["seed_set"] == "held-out" and _scenario(r) == (8, True)]
+    if others:
+        merged = _merged(others, tables)
+        names = list(dict.fromkeys(n for r in merged for n in r["strategies"]))
+        lines += ["Every sampler at W = 8 with noise, held-out seeds:", "", _grid(merged, names, chosen), ""]
+    tuning = [load(path.stem) for path in sorted(RESULTS.glob("search_tuning_*.json"))]
+    if tuning:
+        names = list(dict.fromkeys(n for r in tuning for n in r["strategies"]))
+        lines += [f"How `{chosen}`'s many-worker defaults were chosen, on the tuning seeds ({tuning[0]['seeds']} "
+                  f"seeds from 0, {tuning[0]['budget']} cells, W = 8, noise), never on the held-out ones: the "
+                  "sampler as it ships (**bold**: pending trials believed at the surrogate's mean) beside one option "
+                  "changed. " + provenance(tuning[0]), "", _grid(tuning, names, chosen, interval=True), ""]
+    legacy = [r for r in results if r["seed_set"] == "tuning" and _scenario(r) == (1, False)]
+    if legacy:
+        names = list(dict.fromkeys(n for r in legacy for n in r["strategies"]))
+        lines += ["One worker, no noise, tuning seeds 0-29 (every sampler and pruner; " + legacy[0].get("note", "")
+                  + "):", "", _grid(legacy, names, chosen), ""]
     variants = [load(path.stem) for path in sorted(RESULTS.glob("search_variants_*.json"))]
     if variants:
         lines += variants_section(variants, chosen)
-    for r in results:
-        lines += table_section(r)
+    if overhead is not None:
+        lines += _overhead(overhead, chosen)
+    for r in held:
+        if _scenario(r) == (8, True):
+            lines += table_section(r)
+    return lines
+
+
+def _merged(results: list[dict], tables: list[str]) -> list[dict]:
+    """Results of one scenario and seed set, one per table, their strategies put together."""
+    merged = []
+    for name in tables:
+        parts = [r for r in results if r["table_name"] == name]
+        if parts:
+            merged.append(parts[0] | {"strategies": {k: v for r in parts for k, v in r["strategies"].items()}})
+    return merged
+
+
+def _headline(held: list[dict], chosen: str, tables: list[str]) -> list[str]:
+    """The recipes' sampler on the held-out seeds in every scenario; its goals at W = 8 with noise; W = 32 against
+    W = 1."""
+    scenarios = sorted({_scenario(r) for r in held}, key=lambda s: (s[1], s[0]))
+    by = {(r["table_name"], _scenario(r)): r for r in held}
+    header = ["scenario"] + [f"{t} @{c}" for t in tables for c in ("100", "500")]
+    rows = []
+    for scenario in scenarios:
+        row = [_scenario_name(*scenario)]
+        for t in tables:
+            r = by.get((t, scenario))
+            for c in ("100", "500"):
+                reach = r["strategies"][chosen]["reach"].get(c) if r else None
+                row.append("" if r is None else _share(reach, r["budget"], c, interval=True))
+        rows.append(row)
+    seeds = sorted({(r["seeds"], r["seed_offset"]) for r in held})
+    lines = [f"`{chosen}` (the recipes' sampler) on the held-out seeds (" + "; ".join(
+                 f"{n} seeds from {first}" for n, first in seeds) + f", {held[0]['budget']} cells each; noise-free "
+             "scenarios on fewer seeds). " + provenance(held[0]), "", table(header, rows), ""]
+    verdicts = []
+    for t in tables:
+        r = by.get((t, (8, True)))
+        if r is None:
+            continue
+        for cells, goal in GOALS.items():
+            reach = r["strategies"][chosen]["reach"].get(cells)
+            if reach is not None:
+                ok = reach["share"] is not None and reach["share"] <= goal
+                verdicts.append(f"{t} @{cells}: {_share(reach, r['budget'], cells, True)} (goal <= {goal:.0%}): "
+                                f"{verdict(ok)}")
+        one, many = by.get((t, (1, True))), by.get((t, (32, True)))
+        if one and many:
+            for cells in ("100", "500"):
+                a, b = (x["strategies"][chosen]["reach"].get(cells) for x in (one, many))
+                if a and b and a["cells"] and b["cells"]:
+                    ratio = b["cells"] / a["cells"]
+                    verdicts.append(f"{t} @{cells}: W = 32 needs {b['cells']} cells, W = 1 {a['cells']}: "
+                                    f"{ratio:.2f}x (goal <= 1.5x): {verdict(ratio <= 1.5)}")
+                elif a and b:
+                    verdicts.append(f"{t} @{cells}: W = 32 against W = 1 not measurable: "
+                                    f"{'neither' if not (a['cells'] or b['cells']) else 'one'} reached the target "
+                                    f"within {one['budget']} cells")
+    return lines + ["Against the goals (held-out seeds, W = 8, noise):", "", *(f"- {v}" for v in verdicts), ""]
+
+
+def _overhead(overhead: dict, chosen: str) -> list[str]:
+    sizes = [str(size) for size in overhead["sizes"]]
+    largest = sizes[-1]
+    seconds = overhead["samplers"].get(chosen, {}).get(largest)
+    lines = [f"What a proposal costs as the study grows (SQLite; a fresh worker's first ask+tell, then the median "
+             f"and the largest of the next {overhead['asks']}, with {overhead.get('running', 0)} other workers' trials "
+             "in flight). " + provenance(overhead), "",
+             table(["sampler", *(f"{int(s):,} trials: first / median / max s" for s in sizes)],
+                   [[name, *(f"{r[s]['first']:.2f} / {r[s]['median']:.3f} / {r[s]['max']:.2f}" for s in sizes)]
+                    for name, r in overhead["samplers"].items()]), ""]
+    if seconds is not None:
+        lines += [f"`{chosen}` at {int(largest):,} completed trials: {seconds['max']:.2f} s at most per proposal "
+                  f"(goal <= {OVERHEAD_GOAL_S:.0f} s): {verdict(seconds['max'] <= OVERHEAD_GOAL_S)}; "
+                  f"{seconds['median'] / overhead['candidate_s']:.1%} of a {overhead['candidate_s']:.0f} s "
+                  "candidate.", ""]
     return lines
 
 
 def variants_section(results: list[dict], chosen: str) -> list[str]:
-    """The recipes' sampler beside variants of its own options, on each table: how its defaults were chosen."""
+    """The recipes' sampler beside variants of its own options, on each table: how its one-worker defaults were
+    chosen."""
     names = list(dict.fromkeys(name for r in results for name in r["strategies"]))
-    header = ["variant"] + [f"{r['table_name']} @{c}" for r in results for c in r["random_median_best"]]
-    rows = [[f"**{name}**" if name == chosen else name,
-             *("" if name not in r["strategies"] else _share(r["strategies"][name]["reach"].get(c), r["budget"], c)
-               for r in results for c in r["random_median_best"])] for name in names]
     seeds = ", ".join(sorted({str(r["seeds"]) for r in results}))
-    return [f"How `{chosen}`'s defaults were chosen: the sampler as it ships (**bold**) beside the same class with "
-            f"one option changed (`--variant`), each on {seeds} seeds of {results[0]['budget']} cells. "
-            + provenance(results[0]), "", table(header, rows), ""]
+    return [f"How `{chosen}`'s one-worker defaults were chosen (tuning seeds): the sampler as it ships (**bold**) "
+            f"beside the same class with one option changed (`--variant`), each on {seeds} seeds of "
+            f"{results[0]['budget']} cells, one worker, no noise ({results[0].get('note', '')}). "
+            + provenance(results[0]), "", _grid(results, names, chosen), ""]
 
 
 def table_section(result: dict) -> list[str]:
@@ -247,23 +333,26 @@ def table_section(result: dict) -> list[str]:
     budgets = list(result["strategies"][next(iter(result["strategies"]))]["median_regret"])
     rows = []
     for name, s in result["strategies"].items():
-        rows.append([name, *(_share(s["reach"].get(c), result["budget"], c) for c in result["random_median_best"]),
+        rows.append([name, *(_share(s["reach"].get(c), result["budget"], c, True)
+                             for c in result["random_median_best"]),
                      *("-" if s["median_regret"][b] is None else
                        f"{s['median_regret'][b]:.3g} [{s['regret_quartiles'][b][0]:.3g}, "
                        f"{s['regret_quartiles'][b][1]:.3g}]" for b in budgets[-3:]),
                      f"{s['p_top1'][budgets[-1]]:.2f}", f"{s['seconds_per_proposal']['median']:.3f}"])
-    noise = result.get("noise")
-    targets = ", ".join(f"after {c} cells {t:.4g}" for c, t in result["random_median_best"].items())
+    floor = result.get("noise_floor")
+    targets = ", ".join(f"after {c} cells {t:.4g} (n* = {result['random_reach'][c]})"
+                        for c, t in result["random_median_best"].items())
     rows_are = "the whole space" if result["complete"] else "a sample"
-    return [f"### {result['table_name']}", "",
+    return [f"### {result['table_name']}, {_scenario_name(*_scenario(result))}, {result['seed_set']} seeds", "",
             f"`{result['table']}`: {result['rows']:,} rows ({rows_are}), {result['metric']}, best "
             f"{result['best']:.4g}; random search's median best {targets or '(fewer rows than 100)'}; "
-            f"{result['seeds']} seeds, {result['budget']} cells each. Source: "
-            f"{result['source']}; licence: {result['licence']}."
-            + (f" Noise floor: Spearman rho {noise['rho']:.3f} between two trainings of {noise['pairs']} cells."
-               if noise else "") + " " + provenance(result), "",
-            table(["strategy", *(f"share @{c}" for c in result["random_median_best"]),
-                   *(f"regret @{b} [IQR]" for b in budgets[-3:]), f"P(top 1%) @{budgets[-1]}", "s/proposal"], rows),
+            f"{result['seeds']} seeds from {result['seed_offset']}, {result['budget']} cells each; noise sd "
+            f"{result['noise']['sigma']:.3g}. Source: {result['source']}; licence: {result['licence']}."
+            + (f" Noise floor: Spearman rho {floor['rho']:.3f} between two trainings of {floor['pairs']} cells."
+               if floor else "") + " " + provenance(result), "",
+            table(["strategy", *(f"share @{c} [95% CI]" for c in result["random_median_best"]),
+                   *(f"regret of the pick @{b} [IQR]" for b in budgets[-3:]), f"P(top 1%) @{budgets[-1]}",
+                   "s/proposal"], rows),
             "", *(f"Skipped {name}: {why}." for name, why in result["skipped"].items()), "",
             f"![median regret against compute, {result['table_name']}]({IMAGES}{result['plot']})", ""]
 

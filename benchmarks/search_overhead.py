@@ -6,8 +6,9 @@ DPC space with 1,000, 10,000 and 28,000 completed trials (the paper's search siz
 The study is what a worker meets: ``densecell.search.open_storage`` on SQLite (heartbeats on), opened by
 ``optuna.load_study`` as a worker opens it, with the sampler the registry makes for the DPC space. For each size and
 sampler: the first ask+tell of a fresh worker (its first read of the study), then the median and the largest of the
-next ``--asks`` ask+tells. The completed trials are uniform cells with random scores, written once per size (the
-file is kept in ``runs/search-overhead``, so a rerun only measures).
+next ``--asks`` ask+tells, while ``--running`` other trials are in flight (31: the other workers of 32, whose cells
+the predictor believes before it chooses). The completed trials are uniform cells with random scores, written once
+per size (the file is kept in ``runs/search-overhead``, so a rerun only measures).
 """
 
 from __future__ import annotations
@@ -45,8 +46,13 @@ def grow(url: str, size: int, space: DPCSpace) -> None:
         print(f"  {min(size, first + 1000):,} completed trials ({time.perf_counter() - start:.0f} s)", flush=True)
 
 
-def measure(url: str, sampler: str, space: DPCSpace, asks: int) -> dict[str, float]:
-    """A fresh worker's first ask+tell and its next ``asks``, in seconds (each told a random score)."""
+def measure(url: str, sampler: str, space: DPCSpace, asks: int, running: int) -> dict[str, float]:
+    """A fresh worker's first ask+tell and its next ``asks``, in seconds (each told a random score), with
+    ``running`` other workers' trials in flight (asked by a uniform sampler, failed afterwards)."""
+    others = optuna.load_study(study_name=NAME, storage=open_storage(url), sampler=SAMPLERS["random"](space, 2))
+    flight = [others.ask() for _ in range(running)]
+    for trial in flight:
+        space.suggest(trial)
     study = optuna.load_study(study_name=NAME, storage=open_storage(url), sampler=SAMPLERS[sampler](space, 1))
     seconds = []
     for index in range(asks + 1):
@@ -55,6 +61,8 @@ def measure(url: str, sampler: str, space: DPCSpace, asks: int) -> dict[str, flo
         space.suggest(trial)
         study.tell(trial, random.Random(index).random())
         seconds.append(time.perf_counter() - start)
+    for trial in flight:
+        others.tell(trial, state=optuna.trial.TrialState.FAIL)
     return {"first": seconds[0], "median": statistics.median(seconds[1:]), "max": max(seconds[1:])}
 
 
@@ -65,6 +73,7 @@ def main() -> None:
     parser.add_argument("--candidate-s", type=float, default=60.0, help="A candidate's training, to compare with.")
     parser.add_argument("--sampler", action="append", help="Only these samplers (default: the single-objective "
                         "ones).")
+    parser.add_argument("--running", type=at_least(0), default=31, help="Other workers' trials in flight.")
     parser.add_argument("--folder", type=Path, default=FOLDER)
     args = parser.parse_args()
     optuna.logging.set_verbosity(optuna.logging.WARNING)
@@ -84,7 +93,7 @@ def main() -> None:
         grow(url, size, space)
         previous = path
         for name in samplers:
-            results[name][str(size)] = measure(url, name, space, args.asks)
+            results[name][str(size)] = measure(url, name, space, args.asks, args.running)
             print(f"  {name}: {results[name][str(size)]}", flush=True)
     print(table(["sampler", *(f"{s:,}: first / median / max s" for s in sizes),
                  f"share of a {args.candidate_s:.0f} s candidate at {sizes[-1]:,}"],
@@ -92,7 +101,7 @@ def main() -> None:
                           for s in sizes), f"{r[str(sizes[-1])]['median'] / args.candidate_s:.1%}"]
                  for name, r in results.items()]))
     write_result("search_overhead", {"sizes": sizes, "asks": args.asks, "candidate_s": args.candidate_s,
-                                     "storage": "sqlite", "samplers": results})
+                                     "running": args.running, "storage": "sqlite", "samplers": results})
 
 
 if __name__ == "__main__":
