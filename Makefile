@@ -17,10 +17,11 @@ $(STAMP): pyproject.toml constraints.txt
 
 install: $(STAMP)
 
+# The suite builds the documentation site itself, as make docs does (tests/test_docs.py), and opens the report and
+# two of its pages in headless Chromium where it is installed (tests/test_pages.py).
 test: $(STAMP)
 	$(BIN)/ruff check src tests benchmarks docs
 	$(BIN)/python -m pytest -q --durations=15
-	$(MAKE) --no-print-directory docs
 
 # The documentation site (Sphinx: guides, and the API, CLI, recipe and results pages generated from the code and
 # benchmarks/results) into docs/_build/html; a warning (a broken link or cross-reference, a missing page) fails it.

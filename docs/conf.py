@@ -28,6 +28,8 @@ myst_heading_anchors = 3
 
 smartquotes = False  # --data-root stays two hyphens, quotes stay as written
 html_theme = "furo"
+html_static_path = ["_static"]
+html_css_files = ["densecell.css"]  # a wider content column and scrolling tables (see the file)
 html_title = f"densecell {release}"
 
 autodoc_member_order = "bysource"
@@ -43,8 +45,9 @@ nitpick_ignore_regex = [(r"py:.*", r"^(?!densecell\b)(?![A-Z]\w*$).*"),  # outsi
                         (r"py:.*", r"^(BaseModel|BaseSampler|BasePruner|FrozenTrial|Study|Trial|Dataset|Module|"
                                    r"Tensor|ndarray|ModelCard|ModelCardData|PyTorchModelHubMixin|TrialState|"
                                    r"CategoricalDistribution|BaseDistribution|Sampler|RDBStorage|MutableMapping|"
-                                   r"ValidationError|Figure|Axes|Generator|Random|TrialRecord\.\w+)$"),
+                                   r"ValidationError|Figure|Axes|Generator|Random|TrialRecord\.\w+|"
+                                   r"FieldInfo|Field|Ge|Le|MinLen|AfterValidator)$"),
                         # type aliases, which autodoc shows by name in signatures (documented as data)
                         (r"py:class", r"^(densecell\.[\w.]+\.)?(PoolingMode|Transform|LabelReader|Point|"
                                       r"Normalization|Pretrained|Stage|Scorer|Amp|OptimizerName|MemoryFormat|"
-                                      r"Objectives|Sampler|Pruner|SearchMode|Head|Dataset|Trace)$")]
+                                      r"Objectives|Sampler|Pruner|SearchMode|Head|Dataset|Trace|Byte)$")]

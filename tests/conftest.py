@@ -46,3 +46,17 @@ def feature_cache(synthetic_root, tmp_path_factory):
     val = Cityscapes(synthetic_root, "val", EvalTransform(NORMALIZATION))
     build_cache(backbone, train, val, folder, output_stride=16, crop_size=(64, 64), views=2, shard_size=12)
     return folder, backbone
+
+
+@pytest.fixture(scope="session")
+def site(tmp_path_factory):
+    """The documentation site, built once as ``make docs`` builds it (warnings as errors, every cross-reference
+    checked): ``(folder, sphinx's stderr)``."""
+    import subprocess
+    from pathlib import Path
+
+    out = tmp_path_factory.mktemp("site")
+    docs = Path(__file__).parent.parent / "docs"
+    done = subprocess.run([sys.executable, "-m", "sphinx", "-q", "-W", "--keep-going", "-n", "-E", "-b", "html",
+                           str(docs), str(out)], capture_output=True, text=True, timeout=900)
+    return out, done.returncode, done.stderr

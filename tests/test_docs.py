@@ -56,3 +56,21 @@ def test_the_guides_name_only_registered_samplers(page):
     text = (ROOT / "docs" / page).read_text()
     named = set(re.findall(r"search\.sampler: (\w[\w-]*)", text))
     assert named <= set(SAMPLERS) | {"mine"}, named
+
+
+@pytest.mark.slow
+def test_the_site_builds_with_no_warning(site):
+    """``make docs``' build, run by the suite: a broken link or cross-reference, a missing page or a docstring
+    Sphinx cannot read fails it; every page of the guides and references is there."""
+    folder, code, errors = site
+    assert code == 0, errors[-3000:]
+    for page in ("index.html", "guides/which-search.html", "_generated/results.html", "_generated/cli.html",
+                 "reference/api/search.html"):
+        assert (folder / page).is_file(), page
+
+
+def test_every_option_in_the_cli_reference_says_what_it_is_for():
+    page = generate.cli_page()
+    rows = [[cell.strip() for cell in line.strip().strip("|").split("|")] for line in page.splitlines()
+            if line.startswith("| `--")]
+    assert rows and not [row for row in rows if not row[1]], [row for row in rows if not row[1]]

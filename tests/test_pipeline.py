@@ -7,6 +7,7 @@ import pytest
 import torch
 from optuna.trial import TrialState
 
+from densecell import record
 from densecell.cache import FeatureCache
 from densecell.config import load_search_config
 from densecell.data.synthetic import write_synthetic_cityscapes
@@ -26,19 +27,27 @@ def test_search_pipeline_end_to_end_and_resumed(tmp_path):
         "cache.views=1",
         "search.trials=6", "proxy.iterations=60", "rerank.top=2", "rerank.optim.iterations=10"])
     outputs = run_pipeline(config)
-    for key in ("report", "html", "best_cell", "histogram", "pareto", "correlation", "cell 1"):
+    for key in ("report", "html", "best_cell", "progress", "histogram", "pareto", "cell 1"):
         assert outputs[key].is_file(), key
+    assert "correlation" not in outputs  # two re-ranked cells: a sentence, not a plot
     best = Cell.from_json(outputs["best_cell"])
     study = optuna.load_study(study_name=config.name, storage=config.storage_url)
     complete = completed_trials(study)
     assert len(complete) == 6
     summary = json.loads((outputs["report"].parent / "summary.json").read_text())
-    assert summary["reranked"] == 2 and summary["best_by"].startswith("end-to-end")
+    assert summary["reranked"] == 2 and summary["best_by"] == "re-trained mIoU"
     assert best == next(t for t in complete if t.number == summary["best_trial"]).cell
     # the synthetic classes need context: the search's best cell beats its worst and a lone 1x1 convolution
     scores = summary["proxy_miou"]
     assert scores["best"] > scores["worst"] + 0.02 and scores["best"] > scores["baseline_1x1"] + 0.02, scores
     assert_shareable(outputs["html"])
+    assert summary["search"]["sampler"] == "predictor" and summary["search"]["startup"] == 5
+    assert summary["search"]["workers"] >= 1 and summary["search"]["compute_s"] > 0
+    assert set(summary["retrained_iterations"]) == {str(n) for n in record.full_scores(study)}
+    shown = outputs["html"].read_text()
+    for words in ("What it found.", "How.", "How far to trust it.", "best_cell.json", "re-trained end to end",
+                  "too few for a rank correlation", "The search over time"):
+        assert words in shown, words
 
     # proxy scores are reproducible: the best trial's cell, re-trained with its own seed on the workers' device and,
     # like them, one thread, gets its recorded score (to the bit on a CPU; cuDNN's kernels may differ a little)

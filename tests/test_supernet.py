@@ -136,6 +136,6 @@ def test_the_screen_scores_cells_into_the_study_and_the_best_go_to_the_proxy(syn
     assert {t.cell for t in proxy} == {cell for cell, _ in best}
     assert all(t.oneshot_miou is not None and t.stage == "proxy" for t in proxy)
     summary = (outputs["report"].parent / "summary.json").read_text()
-    assert '"oneshot_cells": 12' in summary and "one-shot mIoU %" in outputs["report"].read_text()
+    assert '"oneshot_cells": 12' in summary and "one-shot %" in outputs["report"].read_text()
     run_pipeline(config)  # again: nothing is screened or queued twice
     assert len(record.records(study, stage="oneshot")) == 12 and len(completed_trials(study)) == 3

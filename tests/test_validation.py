@@ -93,7 +93,8 @@ def test_a_folder_datasets_bad_palette_stops_training_before_it_starts(densecell
 
     from helpers import write_folder
 
-    root = write_folder(tmp_path / "mine", {"a": np.zeros((32, 32), np.uint8)}, "classes: [a, b]\npalette: [[1, 2], [3, 4, 5]]\n")
+    root = write_folder(tmp_path / "mine", {"a": np.zeros((32, 32), np.uint8)},
+                        "classes: [a, b]\npalette: [[1, 2], [3, 4, 5]]\n")
     code, _, err = densecell("train", "--data-root", root, "--set", "data.dataset=folder", "--set",
                              f"output_dir={tmp_path / 'runs'}", "--set", "model.pretrained=null", "--set",
                              "allow_random_backbone=true")

@@ -250,7 +250,7 @@ def cell_show(
     backbone: Annotated[str, typer.Option(help="timm backbone whose last feature feeds the cell.")] = "xception71",
     image_size: ImageSize = "1025x2049",
     output_stride: OutputStride = 16,
-    fmt: Annotated[Format, typer.Option("--format")] = Format.table,
+    fmt: Annotated[Format, typer.Option("--format", help="table (for reading) or json (for scripts).")] = Format.table,
 ) -> None:
     """The branches of a cell, who feeds whom, and the cost of each branch (paper convention)."""
     from .cost import cell_costs
@@ -277,7 +277,7 @@ def cell_show(
 def cell_importance(
     checkpoint: Annotated[str, typer.Argument(help=f"A trained DPC model: {MODEL_SOURCES}.")],
     plot: Annotated[Path | None, typer.Option("--plot", help="Also draw the bars into this PNG.")] = None,
-    fmt: Annotated[Format, typer.Option("--format")] = Format.table,
+    fmt: Annotated[Format, typer.Option("--format", help="table (for reading) or json (for scripts).")] = Format.table,
 ) -> None:
     """Branch importance of a trained cell (paper Fig. 5b): the L1 norm of the projection weights per branch."""
     from .report import branch_importance
@@ -306,7 +306,7 @@ def cost(
     output_stride: OutputStride = 16,
     decoder: Annotated[bool, typer.Option(help="Include the DeepLabv3+ decoder.")] = True,
     latency: Annotated[bool, typer.Option("--latency", help="Also time it on the CPU (real tensors).")] = False,
-    fmt: Annotated[Format, typer.Option("--format")] = Format.table,
+    fmt: Annotated[Format, typer.Option("--format", help="table (for reading) or json (for scripts).")] = Format.table,
 ) -> None:
     """Parameters and multiply-adds of a head and a whole model, or the paper's Table 1 reproduced."""
     from . import cost as costs

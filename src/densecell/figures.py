@@ -50,8 +50,10 @@ def check_figure_path(path: str | Path) -> Path:
 def save_figure(fig: Figure, path: Path) -> Path:
     """Written atomically, as SVG (text stays text, sharp at any zoom) or PNG (150 dpi) by ``path``'s suffix, with
     everything inside the canvas (no title or label cut off)."""
+    from matplotlib import rc_context
+
     fig.tight_layout()
-    with atomic_path(path) as temporary:
+    with atomic_path(path) as temporary, rc_context({"svg.fonttype": "none"}):
         fig.savefig(temporary, dpi=150, format=path.suffix.lstrip(".") or "png", bbox_inches="tight",
                     pad_inches=0.1)
     return path
@@ -62,35 +64,57 @@ def _title(ax: Axes, text: str, width: int = 52) -> None:
     ax.set_title("\n".join(textwrap.wrap(text, width)) if text else "", fontsize=10)
 
 
-def draw_cell(cell: Cell, path: Path, title: str = "") -> Path:
-    """The cell as a DAG: F on the left, each branch placed one column right of its input, all into the concat."""
+CELL_FONT = 14
+"""Points (SVG pixels) of the text in a cell drawing, which is shown at about its natural size."""
+
+
+def draw_cell(cell: Cell, path: Path, title: str = "", reference: Cell | None = None) -> Path:
+    """The cell as a DAG, one row per branch: F on the left spanning the rows, each branch one column right of its
+    input, and every branch straight right into the concatenation (which spans the rows too), so that no edge
+    crosses a box. With a ``reference`` (the best cell), the branches that differ from it are drawn in orange."""
+    from matplotlib.patches import FancyBboxPatch
+
     depth = {BACKBONE: 0}
     for i, branch in enumerate(cell):
         depth[i] = depth[branch.input] + 1
-    columns: dict[int, list[int]] = {}
-    for i in range(len(cell)):
-        columns.setdefault(depth[i], []).append(i)
-    position = {BACKBONE: (0.0, 0.0)}
-    for column, members in columns.items():
-        for row, i in enumerate(members):
-            position[i] = (float(column), row - (len(members) - 1) / 2)
-    out_x = max(depth.values()) + 1.0
-    fig, ax = figure((2.6 * (out_x + 1), 1.4 + 1.3 * max(len(m) for m in columns.values())))
+    rows, out_x = len(cell), max(depth.values()) + 1.0
+    width, height = 0.78, 0.62  # a branch's box, in column and row units
+    fig, ax = figure((1.75 * (out_x + 1) + 0.4, 0.72 * rows + 0.9))
+    centre = {BACKBONE: (0.0, None)}
+    for i in range(rows):
+        centre[i] = (float(depth[i]), -float(i))
+    top, bottom = 0.0 + height / 2, -(rows - 1) - height / 2
+
+    def box(x: float, y0: float, y1: float, w: float, face: str, edge: str) -> None:
+        ax.add_patch(FancyBboxPatch((x - w / 2, y0), w, y1 - y0, boxstyle="round,pad=0,rounding_size=0.06",
+                                    facecolor=face, edgecolor=edge, linewidth=1.2))
+
+    def arrow(start: tuple[float, float], end: tuple[float, float], colour: str, style: str = "-") -> None:
+        ax.annotate("", xy=end, xytext=start, arrowprops={"arrowstyle": "-|>", "color": colour, "linestyle": style,
+                                                          "shrinkA": 0, "shrinkB": 0, "lw": 1.2})
+
+    box(0.0, bottom, top, 0.34, "#f5e6cc", "#b7950b")
+    ax.text(0.0, (top + bottom) / 2, "F", ha="center", va="center", fontsize=CELL_FONT + 2)
+    box(out_x, bottom, top, 0.5, "#e5f5dd", "#4a8f3c")
+    ax.text(out_x, (top + bottom) / 2, "concat\n+ 1x1", ha="center", va="center", fontsize=CELL_FONT)
+    differs = False
     for i, branch in enumerate(cell):
-        (x0, y0), (x1, y1) = position[branch.input], position[i]
-        ax.annotate("", xy=(x1 - 0.22, y1), xytext=(x0 + 0.22, y0), arrowprops={"arrowstyle": "->", "color": "0.3"})
-        ax.annotate("", xy=(out_x - 0.3, 0), xytext=(x1 + 0.22, y1),
-                    arrowprops={"arrowstyle": "->", "color": "0.75", "linestyle": "dotted"})
-        ax.text(x1, y1, f"{branch_label(i)}\n{branch.op}", ha="center", va="center", fontsize=11,
-                bbox={"boxstyle": "round", "facecolor": "#dde8f5", "edgecolor": "#4a6fa5"})
-    ax.text(0, 0, "F", ha="center", va="center", fontsize=13, bbox={"boxstyle": "circle", "facecolor": "#f5e6cc"})
-    ax.text(out_x, 0, "concat\n1x1", ha="center", va="center", fontsize=11,
-            bbox={"boxstyle": "round", "facecolor": "#e5f5dd"})
-    ax.set_xlim(-0.6, out_x + 0.6)
-    ys = [y for _, y in position.values()]
-    ax.set_ylim(min(ys) - 0.8, max(ys) + 0.8)
+        x, y = centre[i]
+        changed = reference is not None and (i >= len(reference) or reference[i] != branch)
+        differs |= changed
+        box(x, y - height / 2, y + height / 2, width, "#fde2c8" if changed else "#dde8f5",
+            "#d35400" if changed else "#4a6fa5")
+        ax.text(x, y, f"{branch_label(i)}  {branch.op.short()}", ha="center", va="center", fontsize=CELL_FONT)
+        source = (0.17, y) if branch.input == BACKBONE else (centre[branch.input][0] + width / 2,
+                                                              centre[branch.input][1])
+        arrow(source, (x - width / 2, y), "0.25")
+        arrow((x + width / 2, y), (out_x - 0.25, y), "0.6", "--")
+    ax.set_xlim(-0.3, out_x + 0.35)
+    ax.set_ylim(bottom - 0.15, top + 0.15)
     ax.axis("off")
-    _title(ax, title, 80)
+    note = " (orange: differs from the best cell)" if differs else ""
+    if title or note:
+        ax.set_title(title + note, fontsize=CELL_FONT, loc="left")
     return save_figure(fig, path)
 
 
@@ -100,7 +124,8 @@ def histogram(scores: list[float], baseline: float | None, path: Path) -> Path:
     ax.hist([s * 100 for s in scores], bins=min(30, max(5, len(scores) // 3)), color="#4a6fa5")
     if baseline is not None:
         ax.axvline(baseline * 100, color="#c0392b", linestyle="--", label="lone 1x1 conv (no context)")
-        ax.legend(fontsize=9)
+        ax.margins(y=0.25)  # room above the tallest bar for the legend
+        ax.legend(fontsize=9, loc="upper left", framealpha=0.9)
     ax.set_xlabel("proxy val mIoU (%)")
     ax.set_ylabel("cells")
     _title(ax, f"{len(scores)} cells on the proxy task (cf. paper Fig. 4a)")

@@ -25,7 +25,6 @@ from typing import Any
 import numpy as np
 import optuna
 from optuna.distributions import CategoricalDistribution
-from scipy.stats import rankdata
 
 from ..space import Branch, Cell, SearchSpace
 from .tables import Table, load_table
@@ -218,9 +217,7 @@ class TableSpace(Space):
         self._codes = np.array([self._code(row) for row in table.points], dtype=np.int32)
         self.base = DPCSpace(table.dpc) if table.dpc is not None else None
         self._encoded = self._encode_raw(table.points)
-        free = table.free_columns()
-        self._costs = np.column_stack([rankdata(table.extras[key]) / len(table) for key in free]) if free else \
-            np.zeros((len(table), 0))
+        self._costs = self._ranks(table)
         self._taken_of: Collection[Point] | None = None
         self._taken_size = 0
         self._taken_cache = np.zeros(0, dtype=np.int64)
@@ -297,6 +294,16 @@ class TableSpace(Space):
 
     def __contains__(self, point: object) -> bool:
         return point in self._rows
+
+    @staticmethod
+    def _ranks(table: Table) -> np.ndarray:
+        """Each free column of the table as ranks in (0, 1] (scipy, imported here: a second in every worker)."""
+        from scipy.stats import rankdata
+
+        free = table.free_columns()
+        if not free:
+            return np.zeros((len(table), 0))
+        return np.column_stack([rankdata(table.extras[key]) / len(table) for key in free])
 
     def costs(self, points: Sequence[Point]) -> np.ndarray:
         """The table's free columns (:meth:`~densecell.search.tables.Table.free_columns`) as ranks in [0, 1]:

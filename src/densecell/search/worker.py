@@ -43,7 +43,7 @@ from .spaces import suggest_cell
 from .study import load_study, make_space, study_precision
 from .tables import Lookup
 
-__all__ = ["Counts", "counts", "LookupObjective", "Objective", "own_process", "run_worker", "start_workers"]
+__all__ = ["BudgetedObjective", "Counts", "counts", "LookupObjective", "Objective", "own_process", "run_worker", "start_workers"]
 
 logger = logging.getLogger(__name__)
 
@@ -74,7 +74,7 @@ def counts(study: optuna.Study) -> Counts:
                   sum(t.state == TrialState.FAIL and t.error is not None for t in trials))
 
 
-class _Trials:
+class BudgetedObjective:
     """What every objective of a worker shares: the study's budget, which a trial beyond it steps aside from."""
 
     def __init__(self, settings: SearchSettings) -> None:
@@ -104,7 +104,7 @@ class _Trials:
             raise optuna.TrialPruned("another worker took the same cell at the same moment")
 
 
-class Objective(_Trials):
+class Objective(BudgetedObjective):
     """Trains one candidate on the cached features and returns its scores; one per worker (holds the cache)."""
 
     def __init__(self, study: optuna.Study, settings: SearchSettings, device: str | torch.device = "cpu") -> None:
@@ -160,7 +160,7 @@ class Objective(_Trials):
         return measure_latency(head, features, repeats=5)
 
 
-class LookupObjective(_Trials):
+class LookupObjective(BudgetedObjective):
     """'Trains' a point of a ground-truth table's space by looking its score up (:class:`~.tables.Lookup`: the
     table's score with the study's scatter, after a training time slept for real), so that a search on a table runs
     through the real workers, storage, heartbeats and retries. A trial's draws depend on the study's seed and the
