@@ -107,7 +107,10 @@ def _type(annotation: Any) -> str:
     if origin in (typing.Union, types.UnionType):
         return " or ".join(_type(arg) for arg in typing.get_args(annotation))
     if origin is not None:
-        return f"{origin.__name__}[{', '.join(_type(arg) for arg in typing.get_args(annotation))}]"
+        args = typing.get_args(annotation)
+        if origin is tuple and len(args) == 2 and args[1] is Ellipsis:  # tuple[str, ...]: any number of them
+            return f"list of {_type(args[0])}"
+        return f"{origin.__name__}[{', '.join(_type(arg) for arg in args)}]"
     return "null" if annotation is type(None) else getattr(annotation, "__name__", str(annotation))
 
 

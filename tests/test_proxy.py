@@ -24,6 +24,7 @@ def test_train_candidate_is_seeded_and_scores_in_range(feature_cache):
     a = train_candidate("cityscapes-top1", cache, FAST, seed=1)
     b = train_candidate("cityscapes-top1", cache, FAST, seed=1)
     assert a.miou == b.miou and a.iterations == 30
+    assert 0.0 <= a.miou <= 1.0
 
 
 def test_adam_and_loss_on_subsampled_labels(feature_cache):
@@ -54,7 +55,7 @@ def test_non_finite_proxy_loss(feature_cache):
 
 def test_cached_proxy_matches_frozen_backbone_training(feature_cache, synthetic_root):
     """Same items, same seeds: the only difference is fp16 storage of the features, so the scores agree within
-    noise. (How much faster the cache is lives in benchmarks/proxy_speed.py, not in a timed test.)"""
+    noise. (How much faster the cache is lives in benchmarks/proxy_throughput.py, not in a timed test.)"""
     folder, backbone = feature_cache
     cache = FeatureCache.load(folder)
     train = Cityscapes(synthetic_root, "train", TrainTransform((64, 64), 1.0, 1.0, normalization=NORMALIZATION))

@@ -4,7 +4,7 @@ trials, on any machine, beside any number of other workers.
 Exactly N completed proxy trials, whatever happens to workers:
 
 - each worker records a heartbeat while a trial runs; a trial whose worker died (SIGKILL, power loss) is failed by
-  the next worker that looks, and a copy of it is queued again (``RetryHeartbeatStaleTrialCallback``);
+  the next worker that looks, and a copy of its cell is queued again (:class:`~densecell.search.study.RetryCell`);
 - a worker starts a trial only while ``complete + running < N``, and a started trial that finds N trials
   complete-or-running *ahead of it* (lower trial numbers) steps aside before doing any work (state PRUNED, recorded
   as ``surplus``). Since trial numbers are assigned in order by the database, two racing workers can never both take
