@@ -43,7 +43,8 @@ from .spaces import suggest_cell
 from .study import load_study, make_space, study_precision
 from .tables import Lookup
 
-__all__ = ["BudgetedObjective", "Counts", "counts", "LookupObjective", "Objective", "own_process", "run_worker", "start_workers"]
+__all__ = ["BudgetedObjective", "Counts", "counts", "LookupObjective", "Objective", "own_process", "run_worker",
+           "start_workers"]
 
 logger = logging.getLogger(__name__)
 
