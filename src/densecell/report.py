@@ -70,7 +70,7 @@ img{max-width:100%;height:auto;display:block;margin:1rem auto .2rem;border:1px s
 p em{display:block;text-align:center;color:#52606d;font-size:.9rem}
 .facts{background:#f0f4f8;border-left:4px solid #4a6fa5;padding:.6rem 1rem;border-radius:3px}
 .facts a{color:#2c4a75;font-weight:600}
-.scroll{overflow-x:auto;max-width:100%}.scroll table{display:table;margin:0}
+.scroll{overflow-x:auto;max-width:100%}.scroll table{display:table;margin:0}.scroll td{white-space:nowrap}
 img.best-cell{width:100%;border:none}
 @media (max-width:700px){body{padding:0 .7rem;margin:1rem auto}h1{font-size:1.4rem}table{font-size:.78rem}
 td,th{padding:.25rem .4rem}}
@@ -301,8 +301,8 @@ def _correlation_text(what: str, count: int, rho: float | None, extra: str = "")
 
 
 def _duration(seconds: float | None) -> str:
-    if seconds is None:
-        return "unknown"
+    if not seconds:
+        return "an unrecorded time"
     return f"{seconds / 3600:.1f} h" if seconds >= 3600 else f"{seconds / 60:.1f} min" if seconds >= 60 else \
         f"{seconds:.0f} s"
 
@@ -343,11 +343,14 @@ def _trust(summary: ReportSummary) -> str:
              "synthetic data two trainings of one cell differ by about 1.7 points of mIoU (Spearman 0.80 between "
              "them), and smaller differences between cells are not evidence."]
     iterations = sorted(set(summary.retrained_iterations.values()))
-    if iterations:
+    if summary.reranked and iterations:
         parts.append(f"{summary.reranked} cell(s) were re-trained end to end for "
                      f"{' / '.join(f'{i:,}' for i in iterations)} iterations: a short re-training ranks cells by how "
                      "fast they learn, not by where they would end (the paper re-trains to convergence), so its "
-                     "scores sit below the proxy's and are for ranking only.")
+                     "scores may sit below the proxy's and are for ranking only.")
+    elif summary.reranked:
+        parts.append(f"{summary.reranked} cell(s) were re-trained end to end (their runs are not beside this report, "
+                     "so the length of the re-training is not known here).")
     else:
         parts.append("No cell was re-trained end to end: the choice rests on the proxy alone.")
     parts.append(_correlation_text("Proxy against re-training", summary.reranked, summary.spearman_rho,
@@ -413,7 +416,7 @@ def _markdown(summary: ReportSummary, best: TrialRecord, table: list[str], figur
               f"{'the proxy mIoU' if summary.search.get('sampler') != 'nsga2' else 'two objectives'} only); a "
               "study with a latency objective shows its proxy mIoU against latency here.", ""] \
         if "latency" not in figures else []
-    lines += ["## The best cells", "", '<div class="scroll">', "", *table, "", "</div>", "",
+    lines += ["## The best cells", "", '<div class="scroll" markdown="1">', "", *table, "", "</div>", "",
               "*Re-trained: the end-to-end score of the cells the search re-ranked (the others were not re-trained). "
               "Cells are written as branches Yi = operation(input).*", ""]
     for name, path in figures.items():
@@ -486,7 +489,7 @@ def write_report(study: optuna.Study, out_dir: str | Path, top: int = 10, draw: 
     write_text(out / "best_cell.json", best.cell.to_json())
     write_text(out / "report.md", markdown_text)
     write_text(out / "report.html", HTML.substitute(title=html.escape(study.study_name),
-                                                    body=markdown.markdown(markdown_text, extensions=["tables"])))
+                                                    body=markdown.markdown(markdown_text, extensions=["tables", "md_in_html"])))
     outputs = {"report": out / "report.md", "html": out / "report.html", "best_cell": out / "best_cell.json",
                **figures}
     summary.files = {name: path.name for name, path in outputs.items()}
