@@ -100,3 +100,9 @@ def test_a_folder_datasets_bad_palette_stops_training_before_it_starts(densecell
                              "allow_random_backbone=true")
     one_line(code, err, "classes.yaml", "palette[0]", "[1, 2]")
     assert nothing_made(tmp_path / "runs")
+
+
+def test_a_recipe_of_the_other_kind_names_the_command_that_reads_it(densecell):
+    one_line(*densecell("train", "--config", "search-synthetic")[::2], "a search recipe", "densecell search reads it")
+    one_line(*densecell("search", "status", "--config", "synthetic-mobilenetv2-dpc")[::2], "a training recipe",
+             "densecell train reads it")

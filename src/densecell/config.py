@@ -529,6 +529,18 @@ def recipe_path(spec: str | Path) -> Path:
                       f"{', '.join(known)})")
 
 
+def _right_kind(kind: type[BaseModel], tree: dict[str, Any], origin: str) -> None:
+    """A training recipe given to a search command, or the other way round: one line that says which command reads
+    it (rather than "unknown key")."""
+    other = {TrainConfig: (SearchConfig, "densecell search"), SearchConfig: (TrainConfig, "densecell train")}
+    if kind in other:
+        theirs, command = other[kind]
+        only = sorted(set(tree) & (set(theirs.model_fields) - set(kind.model_fields)))
+        if only:
+            raise ConfigError(f"{origin}: a {'search' if theirs is SearchConfig else 'training'} recipe (it has "
+                              f"{', '.join(only)}); {command} reads it")
+
+
 def _load(kind: type[BaseModel], path: str | Path | None, overrides: list[str] | tuple[str, ...]) -> BaseModel:
     tree: dict[str, Any] = {}
     origin = "config"
@@ -548,6 +560,7 @@ def _load(kind: type[BaseModel], path: str | Path | None, overrides: list[str] |
         tree = loaded or {}
     for assignment in overrides:
         apply_override(tree, assignment)
+    _right_kind(kind, tree, origin)
     try:
         return kind.model_validate(tree)
     except ValidationError as exc:
