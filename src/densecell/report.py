@@ -488,8 +488,8 @@ def write_report(study: optuna.Study, out_dir: str | Path, top: int = 10, draw: 
                               _links(out, best, trials, run))
     write_text(out / "best_cell.json", best.cell.to_json())
     write_text(out / "report.md", markdown_text)
-    write_text(out / "report.html", HTML.substitute(title=html.escape(study.study_name),
-                                                    body=markdown.markdown(markdown_text, extensions=["tables", "md_in_html"])))
+    body = markdown.markdown(markdown_text, extensions=["tables", "md_in_html"])
+    write_text(out / "report.html", HTML.substitute(title=html.escape(study.study_name), body=body))
     outputs = {"report": out / "report.md", "html": out / "report.html", "best_cell": out / "best_cell.json",
                **figures}
     summary.files = {name: path.name for name, path in outputs.items()}
