@@ -41,7 +41,6 @@ from .registry import SEARCH_MODES
 from .report import report_is_current, write_report
 from .search import (
     cell_params,
-    check_storage,
     counts,
     create_study,
     distributions,
@@ -157,7 +156,6 @@ def prepare(config: SearchConfig, progress: Progress | None = None,
             command: str = "densecell search") -> optuna.Study:
     """The study: created (or joined) with its precision chosen once, and its search mode's preparation done, before
     any worker starts."""
-    check_storage(config.storage_url)
     with _locked(config, command, "the study's preparation"):
         study = create_study(config.name, config.storage_url, config.search_settings())
         if not record.ready(study):

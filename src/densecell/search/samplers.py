@@ -207,16 +207,17 @@ class PredictorSampler(SpaceSampler):
         self._fitted = 0
         self._low = self._span = np.zeros(0)
         self._best = 0.0
-        self._seen: tuple[np.ndarray, np.ndarray] = (np.zeros((0, 0)), np.zeros(0))
+        self._believing = False
 
     def encode(self, points: Sequence[Point]) -> np.ndarray:
         """The surrogate's inputs: the space's encoding, and its free measurements where ``costs`` is set."""
         encoded = self.space.encode(points)
         return np.hstack([encoded, self.space.costs(points)]) if self.costs else encoded
 
-    def _fit(self, past: History, tune: bool) -> None:
-        """Fit the surrogate on the chosen points; ``tune``: choose the kernel's (or grow the forest's)
-        parameters anew, else keep the Gaussian process's kernel and only condition it on the points."""
+    def _fit(self, past: History, tune: bool) -> tuple[np.ndarray, np.ndarray]:
+        """Fit the surrogate on the chosen points (returned, encoded, with their values); ``tune``: choose the
+        kernel's (or grow the forest's) parameters anew, else keep the Gaussian process's kernel and only condition
+        it on the points."""
         count = len(past.points)
         chosen = list(range(count))
         if count > self.fit_limit:
@@ -231,8 +232,8 @@ class PredictorSampler(SpaceSampler):
             self._span = np.where(high > self._low, high - self._low, 1.0)
             self._model = _surrogate(self.model, self.trees, encoded.shape[1], self.rng.randrange(2**31))
             self._fitted = count
-        self._seen = (encoded, values)
         self._train(encoded, values, tune)
+        return encoded, values
 
     def _train(self, encoded: np.ndarray, values: np.ndarray, tune: bool) -> None:
         if not tune and self.model == "gp":
@@ -241,10 +242,10 @@ class PredictorSampler(SpaceSampler):
             warnings.simplefilter("ignore")
             self._model.fit((encoded - self._low) / self._span, values)
 
-    def _believe(self, pending: Sequence[Point]) -> None:
-        """Condition the surrogate on the pending points at their believed scores (``pending``: believer or liar),
-        with the kernel it has: its spread there and near them shrinks, so the acquisition looks elsewhere."""
-        encoded, values = self._seen
+    def _believe(self, encoded: np.ndarray, values: np.ndarray, pending: Sequence[Point]) -> None:
+        """Condition the surrogate, fitted on ``encoded`` and ``values``, on the pending points at their believed
+        scores (``pending``: believer or liar), with the kernel it has: its spread there and near them shrinks, so
+        the acquisition looks elsewhere."""
         extra = self.encode(pending)
         believed = self.predict_encoded(extra)[0] if self.pending == "believer" else np.full(len(pending),
                                                                                               values.min())
@@ -298,10 +299,12 @@ class PredictorSampler(SpaceSampler):
         if len(past.points) < self.startup:
             return self.space.draw(self.rng, past.taken)
         tune = self._model is None or len(past.points) - self._fitted >= max(1.0, self.refit * self._fitted)
-        if tune or self.model == "gp" or self.pending != "ignore":  # a forest holding beliefs is refitted too
-            self._fit(past, tune)
-        if past.pending and self.pending != "ignore":
-            self._believe(past.pending)
+        believe = bool(past.pending) and self.pending != "ignore"
+        if tune or self.model == "gp" or believe or self._believing:  # a forest that held beliefs drops them
+            seen = self._fit(past, tune)
+            if believe:
+                self._believe(*seen, past.pending)
+        self._believing = believe
         candidates = self.candidate_points(past)
         if not candidates:
             return self.space.draw(self.rng, past.taken)

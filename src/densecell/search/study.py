@@ -181,7 +181,6 @@ def study_precision(study: optuna.Study, settings: SearchSettings, device: torch
 def load_study(name: str, storage_url: str, worker_seed: int = 0) -> tuple[optuna.Study, SearchSettings]:
     """Open a study densecell created, with its stored settings, its sampler and its pruner. Nothing is created:
     an SQLite file that is not there is a one-line error."""
-    check_storage(storage_url)
     if storage_url.startswith("sqlite:///") and not storage_url.startswith("sqlite:///:memory:"):
         path = Path(storage_url.removeprefix("sqlite:///"))
         if not path.is_file():
