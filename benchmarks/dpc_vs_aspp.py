@@ -15,8 +15,8 @@ import argparse
 import torch
 
 from common import at_least, table, write_result
-from densecell.cost import build_head, context_module_cost, feature_size, head_cost, measure_latency, model_cost
-from densecell.model import build_model
+from densecell.models.cost import build_head, context_module_cost, feature_size, head_cost, measure_latency, model_cost
+from densecell.models.model import build_model
 
 COLUMNS = {"model_params_m": "model params (M)", "model_gmadds": "model GMAdds", "model_latency_s": "model s",
            "branches_params_m": "branches params (M)", "branches_gmadds": "branches GMAdds",

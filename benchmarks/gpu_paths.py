@@ -17,19 +17,19 @@ from pathlib import Path
 import torch
 
 from common import table, write_result
-from densecell import proxy
-from densecell.backbones import resolve_normalization
-from densecell.cache import FeatureCache, build_cache
+from densecell.cell.space import SearchSpace
 from densecell.config import ProxySettings, SupernetConfig
 from densecell.data import Cityscapes, EvalTransform, TrainTransform
 from densecell.data.synthetic import write_synthetic_cityscapes
-from densecell.model import build_model
-from densecell.optim import LOSS_SCALE, loss_scaler, train_step
-from densecell.precision import Precision
-from densecell.proxy import build_proxy_head, train_candidate, train_candidates
-from densecell.space import SearchSpace
-from densecell.steps import EagerStep
-from densecell.supernet import train_supernet
+from densecell.models.backbones import resolve_normalization
+from densecell.models.model import build_model
+from densecell.search import proxy
+from densecell.search.cache import FeatureCache, build_cache
+from densecell.search.proxy import build_proxy_head, train_candidate, train_candidates
+from densecell.search.supernet import train_supernet
+from densecell.training.optim import LOSS_SCALE, loss_scaler, train_step
+from densecell.training.precision import Precision
+from densecell.training.steps import EagerStep
 
 CELLS = ["cityscapes-top1", SearchSpace().sample(1), SearchSpace().sample(2)]
 

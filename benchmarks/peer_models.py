@@ -19,8 +19,8 @@ import torch
 from torch import nn
 
 from common import at_least, seconds_per_call, table, write_result
-from densecell.cost import count_madds, measure_latency
-from densecell.model import build_model
+from densecell.models.cost import count_madds, measure_latency
+from densecell.models.model import build_model
 
 ENCODERS = {"mobilenet_v2": "mobilenetv2_100", "resnet50": "resnet50"}  # smp name -> timm name
 

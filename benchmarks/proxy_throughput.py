@@ -34,16 +34,16 @@ import torch.nn.functional as F
 from torch import nn
 
 from common import at_least, seconds_per_call, sync, table, versus_paper, write_result
-from densecell.backbones import resolve_normalization
-from densecell.cache import FeatureCache, FrozenBackboneFeatures, build_cache
 from densecell.config import ProxySettings
 from densecell.data import Cityscapes, EvalTransform, TrainTransform
 from densecell.data.synthetic import write_synthetic_cityscapes
-from densecell.model import build_model
-from densecell.optim import make_optimizer
-from densecell.precision import Precision
-from densecell.proxy import advance, build_proxy_head, resolve_precision, train_candidates
-from densecell.steps import EagerStep, GraphStep
+from densecell.models.backbones import resolve_normalization
+from densecell.models.model import build_model
+from densecell.search.cache import FeatureCache, FrozenBackboneFeatures, build_cache
+from densecell.search.proxy import advance, build_proxy_head, resolve_precision, train_candidates
+from densecell.training.optim import make_optimizer
+from densecell.training.precision import Precision
+from densecell.training.steps import EagerStep, GraphStep
 
 NORMALIZATION = resolve_normalization("mobilenetv2_100")  # the random MobileNet-v2s here: ImageNet's
 

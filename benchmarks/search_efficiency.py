@@ -7,7 +7,7 @@ table, over seeds, by W workers at once, told a noisy proxy's scores.
     python benchmarks/search_efficiency.py --table T.json.gz --sampler random --variant predictor:startup=5,refit=0.1
 
 A table is any file in the format of ``densecell.search.tables`` (``../shared/tables/README.md``). Each sampler is
-made by its registry factory (``densecell.registry.SAMPLERS[name](space, seed)``) on the table's space
+made by its registry factory (``densecell.core.registry.SAMPLERS[name](space, seed)``) on the table's space
 (``densecell.search.TableSpace``): its draws are the table's rows, and a proposal that is not an untried row becomes
 the nearest untried row (fewest differing positions), for every sampler alike. On a sample table that includes a
 sampler's one-position mutations: most land on no row and become a row several positions away (a median of 14 of
@@ -58,8 +58,8 @@ from matplotlib.figure import Figure
 from scipy.stats import spearmanr
 
 from common import RESULTS, at_least, table, write_result
-from densecell.errors import DensecellError
-from densecell.registry import PRUNERS, SAMPLERS
+from densecell.core.errors import DensecellError
+from densecell.core.registry import PRUNERS, SAMPLERS
 from densecell.search import Lookup, TableSpace, load_table
 from densecell.search.tables import Table
 

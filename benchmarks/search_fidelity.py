@@ -28,14 +28,13 @@ import torch
 from optuna.trial import TrialState
 
 from common import at_least, table, write_result
-from densecell import record
-from densecell.cache import FeatureCache
 from densecell.config import load_search_config
-from densecell.pipeline import run_pipeline
-from densecell.proxy import train_candidate
-from densecell.ranking import spearman, top_overlap
-from densecell.search import completed_trials, create_study, load_study, run_worker
-from densecell.stages import feature_cache
+from densecell.core.ranking import spearman, top_overlap
+from densecell.search import completed_trials, create_study, load_study, record, run_worker
+from densecell.search.cache import FeatureCache
+from densecell.search.pipeline import run_pipeline
+from densecell.search.proxy import train_candidate
+from densecell.search.stages import feature_cache
 
 THREADS = 2
 """torch threads for the in-process proxy runs (the recipes' workers run one thread each, two at a time)."""

@@ -24,7 +24,7 @@ from pathlib import Path
 import optuna
 
 from common import at_least, table, write_result
-from densecell.registry import SAMPLERS
+from densecell.core.registry import SAMPLERS
 from densecell.search import DPCSpace, open_storage
 
 ROOT = Path(__file__).parent.parent

@@ -23,13 +23,13 @@ import torch
 from optuna.trial import TrialState
 
 from common import at_least, table, write_result
-from densecell.backbones import resolve_normalization
-from densecell.cache import build_cache
 from densecell.config import ProxySettings, SearchSettings
 from densecell.data import Cityscapes, EvalTransform, TrainTransform
 from densecell.data.synthetic import write_synthetic_cityscapes
-from densecell.model import build_model
+from densecell.models.backbones import resolve_normalization
+from densecell.models.model import build_model
 from densecell.search import create_study
+from densecell.search.cache import build_cache
 
 NORMALIZATION = resolve_normalization("mobilenetv2_100")  # the random MobileNet-v2s here: ImageNet's
 

@@ -9,7 +9,7 @@ cells trained a second time with another seed (the noise floor).
 
 ``build`` writes the synthetic data if needed, queues the published cell and the 50 repeated cells (each twice: a
 trial's seed is its number) in the study, and runs ``densecell search`` itself, whose uniform sampler draws the rest;
-it resumes where it stopped. ``rank`` scores every cell with each cheap ranker (densecell.rankers) and with four
+it resumes where it stopped. ``rank`` scores every cell with each cheap ranker (densecell.search.rankers) and with four
 supernets (uniform and family-first sampling, 300 and 1,200 steps), and times each against a proxy step at the
 paper's shape (769x769, batch 8, 320x49x49 features, 256 filters) on this machine; it keeps each cell's scores in
 the run folder (``rankers.json``, by cell digest), so a stopped rank, or one after the table grew, scores only the
@@ -37,20 +37,19 @@ import torch
 from optuna.trial import TrialState
 
 from common import machine
-from densecell import record
-from densecell.cache import FeatureCache
+from densecell.cell.space import Cell, load_cell
 from densecell.config import ProxySettings, load_search_config
+from densecell.core.files import write_text
+from densecell.core.registry import RANKERS
 from densecell.data.synthetic import write_synthetic_cityscapes
-from densecell.files import write_text
-from densecell.precision import Precision
-from densecell.proxy import build_proxy_head
-from densecell.rankers import ZERO_COST, ZeroCost, ranker
-from densecell.registry import RANKERS
-from densecell.search import DPCSpace, cell_params, create_study
-from densecell.space import Cell, load_cell
-from densecell.stages import feature_cache
-from densecell.steps import EagerStep
-from densecell.supernet import Supernet, score_cell, train_supernet
+from densecell.search import DPCSpace, cell_params, create_study, record
+from densecell.search.cache import FeatureCache
+from densecell.search.proxy import build_proxy_head
+from densecell.search.rankers import ZERO_COST, ZeroCost, ranker
+from densecell.search.stages import feature_cache
+from densecell.search.supernet import Supernet, score_cell, train_supernet
+from densecell.training.precision import Precision
+from densecell.training.steps import EagerStep
 
 ROOT = Path(__file__).parent.parent
 RECIPE = ROOT / "configs" / "search-synthetic-table.yaml"

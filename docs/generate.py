@@ -116,7 +116,7 @@ def _type(annotation: Any) -> str:
 
 def _allowed(field: FieldInfo) -> str:
     """What a registered-name field accepts: its registry's names."""
-    from densecell.registry import REGISTRIES
+    from densecell.core.registry import REGISTRIES
 
     for validator in getattr(field, "metadata", []):
         registry = getattr(getattr(validator, "func", None), "__self__", None)

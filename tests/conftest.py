@@ -2,8 +2,8 @@ import sys
 
 import pytest
 
-from densecell.backbones import resolve_normalization
 from densecell.data.synthetic import write_synthetic_cityscapes
+from densecell.models.backbones import resolve_normalization
 
 NORMALIZATION = resolve_normalization("mobilenetv2_100")  # the random MobileNet-v2s here: ImageNet's
 
@@ -35,9 +35,9 @@ def feature_cache(synthetic_root, tmp_path_factory):
     """The proxy cache of a (random, seeded) MobileNet-v2 over the synthetic data: 2 views of 64x64 crops."""
     import torch
 
-    from densecell.cache import build_cache
     from densecell.data import Cityscapes, EvalTransform, TrainTransform
-    from densecell.model import build_model
+    from densecell.models.model import build_model
+    from densecell.search.cache import build_cache
 
     torch.manual_seed(0)
     backbone = build_model(num_classes=19).backbone

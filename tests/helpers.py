@@ -222,7 +222,7 @@ def write_table(path: Path, kind: str = "sample", seed: int = 0) -> Path:
 
 
 class Held:
-    """A command held at a named point by densecell's test hook (``densecell.hold``): the test acts while the
+    """A command held at a named point by densecell's test hook (``densecell.core.hold``): the test acts while the
     command is there (starts a second one, kills it), instead of racing it.
 
     ``held = Held(tmp_path / "held", "shard", 3)``; start the command with ``env=held.env``; ``held.wait(process)``

@@ -9,10 +9,10 @@ import pytest
 import timm
 import torch
 
-from densecell.backbones import KNOWN_BACKBONES
+from densecell.core.errors import ModelError
 from densecell.data.synthetic import write_synthetic_cityscapes
-from densecell.errors import ModelError
-from densecell.model import build_model
+from densecell.models.backbones import KNOWN_BACKBONES
+from densecell.models.model import build_model
 from helpers import write_hf_cache
 
 

@@ -9,13 +9,13 @@ import numpy as np
 import pytest
 import torch
 
-from densecell.backbones import resolve_normalization
-from densecell.cache import CacheSource, FeatureCache, build_cache, cache_source, check_cache
 from densecell.config import load_search_config
+from densecell.core.errors import CacheDamaged, CacheError, CacheMissing
 from densecell.data import Cityscapes, EvalTransform, FolderDataset, PascalVOC, TrainTransform
-from densecell.errors import CacheDamaged, CacheError, CacheMissing
-from densecell.model import build_model
-from densecell.stages import rerank_config
+from densecell.models.backbones import resolve_normalization
+from densecell.models.model import build_model
+from densecell.search.cache import CacheSource, FeatureCache, build_cache, cache_source, check_cache
+from densecell.search.stages import rerank_config
 from helpers import recipe, write_folder, write_voc
 
 NORMALIZATION = resolve_normalization("mobilenetv2_100")  # the random MobileNet-v2s here: ImageNet's
@@ -180,7 +180,7 @@ def test_val_images_of_several_sizes_are_padded_to_the_largest(tmp_path, layout,
     torch.manual_seed(0)
     backbone = build_model(num_classes=3, feature_stages=2).backbone
     monkeypatch.setattr(logging.getLogger("densecell"), "propagate", True)  # a CLI test in this process turns it off
-    caplog.set_level("INFO", logger="densecell.cache")
+    caplog.set_level("INFO", logger="densecell.search.cache")
     folder = build_cache(backbone, train, val, tmp_path / "cache", output_stride=4, crop_size=(33, 33))
     cache = FeatureCache.load(folder)
     assert cache.spec.val_size == (52, 56) and cache.val_labels.shape == (3, 52, 56)

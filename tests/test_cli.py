@@ -71,9 +71,9 @@ def test_bad_input_is_one_line_and_exit_2(densecell, args, message):
 
 
 def test_cell_importance_is_the_l1_norm_of_each_branchs_projection_weights(densecell, synthetic_root, tmp_path):
-    from densecell.checkpoint import load_run
     from densecell.config import load_config
-    from densecell.train import train
+    from densecell.training.checkpoint import load_run
+    from densecell.training.train import train
 
     overrides = tiny_overrides(synthetic_root, tmp_path, "imp", iterations=1, **{"data.val_split": "null"})
     train(load_config(None, overrides))
@@ -107,7 +107,7 @@ def test_search_top_refuses_to_write_nothing(densecell, tmp_path, capsys):
     code, _, err = densecell("search", "top", "--k", "0", "--storage", storage, "--study", "empty")
     assert code == 2 and "--k" in err and err.count("\n") == 1
     from densecell.config import SearchSettings
-    from densecell.record import store_settings
+    from densecell.search.record import store_settings
 
     store_settings(optuna.load_study(study_name="empty", storage=storage), SearchSettings(cache_dir="x").to_json())
     code, _, err = densecell("search", "top", "--k", "3", "--output", tmp_path / "top", "--storage", storage,
@@ -118,7 +118,7 @@ def test_search_top_refuses_to_write_nothing(densecell, tmp_path, capsys):
 
 def test_list_prints_every_registry_one_line_each(densecell):
     from densecell.config import recipes
-    from densecell.registry import REGISTRIES
+    from densecell.core.registry import REGISTRIES
 
     code, out, _ = densecell("list")
     assert code == 0

@@ -55,7 +55,7 @@ def test_a_cell_can_be_written_inline_in_yaml(tmp_path):
     recipe = tmp_path / "inline.yaml"
     recipe.write_text("model:\n  cell:\n    - {kernel: 1, op: conv, input: -1}\n"
                       "    - {grid_size: [2, 4], op: pyramid_pooling, input: 0}\n")
-    from densecell.space import Cell
+    from densecell.cell.space import Cell
 
     cell = Cell.from_json(load_config(recipe).model.cell)
     assert len(cell) == 2 and cell[1].op.grid == (2, 4)

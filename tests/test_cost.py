@@ -2,15 +2,15 @@ import pytest
 import torch
 from torch import nn
 
-from densecell.cost import (
+from densecell.cell.heads import ASPP, DensePredictionCell
+from densecell.models.cost import (
     conv_params,
     count_madds,
     feature_size,
     model_cost,
     paper_table,
 )
-from densecell.heads import ASPP, DensePredictionCell
-from densecell.model import build_model
+from densecell.models.model import build_model
 
 
 def test_feature_size_follows_tf_scale_dimension():
@@ -70,8 +70,8 @@ def test_whole_xception_dpc_model_matches_the_model_zoo():
 
 
 def test_the_cell_coster_counts_as_the_context_module_cost():
-    from densecell.cost import CellCoster, context_module_cost
-    from densecell.space import SearchSpace
+    from densecell.cell.space import SearchSpace
+    from densecell.models.cost import CellCoster, context_module_cost
 
     coster = CellCoster(24, 64, (129, 129), 16)
     space = SearchSpace()

@@ -5,7 +5,6 @@ import pytest
 import torch
 from PIL import Image
 
-from densecell.backbones import resolve_normalization
 from densecell.data import (
     Cityscapes,
     DataError,
@@ -17,6 +16,7 @@ from densecell.data import (
     build_dataset,
 )
 from densecell.data.cityscapes import train_classes, train_id_to_label_id
+from densecell.models.backbones import resolve_normalization
 from helpers import write_cityscapes, write_folder, write_person_part, write_sbd, write_voc
 
 NORMALIZATION = resolve_normalization("mobilenetv2_100")  # the random MobileNet-v2s here: ImageNet's

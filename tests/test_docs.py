@@ -51,7 +51,7 @@ def test_every_command_is_in_the_generated_cli_reference():
 
 @pytest.mark.parametrize("page", ["guides/install.md", "guides/which-search.md", "guides/extend.md"])
 def test_the_guides_name_only_registered_samplers(page):
-    from densecell.registry import SAMPLERS
+    from densecell.core.registry import SAMPLERS
 
     text = (ROOT / "docs" / page).read_text()
     named = set(re.findall(r"search\.sampler: (\w[\w-]*)", text))

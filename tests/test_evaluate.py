@@ -6,11 +6,11 @@ import torch
 from PIL import Image
 from torch import nn
 
-from densecell.backbones import resolve_normalization
 from densecell.config import load_config
 from densecell.data import Cityscapes, EvalTransform
-from densecell.evaluate import evaluate, predict_probabilities, sliding_window_logits
-from densecell.train import train
+from densecell.models.backbones import resolve_normalization
+from densecell.training.evaluate import evaluate, predict_probabilities, sliding_window_logits
+from densecell.training.train import train
 from helpers import tiny_overrides
 
 NORMALIZATION = resolve_normalization("mobilenetv2_100")  # the random MobileNet-v2s here: ImageNet's
@@ -110,7 +110,7 @@ def test_eval_and_predict_errors(densecell, checkpoint, args, message):
 
 
 def test_multi_scale_sizes_and_padding_follow_tf():
-    from densecell.evaluate import scaled_size
+    from densecell.training.evaluate import scaled_size
 
     assert scaled_size(1025, 2049, 0.75) == (769, 1537) and scaled_size(1025, 2049, 1.25) == (1281, 2561)
     seen = []
@@ -144,8 +144,8 @@ def test_eval_and_predict_normalise_as_the_checkpoint_says(checkpoint, synthetic
     import timm
     from timm.data import resolve_data_config
 
-    from densecell.checkpoint import load_run
     from densecell.data import eval_dataset
+    from densecell.training.checkpoint import load_run
 
     run = load_run(checkpoint)
     expected = resolve_data_config({}, model=timm.create_model("mobilenetv2_100"))

@@ -2,8 +2,8 @@ import numpy as np
 import pytest
 import torch
 
-from densecell.export import export_onnx, onnx_max_error
-from densecell.model import build_model
+from densecell.models.export import export_onnx, onnx_max_error
+from densecell.models.model import build_model
 
 
 def randomise_batchnorm(model, generator):
@@ -36,7 +36,7 @@ def test_onnx_matches_pytorch(tmp_path, head, pooling):
 
 
 def test_the_normalisation_travels_in_the_onnx_metadata(tmp_path):
-    from densecell.export import read_metadata
+    from densecell.models.export import read_metadata
 
     model = build_model(num_classes=3, decoder=False, mean=(0.5, 0.5, 0.5), std=(0.5, 0.5, 0.5)).eval()
     path = export_onnx(model, tmp_path / "m.onnx", (33, 33), classes=("a", "b", "c"))

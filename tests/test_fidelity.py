@@ -6,8 +6,8 @@ import math
 import pytest
 from scipy.stats import spearmanr
 
-from densecell.fidelity import choose_cells, slug
-from densecell.space import SearchSpace
+from densecell.cell.space import SearchSpace
+from densecell.search.fidelity import choose_cells, slug
 from helpers import recipe
 
 

@@ -2,8 +2,8 @@
 
 import pytest
 
-from densecell.errors import FileOperationError
-from densecell.files import atomic_path, write_text
+from densecell.core.errors import FileOperationError
+from densecell.core.files import atomic_path, write_text
 
 
 def test_a_written_file_appears_whole_and_leaves_no_partial(tmp_path):

@@ -2,9 +2,9 @@ import pytest
 import torch
 from torch import nn
 
-from densecell.errors import ModelError
-from densecell.heads import ASPP, DensePredictionCell, PyramidPooling, SeparableConv, tf_pool_window
-from densecell.space import BACKBONE, Branch, Cell, Operation, load_cell
+from densecell.cell.heads import ASPP, DensePredictionCell, PyramidPooling, SeparableConv, tf_pool_window
+from densecell.cell.space import BACKBONE, Branch, Cell, Operation, load_cell
+from densecell.core.errors import ModelError
 
 # One cell with every operation family, wired as a chain with a skip, so that each op reads both F and Y.
 MIXED = Cell((
@@ -144,7 +144,7 @@ def test_bad_pooling_mode_and_output_stride():
 
 @pytest.mark.parametrize("kernel", [(1, 1), (3, 5), (17, 33), (32, 64)])
 def test_sliding_average_is_avg_pool(kernel):
-    from densecell.heads import sliding_average
+    from densecell.cell.heads import sliding_average
 
     x = torch.randn(2, 3, 32, 64, requires_grad=True)
     expected = torch.nn.functional.avg_pool2d(x, kernel, stride=1)
@@ -156,7 +156,7 @@ def test_sliding_average_is_avg_pool(kernel):
 
 
 def test_grid_average_matrices_are_adaptive_pooling():
-    from densecell.heads import _bin_matrix
+    from densecell.cell.heads import _bin_matrix
 
     x = torch.randn(2, 3, 17, 31)
     for grid in [(1, 1), (2, 4), (8, 8), (3, 5)]:
@@ -167,11 +167,11 @@ def test_grid_average_matrices_are_adaptive_pooling():
 def test_a_new_operation_family_is_its_definition_and_its_module(monkeypatch):
     """The door for a new family: one entry in space.FAMILIES and one in registry.OPERATIONS. Here a dense 5x5
     convolution (TF's conv with kernel 5) becomes part of the space, its JSON, the head, the supernet and the cost."""
-    from densecell.cost import CellCoster
-    from densecell.heads import ConvBNReLU
-    from densecell.registry import OPERATIONS
-    from densecell.space import FAMILIES, OpFamily, SearchSpace
-    from densecell.supernet import Supernet
+    from densecell.cell.heads import ConvBNReLU
+    from densecell.cell.space import FAMILIES, OpFamily, SearchSpace
+    from densecell.core.registry import OPERATIONS
+    from densecell.models.cost import CellCoster
+    from densecell.search.supernet import Supernet
 
     assert set(OPERATIONS) == set(FAMILIES)  # every family of the space has its module
     monkeypatch.setitem(FAMILIES, "conv5x5", OpFamily("conv5x5", "conv", 5, None, None, "conv5x5", "c5"))

@@ -5,9 +5,9 @@ import json
 
 import pytest
 
-from densecell.errors import CheckpointError, ModelError
-from densecell.hub import Source, locate
-from densecell.model import build_model, from_pretrained
+from densecell.core.errors import CheckpointError, ModelError
+from densecell.models.hub import Source, locate
+from densecell.models.model import build_model, from_pretrained
 
 
 @pytest.fixture(scope="module")

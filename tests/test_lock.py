@@ -1,4 +1,4 @@
-"""One run folder, one writer: two commands on the same run never collide (the run lock, densecell.lock)."""
+"""One run folder, one writer: two commands on the same run never collide (the run lock, densecell.core.lock)."""
 
 import os
 import signal
@@ -10,8 +10,8 @@ import optuna
 import pytest
 from optuna.trial import TrialState
 
-from densecell.errors import RunInUseError
-from densecell.lock import RunLock
+from densecell.core.errors import RunInUseError
+from densecell.core.lock import RunLock
 from helpers import Held, Output, recipe, tiny_overrides
 
 
@@ -74,7 +74,7 @@ SEARCH = ["warmup.iterations=6", "cache.views=1", "proxy.iterations=12", "proxy.
 
 def twice(command, synthetic_root, tmp_path):
     """``densecell COMMAND`` on the synthetic search recipe, a second time while the first is held (by the test
-    hook, densecell.hold) just after it took the run's lock: the second says it is waiting, then the first goes
+    hook, densecell.core.hold) just after it took the run's lock: the second says it is waiting, then the first goes
     on. Both outputs, after checking that both exit 0 and that the warm-up and the cache were built once."""
     args = [command, "--config", recipe("search-synthetic.yaml"), "--data-root", synthetic_root,
             *as_set(SEARCH + [f"output_dir={tmp_path}"])]

@@ -4,8 +4,8 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from densecell.loss import IGNORE_INDEX, cross_entropy, subsample_labels, upsampled_cross_entropy
-from densecell.resize import bilinear_matrix, resize_bilinear, resize_by_matrices
+from densecell.core.resize import bilinear_matrix, resize_bilinear, resize_by_matrices
+from densecell.training.loss import IGNORE_INDEX, cross_entropy, subsample_labels, upsampled_cross_entropy
 
 
 def reference(logits, labels):
@@ -67,7 +67,7 @@ def test_matrix_resize_equals_pytorchs():
 
 def test_cross_entropy_deterministic_form_equals_pytorchs():
     """The one-hot form used on GPUs in deterministic mode computes the same loss (checked here on the CPU)."""
-    from densecell import loss as losses
+    from densecell.training import loss as losses
 
     logits = torch.randn(2, 4, 5, 6, requires_grad=True)
     labels = torch.randint(0, 4, (2, 5, 6))

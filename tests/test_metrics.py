@@ -6,7 +6,7 @@ import pytest
 import torch
 from torchmetrics.classification import MulticlassJaccardIndex
 
-from densecell.metrics import ConfusionMatrix, predicted_classes, val_miou
+from densecell.training.metrics import ConfusionMatrix, predicted_classes, val_miou
 
 
 def test_miou_matches_torchmetrics_on_random_data():

@@ -2,10 +2,10 @@
 import pytest
 import torch
 
-from densecell.backbones import KNOWN_BACKBONES
-from densecell.errors import ModelError
-from densecell.heads import ASPP, DensePredictionCell
-from densecell.model import build_model
+from densecell.cell.heads import ASPP, DensePredictionCell
+from densecell.core.errors import ModelError
+from densecell.models.backbones import KNOWN_BACKBONES
+from densecell.models.model import build_model
 
 
 @pytest.mark.parametrize("backbone", KNOWN_BACKBONES)

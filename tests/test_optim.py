@@ -6,8 +6,8 @@ import random
 import torch
 from torch import nn
 
-from densecell.model import build_model
-from densecell.optim import (
+from densecell.models.model import build_model
+from densecell.training.optim import (
     LOSS_SCALE,
     decayed_parameters,
     loss_scaler,

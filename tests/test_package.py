@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 import densecell
-from densecell.errors import DensecellError
+from densecell.core.errors import DensecellError
 
 SOURCE = Path(densecell.__file__).parent
 
@@ -19,10 +19,10 @@ def loaded_by(module):
 
 
 def test_the_proxy_and_the_search_do_not_load_the_training_loop_or_the_cli():
-    proxy = loaded_by("densecell.proxy")
-    assert not {"densecell.train", "rich", "typer", "densecell.cli"} & proxy
+    proxy = loaded_by("densecell.search.proxy")
+    assert not {"densecell.training.train", "rich", "typer", "densecell.cli"} & proxy
     search = loaded_by("densecell.search")
-    assert not {"densecell.train", "densecell.cli", "typer"} & search
+    assert not {"densecell.training.train", "densecell.cli", "typer"} & search
     # every search worker and command imports these: timm (with torchvision), plotting and scikit-learn (seconds
     # between them) load when used
     assert not {"timm", "torchvision", "matplotlib", "sklearn", "scipy.stats"} & (search | loaded_by("densecell.cli"))
@@ -52,8 +52,8 @@ def test_the_public_surface():
     lambda: densecell.load_config("no/such/recipe.yaml"),
     lambda: densecell.load_config(None, ["optim.lr=-1"]),
     lambda: __import__("densecell.data", fromlist=["x"]).build_dataset("cityscapes", "/no/such/root", "train"),
-    lambda: __import__("densecell.checkpoint", fromlist=["x"]).load_run("/no/such/checkpoint.pt"),
-    lambda: __import__("densecell.cache", fromlist=["x"]).FeatureCache.load("/no/such/cache"),
+    lambda: __import__("densecell.training.checkpoint", fromlist=["x"]).load_run("/no/such/checkpoint.pt"),
+    lambda: __import__("densecell.search.cache", fromlist=["x"]).FeatureCache.load("/no/such/cache"),
     lambda: __import__("densecell.search", fromlist=["x"]).load_study("s", "sqlite:////no/such/dir/study.db"),
     lambda: __import__("densecell.config", fromlist=["x"]).DataConfig().require_root(),
 ])
@@ -92,8 +92,8 @@ def test_the_library_leaves_its_callers_process_settings_alone(feature_cache, tm
     optuna.logging.set_verbosity(optuna.logging.DEBUG)
     before = (optuna.logging.get_verbosity(), list(warnings.filters), torch.get_num_threads(),
               matplotlib.get_backend())
-    from densecell.report import write_report
     from densecell.search import create_study, run_worker
+    from densecell.search.report import write_report
 
     storage = f"sqlite:///{tmp_path / 'study.db'}"
     settings = SearchSettings(cache_dir=str(feature_cache[0]), trials=1, threads=max(1, before[2] + 1),
@@ -108,11 +108,11 @@ def test_the_library_leaves_its_callers_process_settings_alone(feature_cache, tm
 
 
 @pytest.mark.parametrize("helper", ["densecell.data:build_datasets", "densecell.data:eval_dataset",
-                                    "densecell.evaluate:predict_files", "densecell.data:EvalTransform",
+                                    "densecell.training.evaluate:predict_files", "densecell.data:EvalTransform",
                                     "densecell.data:TrainTransform", "densecell.data.transforms:normalize"])
 def test_no_path_defaults_to_imagenet_statistics(helper):
     """xception71's weights expect [-1, 1] inputs, mobilenetv2_100's ImageNet's: the normalisation is always given
-    (from the model, densecell.backbones.resolve_normalization), never a default."""
+    (from the model, densecell.models.backbones.resolve_normalization), never a default."""
     import importlib
     import inspect
 
@@ -167,10 +167,10 @@ def test_no_import_cycle_and_the_layers_hold():
     for node in sorted(graph):
         if node not in state:
             visit(node, [])
-    for sibling in ("densecell.proxy", "densecell.supernet", "densecell.cache"):
-        assert not {"densecell.evaluate", "densecell.train"} & graph[sibling], sibling
+    for sibling in ("densecell.search.proxy", "densecell.search.supernet", "densecell.search.cache"):
+        assert not {"densecell.training.evaluate", "densecell.training.train"} & graph[sibling], sibling
     cli = imports_of(SOURCE / "cli.py")
-    assert not {"optuna", "densecell.lock", "densecell.cache", "densecell.record"} & cli, cli
+    assert not {"optuna", "densecell.core.lock", "densecell.search.cache", "densecell.search.record"} & cli, cli
 
 
 HIDE_EXTRAS = """
@@ -194,7 +194,7 @@ def test_the_core_builds_trains_and_counts_without_the_extras(tmp_path):
     command that needs an extra says which, in one line."""
     script = HIDE_EXTRAS + """
 import torch, densecell
-from densecell.optim import make_optimizer, train_step
+from densecell.training.optim import make_optimizer, train_step
 model = densecell.build_model(backbone="mobilenetv2_100", head="dpc", cell="cityscapes-top1", num_classes=3,
                               feature_stages=2, decoder=False, filters=16)
 assert model(torch.rand(1, 3, 65, 65)).shape == (1, 3, 65, 65)

@@ -16,9 +16,9 @@ import optuna
 import pytest
 from optuna.trial import create_trial
 
-from densecell.record import TrialRecord
+from densecell.cell.space import SearchSpace, load_cell
 from densecell.search import cell_params, distributions
-from densecell.space import SearchSpace, load_cell
+from densecell.search.record import TrialRecord
 
 ROOT = Path(__file__).parent.parent
 CHROMIUM = next(filter(None, (shutil.which(name) for name in ("chromium", "chromium-browser"))), None)
@@ -58,7 +58,7 @@ def rendered(page: Path, width: int) -> dict:
 @pytest.fixture(scope="module")
 def report(tmp_path_factory):
     """A report of a small study: ten cells, two re-ranked, one no better than the lone 1x1."""
-    from densecell.report import write_report
+    from densecell.search.report import write_report
 
     folder = tmp_path_factory.mktemp("report")
     study = optuna.create_study(study_name="pages", storage=f"sqlite:///{folder / 'study.db'}",

@@ -7,15 +7,14 @@ import pytest
 import torch
 from optuna.trial import TrialState
 
-from densecell import record
-from densecell.cache import FeatureCache
+from densecell.cell.space import Cell
 from densecell.config import load_search_config
 from densecell.data.synthetic import write_synthetic_cityscapes
-from densecell.optim import default_device
-from densecell.pipeline import run_pipeline
-from densecell.proxy import train_candidate
-from densecell.search import completed_trials
-from densecell.space import Cell
+from densecell.search import completed_trials, record
+from densecell.search.cache import FeatureCache
+from densecell.search.pipeline import run_pipeline
+from densecell.search.proxy import train_candidate
+from densecell.training.optim import default_device
 from helpers import recipe
 
 

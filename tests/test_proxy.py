@@ -3,15 +3,15 @@
 import pytest
 import torch
 
-from densecell import proxy
-from densecell.backbones import resolve_normalization
-from densecell.cache import FeatureCache, FrozenBackboneFeatures
+from densecell.cell.space import Branch, Cell, Operation, SearchSpace
 from densecell.config import ProxySettings
+from densecell.core.errors import ConfigError, TrainingError
 from densecell.data import Cityscapes, TrainTransform
-from densecell.errors import ConfigError, TrainingError
-from densecell.loss import subsample_labels
-from densecell.proxy import train_candidate, train_candidates
-from densecell.space import Branch, Cell, Operation, SearchSpace
+from densecell.models.backbones import resolve_normalization
+from densecell.search import proxy
+from densecell.search.cache import FeatureCache, FrozenBackboneFeatures
+from densecell.search.proxy import train_candidate, train_candidates
+from densecell.training.loss import subsample_labels
 
 NORMALIZATION = resolve_normalization("mobilenetv2_100")  # the random MobileNet-v2s here: ImageNet's
 

@@ -4,11 +4,11 @@ import math
 
 import pytest
 
-from densecell.cache import FeatureCache
-from densecell.cost import CellCoster
-from densecell.rankers import ZERO_COST, ZeroCost, ranker
-from densecell.registry import RANKERS
-from densecell.space import SearchSpace, load_cell
+from densecell.cell.space import SearchSpace, load_cell
+from densecell.core.registry import RANKERS
+from densecell.models.cost import CellCoster
+from densecell.search.cache import FeatureCache
+from densecell.search.rankers import ZERO_COST, ZeroCost, ranker
 
 CELLS = [load_cell("cityscapes-top1"), *(SearchSpace().sample(seed) for seed in range(3))]
 

@@ -5,7 +5,7 @@ import math
 import pytest
 from scipy.stats import spearmanr
 
-from densecell.ranking import describe_rho, rank_name, score_summary, spearman, summarise_scores, top_overlap
+from densecell.core.ranking import describe_rho, rank_name, score_summary, spearman, summarise_scores, top_overlap
 
 
 def test_spearman_is_scipys_and_undefined_where_it_has_no_meaning():

@@ -12,8 +12,8 @@ import timm
 import torch
 from optuna.trial import TrialState
 
-from densecell.checkpoint import load_run
 from densecell.config import load_search_config
+from densecell.training.checkpoint import load_run
 from helpers import recipe, write_hf_cache
 
 RECIPE = recipe("search-cityscapes-mobilenetv2.yaml")

@@ -8,12 +8,11 @@ import pytest
 from optuna.distributions import CategoricalDistribution
 from optuna.trial import TrialState, create_trial
 
-from densecell import record
+from densecell.cell.space import SearchSpace, load_cell
 from densecell.config import SearchSettings
-from densecell.record import TrialRecord
-from densecell.report import write_report
-from densecell.search import cell_params, completed_trials, distributions, load_study, study_status
-from densecell.space import SearchSpace, load_cell
+from densecell.search import cell_params, completed_trials, distributions, load_study, record, study_status
+from densecell.search.record import TrialRecord
+from densecell.search.report import write_report
 
 # What fbd9eb0 stored: the settings dataclass as JSON, and these user attributes.
 OLD_SETTINGS = {

@@ -5,8 +5,8 @@ import pytest
 from optuna.samplers import RandomSampler
 
 from densecell.config import ModelConfig, ProxySettings, SearchSettings
-from densecell.errors import ConfigError
-from densecell.registry import REGISTRIES, SAMPLERS
+from densecell.core.errors import ConfigError
+from densecell.core.registry import REGISTRIES, SAMPLERS
 from densecell.search import make_pruner, make_sampler
 
 

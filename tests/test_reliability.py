@@ -18,12 +18,12 @@ from hypothesis import strategies as st
 from optuna.trial import TrialState
 from PIL import Image
 
+from densecell.cell.space import Cell, CellError, SearchSpace
 from densecell.config import ProxySettings, SearchSettings
+from densecell.core.errors import TrainingError
 from densecell.data.synthetic import write_synthetic_cityscapes
-from densecell.errors import TrainingError
 from densecell.search import create_study, run_worker
 from densecell.search import worker as worker_module
-from densecell.space import Cell, CellError, SearchSpace
 from helpers import BAD_CELLS, OUTSIDE_SPACE, Held, recipe, tiny_overrides, write_folder
 
 
@@ -184,7 +184,7 @@ def test_bad_configs_through_the_cli(densecell, tmp_path, text, message):
 def trained(tmp_path_factory):
     """A 2-iteration run on synthetic data (19 Cityscapes classes, 32 filters)."""
     from densecell.config import load_config
-    from densecell.train import train
+    from densecell.training.train import train
 
     tmp = tmp_path_factory.mktemp("trained")
     root = write_synthetic_cityscapes(tmp / "data", train=2, val=1, size=(64, 128), objects=2)
@@ -256,7 +256,7 @@ def cache_overrides(root, output_dir):
 @pytest.mark.slow
 def test_killed_cache_resumes_to_identical_files(synthetic_root, tmp_path):
     from densecell.config import load_search_config
-    from densecell.stages import feature_cache
+    from densecell.search.stages import feature_cache
 
     straight = feature_cache(load_search_config(recipe("search-synthetic.yaml"),
                                                       cache_overrides(synthetic_root, tmp_path / "a")))

@@ -1,6 +1,6 @@
 """The report's pieces that are plain functions: the Pareto front of mIoU against cost."""
 
-from densecell.report import pareto_front
+from densecell.search.report import pareto_front
 
 
 def test_the_pareto_front_keeps_the_cells_nothing_beats_on_both_axes_sorted_by_cost():

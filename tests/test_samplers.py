@@ -8,9 +8,9 @@ import optuna
 import pytest
 from optuna.trial import TrialState
 
-from densecell.registry import SAMPLERS
+from densecell.cell.space import SearchSpace
+from densecell.core.registry import SAMPLERS
 from densecell.search import DPCSpace, LocalSampler, LocalSearchSampler, PredictorSampler, TableSpace, load_table
-from densecell.space import SearchSpace
 from helpers import write_table
 
 optuna.logging.set_verbosity(optuna.logging.WARNING)

@@ -12,8 +12,9 @@ import pytest
 from huggingface_hub import ModelCard
 from optuna.trial import TrialState
 
+from densecell.cell.space import Cell, SearchSpace
 from densecell.config import ProxySettings, SearchSettings
-from densecell.errors import ConfigError, StudyError
+from densecell.core.errors import ConfigError, StudyError
 from densecell.search import (
     DPCSpace,
     EvolutionSampler,
@@ -27,7 +28,6 @@ from densecell.search import (
 )
 from densecell.search import study as study_module
 from densecell.search import worker as worker_module
-from densecell.space import Cell, SearchSpace
 from helpers import Held
 
 FAST = ProxySettings(iterations=8, batch_size=2, lr=0.05, filters=8)
@@ -185,9 +185,9 @@ def test_the_precision_is_chosen_once_per_study_and_recorded_in_each_trial(featu
     """Workers once chose the precision each for itself (``autotune.json`` without a lock), so one study could mix
     bf16- and fp16-trained trials. It is chosen once, when the study is created, stored with it, and every trial
     records the precision, layout and engine it trained with."""
-    from densecell.precision import Precision
-    from densecell.record import TrialRecord
     from densecell.search import run_worker
+    from densecell.search.record import TrialRecord
+    from densecell.training.precision import Precision
 
     calls = []
     monkeypatch.setattr(study_module, "resolve_precision", lambda *args: calls.append(args) or Precision("bf16"))
@@ -299,8 +299,8 @@ def test_status_fits_80_columns_and_wide_shows_the_cells(feature_cache, tmp_path
 def test_pruned_trials_are_pruned_with_their_last_score_and_the_budget_stays_exact(feature_cache, tmp_path, pruner):
     """Multi-fidelity: trials report their proxy mIoU every eval_every steps and a pruner may stop them. A pruned trial
     is PRUNED (not failed), keeps its last score and the steps it took, and does not count towards the N complete."""
-    from densecell.record import TrialRecord
     from densecell.search import run_worker, study_status
+    from densecell.search.record import TrialRecord
 
     storage = f"sqlite:///{tmp_path / 'study.db'}"
     proxy = ProxySettings(iterations=12, batch_size=2, lr=0.05, filters=8, eval_every=3)

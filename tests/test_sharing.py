@@ -13,10 +13,10 @@ import torch
 from huggingface_hub import HfApi, ModelCard
 
 from densecell import from_pretrained, load_cell
-from densecell.checkpoint import load_run
 from densecell.config import load_config
-from densecell.model import build_model
-from densecell.train import train
+from densecell.models.model import build_model
+from densecell.training.checkpoint import load_run
+from densecell.training.train import train
 from helpers import tiny_overrides, write_hf_snapshot
 
 FILES = ("config.json", "model.safetensors", "training.json", "cell.json", "cell.png", "README.md")

@@ -7,7 +7,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from densecell.space import (
+from densecell.cell.space import (
     BACKBONE,
     FAMILIES,
     Branch,

@@ -4,11 +4,11 @@ plain torch.optim step."""
 import pytest
 import torch
 
-from densecell.cache import FeatureCache
 from densecell.config import ProxySettings
-from densecell.precision import Precision
-from densecell.proxy import build_proxy_head, train_candidate
-from densecell.steps import EagerStep, GraphStep
+from densecell.search.cache import FeatureCache
+from densecell.search.proxy import build_proxy_head, train_candidate
+from densecell.training.precision import Precision
+from densecell.training.steps import EagerStep, GraphStep
 
 CELL = '[{"kernel": 3, "rate": [1, 6], "op": "conv", "input": -1}, {"kernel": 1, "op": "conv", "input": 0}, ' \
        '{"grid_size": [2, 1], "op": "pyramid_pooling", "input": -1}]'

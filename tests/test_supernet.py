@@ -10,13 +10,13 @@ import pytest
 import torch
 from optuna.trial import TrialState
 
-from densecell import record
-from densecell.cache import FeatureCache
+from densecell.cell.space import SearchSpace, load_cell
 from densecell.config import ProxySettings, SupernetConfig, load_search_config
-from densecell.optim import LOSS_SCALE
-from densecell.precision import Precision
-from densecell.space import SearchSpace, load_cell
-from densecell.supernet import Supernet, build_supernet, resume, score_cell, step_cell, train_supernet
+from densecell.search import record
+from densecell.search.cache import FeatureCache
+from densecell.search.supernet import Supernet, build_supernet, resume, score_cell, step_cell, train_supernet
+from densecell.training.optim import LOSS_SCALE
+from densecell.training.precision import Precision
 from helpers import Held, recipe
 
 MIXED = load_cell('[{"kernel": 3, "rate": [21, 3], "op": "conv", "input": -1}, '
@@ -92,7 +92,7 @@ def test_a_killed_supernet_training_resumes_to_the_same_weights(synthetic_root, 
                  "cache.views=1", "proxy.batch_size=4", "proxy.filters=8", "supernet.steps=40",
                  "supernet.checkpoint_every=4", "search.mode=oneshot", "search.oneshot_cells=3", "search.trials=2"]
     straight = load_search_config(recipe("search-synthetic.yaml"), overrides + ["name=straight"])
-    from densecell.stages import feature_cache, supernet
+    from densecell.search.stages import feature_cache, supernet
 
     feature_cache(straight)
     reference = supernet(straight)[0].state_dict()
@@ -115,9 +115,9 @@ def test_a_killed_supernet_training_resumes_to_the_same_weights(synthetic_root, 
 
 @pytest.mark.slow
 def test_the_screen_scores_cells_into_the_study_and_the_best_go_to_the_proxy(synthetic_root, tmp_path):
-    from densecell.pipeline import run_pipeline
     from densecell.search import completed_trials, load_study
-    from densecell.stages import feature_cache
+    from densecell.search.pipeline import run_pipeline
+    from densecell.search.stages import feature_cache
 
     base = load_search_config(recipe("search-synthetic.yaml"), [
         f"data.root={synthetic_root}", f"output_dir={tmp_path}", "warmup=null", "allow_random_backbone=true",

@@ -6,12 +6,12 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from densecell.backbones import resolve_normalization
+from densecell.cell.heads import DensePredictionCell
+from densecell.cell.space import Branch, Cell, Operation
 from densecell.data import Cityscapes, EvalTransform
 from densecell.data.synthetic import LABEL_IDS, draw_image, write_synthetic_cityscapes
-from densecell.heads import DensePredictionCell
-from densecell.metrics import ConfusionMatrix
-from densecell.space import Branch, Cell, Operation
+from densecell.models.backbones import resolve_normalization
+from densecell.training.metrics import ConfusionMatrix
 
 NORMALIZATION = resolve_normalization("mobilenetv2_100")  # the random MobileNet-v2s here: ImageNet's
 

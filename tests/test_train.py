@@ -9,13 +9,13 @@ import pytest
 import torch
 from torch.utils.data import DataLoader
 
-from densecell.backbones import resolve_normalization
-from densecell.checkpoint import load_checkpoint, load_run
 from densecell.config import load_config
+from densecell.core.errors import RunExistsError, TrainingError
 from densecell.data import Cityscapes, TrainTransform
-from densecell.errors import RunExistsError, TrainingError
-from densecell.model import build_model
-from densecell.train import IterationSampler, train
+from densecell.models.backbones import resolve_normalization
+from densecell.models.model import build_model
+from densecell.training.checkpoint import load_checkpoint, load_run
+from densecell.training.train import IterationSampler, train
 from helpers import Held, recipe, tiny_overrides
 
 NORMALIZATION = resolve_normalization("mobilenetv2_100")  # the random MobileNet-v2s here: ImageNet's
@@ -156,7 +156,7 @@ def test_training_normalises_as_timm_says_for_the_backbone(synthetic_root, tmp_p
     import timm
     from timm.data import resolve_data_config
 
-    from densecell import train as training
+    from densecell.training import train as training
 
     seen = []
     real = training.build_datasets

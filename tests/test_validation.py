@@ -62,7 +62,7 @@ def test_read_only_commands_create_nothing(densecell, tmp_path):
 
 
 def test_a_study_whose_settings_are_not_json_is_named(densecell, tmp_path, capsys):
-    from densecell.record import store_settings
+    from densecell.search.record import store_settings
 
     storage = f"sqlite:///{tmp_path / 'study.db'}"
     store_settings(optuna.create_study(study_name="garbled", storage=storage), "{not json")

@@ -8,35 +8,40 @@ The few names a user needs are here, as ``timm.create_model`` is::
     cell = densecell.load_cell("cityscapes-top1")
     densecell.SearchSpace().size()      # 418414128120
 
-Everything else lives in the modules (``densecell.proxy``, ``densecell.search`` ...), which import only what they use;
-the names here load with their module when first used.
+Everything else lives in the layer packages, each importing only the layers below it: ``core`` (errors, files,
+locks, settings plumbing, registries and plugins), ``cell`` (the cell as data, its heads), ``config`` (the typed
+settings and recipes), ``data``, ``models`` (backbones, the model, costs, the Hub, export), ``training`` and
+``search`` (the proxy task, samplers, the study and its workers, the report). The names here load with their module
+when first used.
 """
 
-from importlib import import_module
-from typing import TYPE_CHECKING, Any
+import sys
+from typing import TYPE_CHECKING
+
+from .core.aliases import MovedModules
+from .core.lazy import lazy_names
 
 if TYPE_CHECKING:
-    from .backbones import backbone_normalization
+    from .cell.heads import ASPP, DensePredictionCell
+    from .cell.space import Branch, Cell, Operation, SearchSpace, load_cell
     from .config import ProxySettings, SearchSettings, load_config, load_search_config
-    from .cost import cell_costs, context_module_cost, model_cost, paper_table
-    from .errors import DensecellError
-    from .heads import ASPP, DensePredictionCell
-    from .model import SegmentationModel, build_model, from_pretrained
-    from .space import Branch, Cell, Operation, SearchSpace, load_cell
-
-_HOMES = {
-    "config": ("ProxySettings", "SearchSettings", "load_config", "load_search_config"),
-    "cost": ("cell_costs", "context_module_cost", "model_cost", "paper_table"),
-    "errors": ("DensecellError",),
-    "heads": ("ASPP", "DensePredictionCell"),
-    "backbones": ("backbone_normalization",),
-    "model": ("SegmentationModel", "build_model", "from_pretrained"),
-    "space": ("Branch", "Cell", "Operation", "SearchSpace", "load_cell"),
-}
-_HOME = {name: module for module, names in _HOMES.items() for name in names}
+    from .core.errors import DensecellError
+    from .models.backbones import backbone_normalization
+    from .models.cost import cell_costs, context_module_cost, model_cost, paper_table
+    from .models.model import SegmentationModel, build_model, from_pretrained
 
 __version__ = "0.4.0"
 """The one place the version is written (pyproject.toml reads it)."""
+
+_HOMES = {
+    "config": ("ProxySettings", "SearchSettings", "load_config", "load_search_config"),
+    "models.cost": ("cell_costs", "context_module_cost", "model_cost", "paper_table"),
+    "core.errors": ("DensecellError",),
+    "cell.heads": ("ASPP", "DensePredictionCell"),
+    "models.backbones": ("backbone_normalization",),
+    "models.model": ("SegmentationModel", "build_model", "from_pretrained"),
+    "cell.space": ("Branch", "Cell", "Operation", "SearchSpace", "load_cell"),
+}
 
 __all__ = [
     "ASPP", "Branch", "Cell", "DensePredictionCell", "DensecellError", "Operation", "ProxySettings",
@@ -45,16 +50,20 @@ __all__ = [
     "paper_table",
 ]
 
+MOVED = {
+    **{name: f"core.{name}" for name in ("errors", "extras", "figures", "files", "hold", "interrupts", "lock",
+                                         "progress", "ranking", "registry", "resize")},
+    "space": "cell.space", "heads": "cell.heads",
+    **{name: f"models.{name}" for name in ("backbones", "cost", "export", "hub", "model")},
+    **{name: f"training.{name}" for name in ("checkpoint", "evaluate", "loss", "metrics", "optim", "precision",
+                                             "sharing", "steps", "train")},
+    **{name: f"search.{name}" for name in ("cache", "fidelity", "pipeline", "proxy", "rankers", "record", "report",
+                                           "stages", "supernet")},
+}
+"""The modules of densecell 0.4's flat layout and where each lives now: ``import densecell.space`` still works, with
+one FutureWarning."""
 
-def __getattr__(name: str) -> Any:
-    """The names above load with their module on first use: ``densecell.model`` brings timm and torchvision (seconds
-    at start-up), which a search worker or ``densecell space`` never needs."""
-    if name not in _HOME:
-        raise AttributeError(f"module 'densecell' has no attribute {name!r}")
-    value = getattr(import_module(f".{_HOME[name]}", __name__), name)
-    globals()[name] = value
-    return value
+if not any(isinstance(finder, MovedModules) for finder in sys.meta_path):
+    sys.meta_path.append(MovedModules(__name__, MOVED))
 
-
-def __dir__() -> list[str]:
-    return sorted(set(globals()) | set(__all__))
+__getattr__, __dir__ = lazy_names(__name__, _HOMES, globals())

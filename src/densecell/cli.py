@@ -21,8 +21,8 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TaskID, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from .registry import HEADS
-from .space import PAPER_GRIDS, PAPER_NUM_BRANCHES, PAPER_RATES, PRESETS, SearchSpace, branch_label, load_cell
+from .cell.space import PAPER_GRIDS, PAPER_NUM_BRANCHES, PAPER_RATES, PRESETS, SearchSpace, branch_label, load_cell
+from .core.registry import HEADS
 
 app = typer.Typer(help="Dense Prediction Cells: search space, heads, cost, training, search.", no_args_is_help=True,
                   add_completion=False, pretty_exceptions_enable=False)
@@ -41,7 +41,7 @@ class Format(StrEnum):
 
 
 def head_name(value: str) -> str:
-    """A head of :data:`densecell.registry.HEADS`."""
+    """A head of :data:`densecell.core.registry.HEADS`."""
     try:
         return HEADS.check(value)
     except ValueError as exc:
@@ -51,7 +51,7 @@ def head_name(value: str) -> str:
 # --- rendering what the library reports ----------------------------------------------------------------------------
 
 class RichProgress:
-    """A progress callback (:mod:`densecell.progress`) drawn as rich bars, one per task."""
+    """A progress callback (:mod:`densecell.core.progress`) drawn as rich bars, one per task."""
 
     def __init__(self) -> None:
         self.bars = Progress(TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
@@ -217,7 +217,7 @@ def list_registered(
 ) -> None:
     """What is registered, one line each: the names a recipe, a command or the Python API accepts."""
     from .config import recipes
-    from .registry import REGISTRIES
+    from .core.registry import REGISTRIES
 
     if kind is not None and kind not in LISTABLE:
         raise typer.BadParameter(f"unknown kind {kind!r} (one of {', '.join(LISTABLE)})")
@@ -253,7 +253,7 @@ def cell_show(
     fmt: Annotated[Format, typer.Option("--format", help="table (for reading) or json (for scripts).")] = Format.table,
 ) -> None:
     """The branches of a cell, who feeds whom, and the cost of each branch (paper convention)."""
-    from .cost import cell_costs
+    from .models.cost import cell_costs
 
     costs = cell_costs(load_cell(spec), backbone, parse_size(image_size), output_stride)
     if fmt is Format.json:
@@ -280,7 +280,7 @@ def cell_importance(
     fmt: Annotated[Format, typer.Option("--format", help="table (for reading) or json (for scripts).")] = Format.table,
 ) -> None:
     """Branch importance of a trained cell (paper Fig. 5b): the L1 norm of the projection weights per branch."""
-    from .report import branch_importance
+    from .search.report import branch_importance
 
     cell, values = branch_importance(checkpoint, plot)
     if fmt is Format.json:
@@ -309,7 +309,7 @@ def cost(
     fmt: Annotated[Format, typer.Option("--format", help="table (for reading) or json (for scripts).")] = Format.table,
 ) -> None:
     """Parameters and multiply-adds of a head and a whole model, or the paper's Table 1 reproduced."""
-    from . import cost as costs
+    from .models import cost as costs
 
     size = parse_size(image_size)
     if paper_table:
@@ -362,7 +362,7 @@ def export(
     check: Annotated[bool, typer.Option(help="Compare onnxruntime with PyTorch on a random image.")] = True,
 ) -> None:
     """Export a model to ONNX (fixed input size, normalisation in the metadata) and check it in onnxruntime."""
-    from .export import export_model
+    from .models.export import export_model
 
     exported = export_model(output, parse_size(image_size), checkpoint, check, backbone=backbone, head=head,
                             cell=load_cell(cell), num_classes=num_classes, output_stride=output_stride,
@@ -389,7 +389,7 @@ def train(
 ) -> None:
     """Train a model end to end (DeepLab recipe); under torchrun it runs DistributedDataParallel."""
     from .config import load_config
-    from .train import train as run_training
+    from .training.train import train as run_training
 
     extra = [f"init_from={init_from}"] if init_from else []
     settings = load_config(config, with_data_root(overrides, data_root) + extra)
@@ -401,7 +401,7 @@ def train(
 
 
 def eval_settings(scales: str, window: str | None) -> tuple[tuple[float, ...], tuple[int, int] | None]:
-    from .evaluate import PAPER_EVAL_SCALES
+    from .training.evaluate import PAPER_EVAL_SCALES
 
     scale_list = PAPER_EVAL_SCALES if scales == "paper" else parse_numbers(scales, float, "scales like 0.75,1,1.25")
     return scale_list, (parse_size(window) if window else None)
@@ -420,7 +420,7 @@ def evaluate_command(
     output: Annotated[Path | None, typer.Option("--output", help="Write the per-class table as JSON here.")] = None,
 ) -> None:
     """mIoU and per-class IoU of a checkpoint on a split (single or multi-scale, flip, sliding window)."""
-    from .evaluate import evaluate_checkpoint
+    from .training.evaluate import evaluate_checkpoint
 
     scale_list, window_size = eval_settings(scales, window)
     with shown_progress() as progress:
@@ -450,7 +450,7 @@ def predict(
     pad_to: PadTo = None,
 ) -> None:
     """Write trainId PNGs, colour overlays and (for Cityscapes models) labelId PNGs for the benchmark server."""
-    from .evaluate import predict_checkpoint
+    from .training.evaluate import predict_checkpoint
 
     scale_list, window_size = eval_settings(scales, window)
     with shown_progress() as progress:
@@ -480,7 +480,7 @@ def save(
 ) -> None:
     """Save a trained model as the Hugging Face ecosystem does: config.json, model.safetensors, the cell drawn and a
     model card (recipe, costs, val mIoU); densecell.from_pretrained(FOLDER) loads it."""
-    from .sharing import save_run
+    from .training.sharing import save_run
 
     folder = save_run(run, output)
     console.print(f"saved {run} to {folder}: load it with densecell.from_pretrained({str(folder)!r})")
@@ -493,7 +493,7 @@ def push(
     private: Annotated[bool, typer.Option("--private", help="Create the repository private.")] = False,
 ) -> None:
     """Push a trained model to the Hugging Face Hub with its model card (log in first: hf auth login)."""
-    from .sharing import push_run
+    from .training.sharing import push_run
 
     url = push_run(run, repo_id, private or None)
     console.print(f"pushed {run} to {repo_id}: {url}")
@@ -504,7 +504,7 @@ def push(
 @app.command()
 def cache(config: SearchConfigPath = None, data_root: DataRoot = None, overrides: Overrides = None) -> None:
     """Cache the proxy backbone's features (warming the backbone up first if the recipe asks); resumable."""
-    from .stages import feature_cache
+    from .search.stages import feature_cache
 
     settings = search_config(config, data_root, overrides)
     with resumable(), shown_progress() as progress:
@@ -516,7 +516,7 @@ def cache(config: SearchConfigPath = None, data_root: DataRoot = None, overrides
 def supernet(config: SearchConfigPath = None, data_root: DataRoot = None, overrides: Overrides = None) -> None:
     """The one-shot stage alone: train the weight-sharing supernet on the cached features (resumable), score
     search.oneshot_cells cells with it in the study, and queue the best search.trials for the proxy."""
-    from .stages import screen
+    from .search.stages import screen
 
     settings = search_config(config, data_root, overrides)
     with resumable(), shown_progress() as progress:
@@ -532,7 +532,7 @@ def search(ctx: typer.Context, config: SearchConfigPath = None, data_root: DataR
     run joins it."""
     if ctx.invoked_subcommand is not None:
         return
-    from .pipeline import run_pipeline
+    from .search.pipeline import run_pipeline
 
     settings = search_config(config, data_root, overrides)
     with resumable(), shown_progress() as progress:
@@ -609,8 +609,8 @@ def search_top(
     config: SearchConfigPath = None, storage: StorageOption = None, study: StudyOption = None,
 ) -> None:
     """Write the k best cells (by proxy mIoU) as TF DeepLab JSON files, rank-01-trial-N.json, ..."""
-    from .errors import InputError
-    from .report import write_top_cells
+    from .core.errors import InputError
+    from .search.report import write_top_cells
 
     written = write_top_cells(open_study(config, storage, study)[0], k, output)
     if not written:
@@ -627,7 +627,7 @@ def rerank_command(
     overrides: Overrides = None,
 ) -> None:
     """Re-train the top K proxy cells end to end and record their val mIoU in the study (resumable)."""
-    from .stages import rerank
+    from .search.stages import rerank
 
     settings = search_config(config, data_root, overrides)
     with resumable(), shown_progress() as progress:
@@ -651,8 +651,8 @@ def fidelity(
 ) -> None:
     """How well the proxy ranks cells (paper Fig. 3): the same cells under the proxy and a second protocol,
     Spearman's rho, the top-5 overlap and a scatter plot. Resumable."""
-    from .fidelity import run_fidelity
-    from .ranking import describe_rho
+    from .core.ranking import describe_rho
+    from .search.fidelity import run_fidelity
 
     settings = search_config(config, data_root, overrides)
     with resumable(), shown_progress() as progress:
@@ -666,7 +666,7 @@ def study_report(config: Path | None, storage: str | None, study: str | None, ou
                  command: str) -> tuple[Any, dict[str, Path]]:
     """The study's report through the report stage (its folder's lock, the 1x1 baseline), in --output, else the
     recipe's run folder, else here: the study and the report's files."""
-    from .stages import search_report
+    from .search.stages import search_report
 
     found, settings = open_study(config, storage, study)
     run_dir = search_config(config).run_dir if config else None
@@ -681,8 +681,8 @@ def correlate(
 ) -> None:
     """Spearman rho between proxy and end-to-end mIoU of the re-ranked cells (and between one-shot and proxy
     scores, after a one-shot screen), with scatter plots."""
-    from .ranking import describe_rho
-    from .report import correlations
+    from .core.ranking import describe_rho
+    from .search.report import correlations
 
     found_study, outputs = study_report(config, storage, study, output, "densecell correlate")
     for found in correlations(found_study, outputs["report"].parent.parent):
@@ -705,7 +705,7 @@ def report(
 
 def advice(exc: BaseException) -> str:
     """What to do about a library error, in command-line terms."""
-    from .errors import CacheDamaged, CacheMissing, DataRootMissing, RunExistsError, SearchError, TrainingError
+    from .core.errors import CacheDamaged, CacheMissing, DataRootMissing, RunExistsError, SearchError, TrainingError
 
     hints = [(RunExistsError, "pass --resume to continue it, or choose another name"),
              (DataRootMissing, "pass --data-root"),
@@ -721,8 +721,8 @@ def advice(exc: BaseException) -> str:
 def main() -> None:
     """Entry point: usage and input errors become one line on stderr and exit code 2; other failures one line and
     exit code 1. ``DENSECELL_DEBUG=1`` re-raises, for the traceback."""
-    from .errors import DensecellError, InputError, MissingExtra
-    from .files import describe
+    from .core.errors import DensecellError, InputError, MissingExtra
+    from .core.files import describe
 
     try:
         code = app(standalone_mode=False)

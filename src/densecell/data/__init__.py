@@ -6,7 +6,7 @@ from pathlib import Path
 from typing import Any
 
 from ..config import DataConfig
-from ..registry import DATASETS
+from ..core.registry import DATASETS
 from .base import IGNORE_INDEX, DataError, Sample, SegmentationDataset, Transform, item_seed
 from .cityscapes import Cityscapes
 from .folder import FolderDataset
@@ -17,7 +17,7 @@ from .voc import PascalVOC
 
 def build_dataset(name: str, root: str | Path, split: str, transform: Transform | None = None,
                   **options: Any) -> SegmentationDataset:
-    """A dataset by name (:data:`densecell.registry.DATASETS`: ``cityscapes``, ``voc``, ``person_part``,
+    """A dataset by name (:data:`densecell.core.registry.DATASETS`: ``cityscapes``, ``voc``, ``person_part``,
     ``folder``) from its root folder."""
     DATASETS.check(name, DataError)
     root = Path(root)
@@ -52,7 +52,7 @@ def eval_dataset(data: DataConfig, split: str, normalization: Normalization,
 def build_datasets(data: DataConfig, normalization: Normalization) -> tuple[SegmentationDataset,
                                                                            SegmentationDataset | None]:
     """The training split with DeepLab's augmentation and the val split (if any) without, both normalised as the
-    model expects (:func:`densecell.backbones.resolve_normalization`)."""
+    model expects (:func:`densecell.models.backbones.resolve_normalization`)."""
     transform = TrainTransform(data.crop_size, data.min_scale, data.max_scale, data.scale_step,
                                normalization=normalization)
     train_set = build_dataset(data.dataset, data.require_root(), data.train_split, transform,

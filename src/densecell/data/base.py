@@ -21,8 +21,8 @@ from PIL import Image, UnidentifiedImageError
 from pydantic import BaseModel, ConfigDict, ValidationError
 from torch.utils.data import Dataset
 
-from ..errors import DataError, one_line
-from ..loss import IGNORE_INDEX
+from ..core.errors import DataError, one_line
+from ..training.loss import IGNORE_INDEX
 
 __all__ = [
     "NoOptions",
@@ -54,7 +54,7 @@ LabelReader = Callable[[Path], np.ndarray]
 @contextmanager
 def opened(path: Path, what: str = "image") -> Iterator[Image.Image]:
     """``PIL.Image.open``, with missing, corrupt, truncated and non-image files as one
-    :class:`~densecell.errors.DataError` that names the file."""
+    :class:`~densecell.core.errors.DataError` that names the file."""
     try:
         with Image.open(path) as image:
             yield image
@@ -76,7 +76,7 @@ def read_image(path: Path) -> np.ndarray:
     """An RGB image as uint8 HxWx3, decoded by its mode: 8-bit modes through PIL, 16-bit grayscale scaled to 8
     bits (65535 -> 255: the same picture saved at 8 bits gives the same pixels; PIL's own conversion would
     saturate it); other modes (floating point, 32-bit values) are refused with the mode named. Corrupt, truncated
-    and non-image files raise :class:`~densecell.errors.DataError`."""
+    and non-image files raise :class:`~densecell.core.errors.DataError`."""
     with opened(path) as image:
         image.load()
         if image.mode in EIGHT_BIT_MODES:
@@ -216,7 +216,7 @@ class SegmentationDataset(Dataset):
 
 def list_images(folder: Path, pattern: str = "*") -> list[Path]:
     """Image files under ``folder`` matching ``pattern`` (sorted); a missing folder is a
-    :class:`~densecell.errors.DataError`."""
+    :class:`~densecell.core.errors.DataError`."""
     if not folder.is_dir():
         raise DataError(f"{folder}: folder not found")
     return sorted(p for p in folder.rglob(pattern) if p.suffix.lower() in IMAGE_SUFFIXES)

@@ -16,7 +16,7 @@ from typing import Annotated
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
-from ..errors import one_line
+from ..core.errors import one_line
 from .base import IGNORE_INDEX, DataError, Sample, SegmentationDataset, Transform, identity_lut, list_images
 from .voc import voc_palette
 

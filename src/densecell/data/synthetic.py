@@ -25,7 +25,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from ..errors import DataError
+from ..core.errors import DataError
 
 __all__ = ["CITY", "draw_image", "LABEL_IDS", "SYNTHETIC_CLASSES", "write_synthetic_cityscapes"]
 

@@ -1,8 +1,8 @@
 """DeepLab's training augmentation and evaluation preprocessing, driven by a per-item ``random.Random``.
 
 Both normalise with the backbone's mean and std after scaling pixels to [0, 1]. The normalisation is a required
-argument everywhere: it comes from the model (:func:`densecell.backbones.resolve_normalization`), because a default
-would silently pair, say, xception71's [-1, 1] weights with ImageNet's statistics. Training: random scale in
+argument everywhere: it comes from the model (:func:`densecell.models.backbones.resolve_normalization`), because a
+default would silently pair, say, xception71's [-1, 1] weights with ImageNet's statistics. Training: random scale in
 [0.5, 2.0] (step 0.25, as DeepLab's ``scale_factor_step_size``), padding up to the crop (image with the mean pixel,
 i.e. 0 after normalisation; label with ignore), random crop, horizontal flip. Evaluation: normalisation only.
 """

@@ -1,5 +1,5 @@
 """The pruners of a multi-fidelity search: Optuna's, on rungs at the proxy's ``eval_every`` steps, each comparing a
-trial only with trials whose workers did not die. A pruner is registered in :data:`densecell.registry.PRUNERS` as a
+trial only with trials whose workers did not die. A pruner is registered in :data:`densecell.core.registry.PRUNERS` as a
 factory ``(eval_every, iterations) -> pruner``: the first rung and the full training, in proxy steps."""
 
 from __future__ import annotations

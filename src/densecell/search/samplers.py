@@ -12,7 +12,7 @@ same sampler searches the DPC space and a public table, and no sampler trains a 
   draws and mutations of the best cells), and the best upper confidence bound is proposed;
 - ``tpe`` and ``nsga2``: Optuna's own, their proposals projected like every other's.
 
-A sampler is registered in :data:`densecell.registry.SAMPLERS` as a factory ``(space, seed) -> sampler``.
+A sampler is registered in :data:`densecell.core.registry.SAMPLERS` as a factory ``(space, seed) -> sampler``.
 """
 
 from __future__ import annotations
@@ -29,8 +29,8 @@ from optuna.distributions import BaseDistribution
 from optuna.samplers import BaseSampler, NSGAIISampler, RandomSampler, TPESampler
 from optuna.trial import FrozenTrial, TrialState
 
-from .. import record
-from ..extras import missing_extra
+from ..core.extras import missing_extra
+from . import record
 from .spaces import Point, Space
 
 __all__ = ["EvolutionSampler", "History", "LocalSampler", "LocalSearchSampler", "OptunaSampler", "PredictorSampler",
@@ -56,7 +56,7 @@ class History:
 
 
 def history(study: optuna.Study, trial: FrozenTrial, space: Space) -> History:
-    """The history of ``trial``'s stage (:func:`densecell.record.stage_of`) in ``study``."""
+    """The history of ``trial``'s stage (:func:`densecell.search.record.stage_of`) in ``study``."""
     found = History()
     stage = record.stage_of(trial)
     for other in study.get_trials(deepcopy=False):

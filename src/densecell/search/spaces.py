@@ -6,7 +6,7 @@ a sampler needs of a space: a uniform draw, the neighbours and a random mutation
 for a predictor, membership, and :meth:`Space.project`: the nearest member that no trial has taken yet, which is how
 every sampler's proposal becomes something that can be trained.
 
-- :class:`DPCSpace`: the recursive Dense Prediction Cell space (:class:`densecell.space.SearchSpace`): every cell
+- :class:`DPCSpace`: the recursive Dense Prediction Cell space (:class:`densecell.cell.space.SearchSpace`): every cell
   can be trained, so a proposal is only moved when it was taken already (to an untaken neighbour).
 - :class:`TableSpace`: the categorical space of a table (:mod:`densecell.search.tables`): its rows, the whole space
   (``complete``) or a sample of it. A proposal that is not an untaken row becomes the untaken row with the fewest
@@ -26,7 +26,7 @@ import numpy as np
 import optuna
 from optuna.distributions import CategoricalDistribution
 
-from ..space import Branch, Cell, SearchSpace
+from ..cell.space import Branch, Cell, SearchSpace
 from .tables import Table, load_table
 
 __all__ = ["cell_from_params", "cell_params", "distributions", "DPCSpace", "Point", "Space", "suggest_cell",
@@ -150,7 +150,7 @@ class DPCSpace(Space):
         paper's proxy feature (MobileNet-v2's 320 channels, 256 filters, a 513x513 crop at output stride 16): a
         search ranks cells by them, so the exact feature shape matters little."""
         if self._coster is None:
-            from ..cost import CellCoster  # torch's meta device; only a predictor that uses costs needs it
+            from ..models.cost import CellCoster  # torch's meta device; only a predictor that uses costs needs it
 
             self._coster = CellCoster(320, 256, (513, 513), 16)
         counted = [self._coster(self.cell(point)) for point in points]

@@ -7,9 +7,9 @@ from dataclasses import dataclass, field
 import optuna
 from optuna.trial import TrialState
 
-from .. import record
 from ..config import SearchSettings
-from ..record import TrialRecord
+from . import record
+from .record import TrialRecord
 
 __all__ = ["completed_trials", "proxy_full_pairs", "study_status", "StudyStatus", "top_cells"]
 

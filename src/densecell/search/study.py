@@ -2,8 +2,8 @@
 worker needs, its precision chosen once, and its sampler and pruner made from those settings.
 
 Everything a worker needs (cache folder, proxy settings, space, budget, objectives, sampler, pruner) is stored in
-the study (:mod:`densecell.record`), so a study's name and storage are all a new machine has to be told. Storage is
-any SQLAlchemy URL: ``sqlite:///runs/NAME/study.db`` on a laptop, ``postgresql://...`` for many machines.
+the study (:mod:`densecell.search.record`), so a study's name and storage are all a new machine has to be told. Storage
+is any SQLAlchemy URL: ``sqlite:///runs/NAME/study.db`` on a laptop, ``postgresql://...`` for many machines.
 """
 
 from __future__ import annotations
@@ -20,16 +20,16 @@ from optuna.storages import RDBStorage
 from optuna.trial import FrozenTrial, TrialState
 from sqlalchemy.engine import make_url
 
-from .. import record
-from ..cache import FeatureCache
 from ..config import SearchSettings
-from ..errors import DensecellError, StudyError, one_line
-from ..extras import missing_extra
-from ..files import make_dirs
-from ..optim import default_device
-from ..precision import Precision
-from ..proxy import resolve_precision
-from ..registry import PRUNERS, SAMPLERS, SPACES
+from ..core.errors import DensecellError, StudyError, one_line
+from ..core.extras import missing_extra
+from ..core.files import make_dirs
+from ..core.registry import PRUNERS, SAMPLERS, SPACES
+from ..training.optim import default_device
+from ..training.precision import Precision
+from . import record
+from .cache import FeatureCache
+from .proxy import resolve_precision
 from .pruners import LiveTrialsPruner
 from .spaces import Space
 
@@ -39,20 +39,20 @@ __all__ = ["check_storage", "create_study", "load_study", "make_pruner", "make_s
 
 
 def make_space(settings: SearchSettings) -> Space:
-    """The study's space (:data:`densecell.registry.SPACES`): ``dpc`` shaped by the settings, or ``NAME=SOURCE``
+    """The study's space (:data:`densecell.core.registry.SPACES`): ``dpc`` shaped by the settings, or ``NAME=SOURCE``
     made from its source (``table=FILE``)."""
     name, _, source = settings.space.partition("=")
     return SPACES[name](settings.cell_space if name == "dpc" else source)
 
 
 def make_sampler(settings: SearchSettings, worker_seed: int) -> BaseSampler:
-    """The study's sampler (:data:`densecell.registry.SAMPLERS`) on its space (:func:`make_space`), seeded per
+    """The study's sampler (:data:`densecell.core.registry.SAMPLERS`) on its space (:func:`make_space`), seeded per
     worker."""
     return SAMPLERS[settings.sampler](make_space(settings), settings.seed * 1000 + worker_seed)
 
 
 def make_pruner(settings: SearchSettings) -> BasePruner:
-    """The study's pruner (:data:`densecell.registry.PRUNERS`; its rungs are the proxy's ``eval_every`` steps),
+    """The study's pruner (:data:`densecell.core.registry.PRUNERS`; its rungs are the proxy's ``eval_every`` steps),
     comparing a trial only with trials that did not fail."""
     return LiveTrialsPruner(PRUNERS[settings.pruner](settings.proxy.eval_every, settings.proxy.iterations))
 
@@ -60,7 +60,7 @@ def make_pruner(settings: SearchSettings) -> BasePruner:
 class RetryCell:
     """The retry of a trial whose worker died (its heartbeat lapsed): a new trial with the same cell, up to
     ``max_retry`` times. Unlike Optuna's ``RetryHeartbeatStaleTrialCallback`` it copies the cell only (and the
-    one-shot score it was queued with, :func:`densecell.record.retry_attrs`), not the dead trial's system
+    one-shot score it was queued with, :func:`densecell.search.record.retry_attrs`), not the dead trial's system
     attributes: those hold the pruner's rung markers, with which the retry would skip rungs."""
 
     def __init__(self, max_retry: int) -> None:
@@ -164,7 +164,7 @@ def _stored(study: optuna.Study, storage_url: str) -> SearchSettings | None:
 def study_precision(study: optuna.Study, settings: SearchSettings, device: torch.device,
                     cache: FeatureCache | None = None) -> Precision:
     """The precision and memory layout of every trial of the study. Chosen once (by
-    :func:`~densecell.proxy.resolve_precision`: measured on a GPU with ``amp: auto``) when the study is created,
+    :func:`~densecell.search.proxy.resolve_precision`: measured on a GPU with ``amp: auto``) when the study is created,
     before any worker starts, and stored with it, so that one study never mixes bf16- and fp16-trained trials;
     a study that has none (written before 0.3) gets it from its first worker."""
     if record.precision(study) is None:

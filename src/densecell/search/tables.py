@@ -11,7 +11,7 @@ A table is a gzipped (or plain) JSON object::
 row are extra measurements (cheap features, or ``rungs``: ``{"step": score}`` at intermediate steps, for pruners).
 ``complete: true`` says the rows are the whole space. An architecture listed twice is one row with the mean of its
 scores. densecell's own DPC tables add ``space.dpc`` (the
-:class:`~densecell.space.SearchSpace` fields), so that the DPC space's encoding and mutation are used on them.
+:class:`~densecell.cell.space.SearchSpace` fields), so that the DPC space's encoding and mutation are used on them.
 """
 
 from __future__ import annotations
@@ -25,8 +25,8 @@ from typing import Any
 
 import numpy as np
 
-from ..errors import DensecellError, TableError, one_line
-from ..space import SearchSpace
+from ..cell.space import SearchSpace
+from ..core.errors import DensecellError, TableError, one_line
 
 __all__ = ["load_table", "Lookup", "NOISE_FLOOR_RHO", "Table", "TableParam"]
 

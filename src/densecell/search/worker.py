@@ -27,18 +27,18 @@ import optuna
 import torch
 from optuna.trial import FrozenTrial, TrialState
 
-from .. import record
-from ..cache import FeatureCache
+from ..cell.heads import DensePredictionCell
+from ..cell.space import Cell
 from ..config import SearchSettings
-from ..cost import CellCoster, measure_latency
-from ..errors import DensecellError, SearchError, TrainingError, one_line
-from ..heads import DensePredictionCell
-from ..hold import hold
-from ..interrupts import CtrlC
-from ..optim import check_device
-from ..proxy import train_candidate
-from ..record import TrialRecord
-from ..space import Cell
+from ..core.errors import DensecellError, SearchError, TrainingError, one_line
+from ..core.hold import hold
+from ..core.interrupts import CtrlC
+from ..models.cost import CellCoster, measure_latency
+from ..training.optim import check_device
+from . import record
+from .cache import FeatureCache
+from .proxy import train_candidate
+from .record import TrialRecord
 from .spaces import suggest_cell
 from .study import load_study, make_space, study_precision
 from .tables import Lookup
