@@ -1,6 +1,7 @@
 import pytest
 
-from densecell.config import ConfigError, load_config, load_search_config
+from densecell.config import load_config, load_search_config
+from densecell.core.errors import ConfigError
 from helpers import CONFIGS, recipe
 
 

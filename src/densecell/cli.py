@@ -363,10 +363,16 @@ def export(
 ) -> None:
     """Export a model to ONNX (fixed input size, normalisation in the metadata) and check it in onnxruntime."""
     from .models.export import export_model
+    from .models.model import build_model
+    from .training.checkpoint import load_run
 
-    exported = export_model(output, parse_size(image_size), checkpoint, check, backbone=backbone, head=head,
-                            cell=load_cell(cell), num_classes=num_classes, output_stride=output_stride,
-                            decoder=decoder)
+    if checkpoint is not None:
+        run = load_run(checkpoint)
+        model, classes = run.model, run.classes
+    else:
+        model, classes = build_model(backbone=backbone, head=head, cell=load_cell(cell), num_classes=num_classes,
+                                     output_stride=output_stride, decoder=decoder), ()
+    exported = export_model(model, output, parse_size(image_size), classes, check)
     size = exported.image_size
     console.print(f"wrote {exported.path} ({exported.bytes / 2**20:.1f} MiB), input images [1, 3, {size[0]}, "
                   f"{size[1]}], mean {list(exported.mean)}, std {list(exported.std)}")

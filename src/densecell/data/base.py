@@ -22,7 +22,7 @@ from pydantic import BaseModel, ConfigDict, ValidationError
 from torch.utils.data import Dataset
 
 from ..core.errors import DataError, one_line
-from ..training.loss import IGNORE_INDEX
+from ..core.pixels import IGNORE_INDEX
 
 __all__ = [
     "NoOptions",

@@ -10,26 +10,14 @@ i.e. 0 after normalisation; label with ignore), random crop, horizontal flip. Ev
 from __future__ import annotations
 
 import random
-from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 import torch
 import torch.nn.functional as F
 
-from .base import IGNORE_INDEX
+from ..core.pixels import IGNORE_INDEX, Normalization, normalize
 
 __all__ = ["EvalTransform", "Normalization", "normalize", "TrainTransform"]
-
-Normalization = tuple[Sequence[float], Sequence[float]]
-"""(mean, std) per RGB channel, of pixels scaled to [0, 1]."""
-
-
-def normalize(image: torch.Tensor, normalization: Normalization) -> torch.Tensor:
-    """uint8 CxHxW -> float: ``(x / 255 - mean) / std``."""
-    mean = torch.tensor(normalization[0], dtype=torch.float32).view(3, 1, 1)
-    std = torch.tensor(normalization[1], dtype=torch.float32).view(3, 1, 1)
-    return (image.float() / 255.0 - mean) / std
-
 
 @dataclass(frozen=True)
 class EvalTransform:

@@ -15,7 +15,7 @@ from timm.models import get_pretrained_cfg
 from torch import nn
 
 from ..core.errors import ModelError
-from ..data.transforms import Normalization
+from ..core.pixels import Normalization
 
 __all__ = ["backbone_normalization", "check_backbone", "create_backbone", "KNOWN_BACKBONES", "Pretrained",
            "resolve_normalization",

@@ -22,7 +22,6 @@ from torch import nn
 
 from ..core.errors import InputError
 from ..core.extras import missing_extra
-from ..training.checkpoint import load_run
 
 try:
     import onnx
@@ -30,7 +29,6 @@ try:
 except ImportError as exc:  # the export extra
     raise missing_extra(exc, "export") from None
 from ..core.files import atomic_path
-from .model import build_model
 
 __all__ = ["export_model", "export_onnx", "Exported", "onnx_max_error", "onnx_metadata", "read_metadata", "TOLERANCE"]
 
@@ -93,17 +91,12 @@ class Exported:
     error: float | None
 
 
-def export_model(path: str | Path, image_size: Sequence[int] = (513, 513), checkpoint: str | Path | None = None,
-                 check: bool = True, **architecture: Any) -> Exported:
-    """Export a trained model (``checkpoint``) or an untrained one of ``architecture`` (the fields of
-    :func:`~densecell.models.model.build_model`) to ONNX; with ``check``, compare onnxruntime with PyTorch on a random
-    image and refuse a difference above :data:`TOLERANCE`."""
+def export_model(model: nn.Module, path: str | Path, image_size: Sequence[int] = (513, 513),
+                 classes: Sequence[str] = (), check: bool = True) -> Exported:
+    """Export ``model`` (a trained run's, :func:`densecell.training.checkpoint.load_run`, or a new one) to ONNX with
+    its ``classes`` in the metadata; with ``check``, compare onnxruntime with PyTorch on a random image and refuse a
+    difference above :data:`TOLERANCE`."""
     size = (int(image_size[0]), int(image_size[1]))
-    if checkpoint is not None:
-        run = load_run(checkpoint)
-        model, classes = run.model, run.classes
-    else:
-        model, classes = build_model(**architecture), ()
     path = export_onnx(model.eval(), path, size, classes)
     error = onnx_max_error(model, path, torch.randn(1, 3, *size)) if check else None
     if error is not None and error > TOLERANCE:

@@ -207,7 +207,7 @@ class HubMixin(PyTorchModelHubMixin, library_name="densecell", pipeline_tag="ima
             cell = load_cell(self.config["cell"])
             write_text(save_directory / "cell.json", cell.to_json())
             try:
-                from ..core.figures import draw_cell  # here: matplotlib takes a second to import, and only saving draws
+                from ..cell.drawing import draw_cell  # here: matplotlib takes a second to import, and only saving draws
             except ImportError:
                 return
             draw_cell(cell, save_directory / "cell.png", "the Dense Prediction Cell")

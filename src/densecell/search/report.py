@@ -28,9 +28,10 @@ try:
     import optuna
 except ImportError as exc:  # the report extra (optuna came with record: the search extra)
     raise missing_extra(exc, "report") from None
+from ..cell.drawing import draw_cell, importance_plot
 from ..cell.space import Cell, branch_label
 from ..core.errors import CacheError, CheckpointError, InputError
-from ..core.figures import check_figure_path, draw_cell, figure, histogram, importance_plot, save_figure, scatter
+from ..core.figures import check_figure_path, figure, histogram, save_figure, scatter
 from ..core.files import make_dirs, write_text
 from ..core.ranking import rank_name, score_summary, spearman, top_overlap
 from ..core.registry import SAMPLERS

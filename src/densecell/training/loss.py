@@ -18,11 +18,11 @@ from functools import lru_cache
 import torch
 import torch.nn.functional as F
 
+from ..core.pixels import IGNORE_INDEX
 from ..core.resize import bilinear_matrix
 
 __all__ = ["CHUNK_ELEMENTS", "cross_entropy", "IGNORE_INDEX", "subsample_labels", "upsampled_cross_entropy"]
 
-IGNORE_INDEX = 255
 """The label value that the loss and the metrics ignore (DeepLab's convention)."""
 
 CHUNK_ELEMENTS = 1 << 22

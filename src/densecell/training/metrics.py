@@ -14,8 +14,8 @@ from collections.abc import Callable
 import torch
 
 from ..core.errors import DataError
+from ..core.pixels import IGNORE_INDEX
 from ..core.resize import resize_bilinear
-from .loss import IGNORE_INDEX
 
 __all__ = ["ConfusionMatrix", "predicted_classes", "val_miou"]
 
