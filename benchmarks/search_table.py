@@ -42,7 +42,7 @@ from densecell.config import ProxySettings, load_search_config
 from densecell.core.files import write_text
 from densecell.core.registry import RANKERS
 from densecell.data.synthetic import write_synthetic_cityscapes
-from densecell.search import DPCSpace, cell_params, create_study, record
+from densecell.search import DPCSpace, create_study, record
 from densecell.search.cache import FeatureCache
 from densecell.search.proxy import build_proxy_head
 from densecell.search.rankers import ZERO_COST, ZeroCost, ranker
@@ -75,7 +75,7 @@ def queue_extras(study: optuna.Study, space) -> None:
         if cell not in repeated:
             repeated.append(cell)
     for cell in [load_cell("cityscapes-top1"), *repeated, *repeated]:
-        study.enqueue_trial(cell_params(cell))
+        study.enqueue_trial(DPCSpace().params_of(cell))
 
 
 def build() -> None:

@@ -173,6 +173,31 @@ def test_no_import_cycle_and_the_layers_hold():
     assert not {"optuna", "densecell.core.lock", "densecell.search.cache", "densecell.search.record"} & cli, cli
 
 
+LAYERS = ("core", "cell", "config", "models", "data", "training", "search")
+"""The packages, from the ground floor up (DESIGN.md): a module imports only from its own package and those below."""
+
+
+def layer(module):
+    parts = module.split(".")
+    return LAYERS.index(parts[1]) if len(parts) > 1 and parts[1] in LAYERS else len(LAYERS)
+
+
+def test_every_module_lives_in_a_layer_and_no_package_imports_one_above_it():
+    """The tree is the map: outside the seven packages only the package's front door, the CLI and ``__main__``;
+    no import (at the top or inside a function) reaches a package above the importer's."""
+    loose = {module_name(path) for path in SOURCE.glob("*.py")}
+    assert loose == {"densecell", "densecell.cli", "densecell.__main__"}, loose
+    assert {path.name for path in SOURCE.iterdir() if path.is_dir() and (path / "__init__.py").exists()} == set(LAYERS)
+    upward = [f"{name} -> {target}" for path in SOURCE.rglob("*.py") for name in [module_name(path)]
+              for target in imports_of(path) if target.startswith("densecell.") and layer(target) > layer(name)]
+    assert not upward, upward
+
+
+def test_models_build_without_importing_a_dataset_or_the_search():
+    loaded = loaded_by("densecell.models.model")
+    assert not {name for name in loaded if name.startswith(("densecell.data", "densecell.search", "optuna"))}
+
+
 HIDE_EXTRAS = """
 import importlib.abc, importlib.machinery, sys
 EXTRAS = {"optuna", "sqlalchemy", "sklearn", "psycopg", "onnx", "onnxruntime", "onnxscript", "tensorboard",

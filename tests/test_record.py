@@ -10,7 +10,7 @@ from optuna.trial import TrialState, create_trial
 
 from densecell.cell.space import SearchSpace, load_cell
 from densecell.config import SearchSettings
-from densecell.search import cell_params, completed_trials, distributions, load_study, record, study_status
+from densecell.search import DPCSpace, completed_trials, load_study, record, study_status
 from densecell.search.record import TrialRecord
 from densecell.search.report import write_report
 
@@ -29,7 +29,7 @@ def old_trial(cell, value, **attrs):
     space = SearchSpace()
     base = {"cell": cell.to_json(), "params": 1000, "madds": 2_000_000, "host": "old-host", "pid": 42,
             "proxy_miou": value, "seconds": 12.5}
-    return create_trial(params=cell_params(cell), distributions=distributions(space), value=value,
+    return create_trial(params=DPCSpace().params_of(cell), distributions=DPCSpace(space).distributions(), value=value,
                         user_attrs=base | attrs)
 
 
@@ -41,7 +41,8 @@ def old_study(tmp_path):
     space = SearchSpace()
     study.add_trial(old_trial(load_cell("cityscapes-top1"), 0.7))
     study.add_trial(old_trial(space.sample(1), 0.5))
-    study.add_trial(create_trial(params=cell_params(space.sample(2)), distributions=distributions(space),
+    study.add_trial(create_trial(params=DPCSpace().params_of(space.sample(2)),
+    distributions=DPCSpace(space).distributions(),
                                  state=TrialState.FAIL, user_attrs={"cell": space.sample(2).to_json(),
                                                                     "error": "proxy loss is nan at iteration 3"}))
     study.add_trial(create_trial(state=TrialState.PRUNED, user_attrs={"surplus": True}))
@@ -84,4 +85,22 @@ def test_a_record_round_trips_and_refuses_unknown_facts():
 
 
 def test_distributions_are_categorical():
-    assert all(isinstance(d, CategoricalDistribution) for d in distributions(SearchSpace()).values())
+    assert all(isinstance(d, CategoricalDistribution) for d in DPCSpace(SearchSpace()).distributions().values())
+
+
+def test_the_old_cell_functions_still_work_and_warn_once():
+    """densecell 0.4's module functions are the DPC space's methods now; each old door warns the first time."""
+    import warnings
+
+    import densecell.search as search
+
+    cell, space = SearchSpace().sample(0), SearchSpace()
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        params = search.cell_params(cell)
+        assert search.cell_from_params(params, space) == cell == DPCSpace(space).cell_of(params)
+        assert search.distributions(space) == DPCSpace(space).distributions()
+        search.cell_params(cell)
+        assert search.Space is search.SamplerSpace and search.LocalSampler is search.VizierSampler
+    moved = [str(w.message) for w in caught if issubclass(w.category, FutureWarning)]
+    assert sum("cell_params" in text for text in moved) <= 1 and any("SamplerSpace" in text for text in moved)

@@ -10,7 +10,7 @@ from optuna.trial import TrialState
 
 from densecell.cell.space import SearchSpace
 from densecell.core.registry import SAMPLERS
-from densecell.search import DPCSpace, LocalSampler, LocalSearchSampler, PredictorSampler, TableSpace, load_table
+from densecell.search import DPCSpace, LocalSearchSampler, PredictorSampler, TableSpace, VizierSampler, load_table
 from helpers import write_table
 
 optuna.logging.set_verbosity(optuna.logging.WARNING)
@@ -93,7 +93,7 @@ def test_every_row_is_taken_once_when_the_budget_exceeds_a_small_table(tmp_path)
 
 def test_the_local_sampler_mutates_the_best_cells():
     space = DPCSpace()
-    study = optuna.create_study(direction="maximize", sampler=LocalSampler(space, explore=0.0, top=1, seed=0))
+    study = optuna.create_study(direction="maximize", sampler=VizierSampler(space, explore=0.0, top=1, seed=0))
     best, other = space.sample(random.Random(1)), space.sample(random.Random(2))
     dists = space.distributions()
     study.add_trial(optuna.trial.create_trial(params=space.params(best), distributions=dists, value=0.9))

@@ -18,9 +18,7 @@ from densecell.core.errors import ConfigError, StudyError
 from densecell.search import (
     DPCSpace,
     EvolutionSampler,
-    LocalSampler,
-    cell_from_params,
-    cell_params,
+    VizierSampler,
     create_study,
     load_study,
     redact,
@@ -54,22 +52,21 @@ def test_cell_parameters_round_trip():
     space = SearchSpace()
     for seed in range(50):
         cell = space.sample(seed)
-        assert cell_from_params(cell_params(cell), space) == cell
+        assert DPCSpace(space).cell_of(DPCSpace().params_of(cell)) == cell
 
 
-@pytest.mark.parametrize("make", [lambda space: LocalSampler(space, explore=0.5, top=1, seed=0),
+@pytest.mark.parametrize("make", [lambda space: VizierSampler(space, explore=0.5, top=1, seed=0),
                                   lambda space: EvolutionSampler(space, population=2, sample=2, seed=0)],
-                         ids=["local", "evolution"])
+                         ids=["vizier", "evolution"])
 def test_mutation_samplers_never_repeat_a_proposed_cell_while_others_remain(make):
     """Two branches, one rate, one grid: 2 x 3**2 = 18 cells, where one-branch mutations often undo each other."""
-    from densecell.search import suggest_cell
 
     space = SearchSpace(num_branches=2, rates=(1,), grids=(1,))
     study = optuna.create_study(direction="maximize", sampler=make(DPCSpace(space)))
     cells = []
     for i in range(space.size()):
         trial = study.ask()
-        cells.append(suggest_cell(trial, space))
+        cells.append(DPCSpace(space).suggest_cell(trial))
         study.tell(trial, float(i % 3))
     assert len(set(cells)) == space.size() == 18
 

@@ -6,7 +6,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from pathlib import Path
 
-from ..core.figures import figure, save_figure
+from ..core.figures import figure, save_figure, set_wrapped_title
 from .space import BACKBONE, Cell, branch_label
 
 __all__ = ["CELL_FONT", "draw_cell", "importance_plot"]
@@ -61,7 +61,7 @@ def draw_cell(cell: Cell, path: Path, title: str = "", reference: Cell | None = 
     ax.axis("off")
     note = " (orange: differs from the best cell)" if differs else ""
     if title or note:
-        ax.settitle(title + note, fontsize=CELL_FONT, loc="left")
+        ax.set_title(title + note, fontsize=CELL_FONT, loc="left")
     return save_figure(fig, path)
 
 
@@ -75,5 +75,5 @@ def importance_plot(cell: Cell, values: Sequence[float], path: Path, title: str 
     ax.set_xticks(range(len(values)), labels, fontsize=9)
     ax.set_ylabel("share of the projection's L1 norm (%)")
     ax.margins(y=0.15)
-    title(ax, f"branch importance (cf. paper Fig. 5b) {title}".strip())
+    set_wrapped_title(ax, f"branch importance (cf. paper Fig. 5b) {title}".strip())
     return save_figure(fig, path)

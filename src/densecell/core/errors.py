@@ -97,6 +97,10 @@ class RunInUseError(InputError):
     """Another process holds the run folder (see :mod:`densecell.core.lock`)."""
 
 
+class PluginError(DensecellError, ImportError):
+    """An installed plugin (a ``densecell.plugins`` entry point) failed to load."""
+
+
 class FileOperationError(DensecellError, OSError):
     """A file-system operation failed; the message names the operation and the file."""
 

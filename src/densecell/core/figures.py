@@ -23,7 +23,7 @@ import math
 
 from .ranking import describe_rho, spearman, top_overlap
 
-__all__ = ["check_figure_path", "figure", "histogram", "save_figure", "scatter", "title"]
+__all__ = ["check_figure_path", "figure", "histogram", "save_figure", "scatter", "set_wrapped_title"]
 
 
 def figure(size: tuple[float, float]) -> tuple[Figure, Axes]:
@@ -59,9 +59,9 @@ def save_figure(fig: Figure, path: Path) -> Path:
     return path
 
 
-def title(ax: Axes, text: str, width: int = 52) -> None:
+def set_wrapped_title(ax: Axes, text: str, width: int = 52) -> None:
     """A title wrapped to the figure's width, so that none is cut off."""
-    ax.settitle("\n".join(textwrap.wrap(text, width)) if text else "", fontsize=10)
+    ax.set_title("\n".join(textwrap.wrap(text, width)) if text else "", fontsize=10)
 
 
 def histogram(scores: list[float], baseline: float | None, path: Path) -> Path:
@@ -74,7 +74,7 @@ def histogram(scores: list[float], baseline: float | None, path: Path) -> Path:
         ax.legend(fontsize=9, loc="upper left", framealpha=0.9)
     ax.set_xlabel("proxy val mIoU (%)")
     ax.set_ylabel("cells")
-    title(ax, f"{len(scores)} cells on the proxy task (cf. paper Fig. 4a)")
+    set_wrapped_title(ax, f"{len(scores)} cells on the proxy task (cf. paper Fig. 4a)")
     return save_figure(fig, path)
 
 
@@ -87,5 +87,5 @@ def scatter(pairs: Sequence[tuple[float, float]], x_label: str, y_label: str, pa
     rho = spearman(pairs)
     summary = f"{len(pairs)} cells: too few, or one side constant, for a rank correlation" if math.isnan(rho) else \
         f"{len(pairs)} cells, Spearman rho = {describe_rho(rho, 2)}, top-5 overlap {top_overlap(pairs)}/5"
-    title(ax, f"{title}: {summary}" if title else summary)
+    set_wrapped_title(ax, f"{title}: {summary}" if title else summary)
     return save_figure(fig, path)

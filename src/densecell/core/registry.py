@@ -7,11 +7,11 @@ listing the doors never imports Optuna or torch; a new kind is its factory and o
 :meth:`Registry.register` call from the user's own code). What each kind's factory is called with:
 
 - ``SAMPLERS[name](space, seed)`` -> an Optuna sampler that proposes points of ``space`` (a
-  :class:`densecell.search.spaces.Space`: the DPC space, or a ground-truth table's);
+  :class:`densecell.search.spaces.SamplerSpace`: the DPC space, or a ground-truth table's);
 - ``PRUNERS[name](eval_every, iterations)`` -> an Optuna pruner, whose rungs are every ``eval_every`` steps of
   ``iterations``;
 - ``SEARCH_MODES[name]()`` -> a :class:`densecell.search.stages.SearchMode`: what runs before the study's workers;
-- ``SPACES[name](source)`` -> a :class:`densecell.search.spaces.Space` (``dpc``: from a
+- ``SPACES[name](source)`` -> a :class:`densecell.search.spaces.SamplerSpace` (``dpc``: from a
   :class:`~densecell.cell.space.SearchSpace`; ``table``: from a ground-truth table file);
 - ``HEADS[name](cell, in_channels, *, filters, dropout, output_stride, pooling, crop_size, bn_momentum)`` -> the
   context head module;
@@ -32,7 +32,9 @@ import importlib
 from collections.abc import Iterator, MutableMapping
 from typing import Any
 
+from .aliases import warn_renamed
 from .errors import ConfigError
+from .plugins import BUILTIN, current_source, load_plugins
 
 __all__ = ["DATASETS", "HEADS", "OPERATIONS", "PROTOCOLS", "PRUNERS", "RANKERS", "REGISTRIES", "Registry", "SAMPLERS",
            "SEARCH_MODES", "SPACES"]
@@ -40,14 +42,28 @@ __all__ = ["DATASETS", "HEADS", "OPERATIONS", "PROTOCOLS", "PRUNERS", "RANKERS",
 
 class Registry(MutableMapping[str, Any]):
     """Names of one kind of extension and their factories (or ``"module:attribute"`` references to them), each with
-    a one-line description."""
+    a one-line description and its source (densecell, an installed plugin, or the running program's code). Reading
+    a registry first loads the installed plugins (:mod:`densecell.core.plugins`); an old name of ``renamed`` is found
+    as its new name, with a warning."""
 
-    def __init__(self, kind: str, entries: dict[str, Any], descriptions: dict[str, str] | None = None) -> None:
+    def __init__(self, kind: str, entries: dict[str, Any], descriptions: dict[str, str] | None = None,
+                 renamed: dict[str, str] | None = None) -> None:
         self.kind = kind
         self._entries = dict(entries)
         self._descriptions = dict(descriptions or {})
+        self._sources = dict.fromkeys(entries, BUILTIN)
+        self._renamed = dict(renamed or {})
+
+    def name(self, name: str) -> str:
+        """``name``, or the current name of an old one (with a warning)."""
+        load_plugins()
+        if name in self._renamed and name not in self._entries:
+            warn_renamed(f"{self.kind} {name!r}", repr(self._renamed[name]))
+            return self._renamed[name]
+        return name
 
     def __getitem__(self, name: str) -> Any:
+        name = self.name(name)
         entry = self._entries[name]
         if isinstance(entry, str):
             module, _, path = entry.partition(":")
@@ -59,18 +75,23 @@ class Registry(MutableMapping[str, Any]):
 
     def __setitem__(self, name: str, factory: Any) -> None:
         self._entries[name] = factory
+        self._sources[name] = current_source()
 
     def __delitem__(self, name: str) -> None:
         del self._entries[name]
         self._descriptions.pop(name, None)
+        self._sources.pop(name, None)
 
     def __contains__(self, name: object) -> bool:
-        return name in self._entries
+        load_plugins()
+        return name in self._entries or name in self._renamed
 
     def __iter__(self) -> Iterator[str]:
-        return iter(self._entries)
+        load_plugins()
+        return iter(list(self._entries))
 
     def __len__(self) -> int:
+        load_plugins()
         return len(self._entries)
 
     def describe(self, name: str) -> str:
@@ -81,8 +102,14 @@ class Registry(MutableMapping[str, Any]):
         doc = (getattr(self[name], "__doc__", None) or "").strip()
         return doc.splitlines()[0] if doc else ""
 
+    def source(self, name: str) -> str:
+        """Where ``name`` came from: ``densecell``, ``plugin DIST VERSION``, or ``registered in code``."""
+        return self._sources[self.name(name)]
+
     def check(self, name: str, error: type[Exception] = ConfigError) -> str:
-        """``name`` if it is registered, else a one-line ``error`` that lists the names."""
+        """``name`` (an old name: its current one) if it is registered, else a one-line ``error`` that lists the
+        names."""
+        name = self.name(name)
         if name not in self._entries:
             raise error(f"unknown {self.kind} {name!r} (one of {', '.join(self._entries)})")
         return name
@@ -98,15 +125,15 @@ class Registry(MutableMapping[str, Any]):
         return add if factory is None else add(factory)
 
 
-def _registry(kind: str, entries: dict[str, tuple[str, str]]) -> Registry:
+def _registry(kind: str, entries: dict[str, tuple[str, str]], renamed: dict[str, str] | None = None) -> Registry:
     return Registry(kind, {name: ref for name, (ref, _) in entries.items()},
-                    {name: text for name, (_, text) in entries.items()})
+                    {name: text for name, (_, text) in entries.items()}, renamed)
 
 
 SAMPLERS = _registry("sampler", {
     "random": ("densecell.search.samplers:UniformSampler.create", "uniform draws without replacement (the paper's)"),
-    "local": ("densecell.search.samplers:LocalSampler.create",
-              "half uniform draws, half mutations of the 5 best (the paper's Vizier search)"),
+    "vizier": ("densecell.search.samplers:VizierSampler.create",
+              "the paper's: Vizier's random search, half uniform draws, half mutations of the 5 best"),
     "evolution": ("densecell.search.samplers:EvolutionSampler.create", "regularized (aging) evolution"),
     "local-search": ("densecell.search.samplers:LocalSearchSampler.create",
                      "the neighbours of the best, a restart at a local optimum (White et al. 2020)"),
@@ -114,7 +141,7 @@ SAMPLERS = _registry("sampler", {
                   "Bayesian optimisation: a Gaussian process on the cell's encoding, upper confidence bound"),
     "tpe": ("densecell.search.samplers:tpe_sampler", "Optuna's TPE"),
     "nsga2": ("densecell.search.samplers:nsga2_sampler", "Optuna's NSGA-II, two objectives (miou+madds|latency)"),
-})
+}, renamed={"local": "vizier"})
 """Samplers, for ``search.sampler``: ``(space, seed) -> optuna sampler``."""
 PRUNERS = _registry("pruner", {
     "none": ("densecell.search.pruners:no_pruner", "every trial trains to the end"),

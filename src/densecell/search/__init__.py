@@ -16,14 +16,15 @@ on any machines, and the proxy task that scores each cell.
 The names below load with their module (Optuna's, for most) on first use.
 """
 
+from ..core.aliases import renamed_names
 from ..core.extras import missing_extra
 from ..core.lazy import lazy_names
 
 _HOMES = {
     "pruners": ("LiveTrialsPruner", "hyperband_pruner", "median_pruner", "no_pruner", "successive_halving_pruner"),
-    "samplers": ("EvolutionSampler", "LocalSampler", "LocalSearchSampler", "OptunaSampler", "PredictorSampler",
-                 "SpaceSampler", "UniformSampler", "nsga2_sampler", "tpe_sampler"),
-    "spaces": ("DPCSpace", "Space", "TableSpace", "cell_from_params", "cell_params", "distributions", "suggest_cell"),
+    "samplers": ("EvolutionSampler", "LocalSearchSampler", "OptunaSampler", "PredictorSampler", "SpaceSampler",
+                 "UniformSampler", "VizierSampler", "nsga2_sampler", "tpe_sampler"),
+    "spaces": ("DPCSpace", "SamplerSpace", "TableSpace"),
     "status": ("StudyStatus", "completed_trials", "proxy_full_pairs", "study_status", "top_cells"),
     "study": ("RetryCell", "check_storage", "create_study", "load_study", "make_pruner", "make_sampler", "make_space",
               "open_storage", "redact", "study_precision"),
@@ -33,4 +34,9 @@ _HOMES = {
 
 __all__ = sorted(name for names in _HOMES.values() for name in names)
 
-__getattr__, __dir__ = lazy_names(__name__, _HOMES, globals(), lambda exc: missing_extra(exc, "search"))
+_DEPRECATED = {"spaces": ("cell_from_params", "cell_params", "distributions", "suggest_cell")}
+"""densecell 0.4's module functions for DPC cells, now :class:`DPCSpace`'s methods (each warns once)."""
+
+_lazy, __dir__ = lazy_names(__name__, _HOMES | {"spaces": _HOMES["spaces"] + _DEPRECATED["spaces"]}, globals(),
+                            lambda exc: missing_extra(exc, "search"))
+__getattr__ = renamed_names(__name__, {"Space": "SamplerSpace", "LocalSampler": "VizierSampler"}, globals(), _lazy)

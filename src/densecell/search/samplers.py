@@ -1,9 +1,10 @@
-"""The samplers: each proposes whole points of a :class:`~densecell.search.spaces.Space`, and every proposal goes
-through the space's :meth:`~densecell.search.spaces.Space.project` (the nearest member no trial has taken), so the
-same sampler searches the DPC space and a public table, and no sampler trains a cell twice while others remain.
+"""The samplers: each proposes whole points of a :class:`~densecell.search.spaces.SamplerSpace`, and every proposal goes
+through the space's :meth:`~densecell.search.spaces.SamplerSpace.project` (the nearest member no trial has taken), so
+the same sampler searches the DPC space and a public table, and no sampler trains a cell twice while others remain.
 
 - ``random``: uniform draws without replacement (the paper's random search);
-- ``local``: the paper's Vizier-like search: half uniform draws, half one-position mutations of the 5 best;
+- ``vizier`` (``local`` before densecell 0.5): the paper's search, Vizier's random search: half uniform draws, half
+  one-position mutations of the 5 best;
 - ``evolution``: regularized (aging) evolution (Real et al. 2019);
 - ``local-search``: a true local search (White et al. 2020): train the untried neighbours of the best cell of the
   current run, move as soon as one is better, restart from a uniform cell when all are tried and none is;
@@ -29,11 +30,12 @@ from optuna.distributions import BaseDistribution
 from optuna.samplers import BaseSampler, NSGAIISampler, RandomSampler, TPESampler
 from optuna.trial import FrozenTrial, TrialState
 
+from ..core.aliases import renamed_names
 from ..core.extras import missing_extra
 from . import record
-from .spaces import Point, Space
+from .spaces import Point, SamplerSpace
 
-__all__ = ["EvolutionSampler", "History", "LocalSampler", "LocalSearchSampler", "OptunaSampler", "PredictorSampler",
+__all__ = ["EvolutionSampler", "History", "VizierSampler", "LocalSearchSampler", "OptunaSampler", "PredictorSampler",
            "SpaceSampler", "UniformSampler", "history", "nsga2_sampler", "tpe_sampler"]
 
 
@@ -55,7 +57,7 @@ class History:
         return [self.points[i] for i in order]
 
 
-def history(study: optuna.Study, trial: FrozenTrial, space: Space) -> History:
+def history(study: optuna.Study, trial: FrozenTrial, space: SamplerSpace) -> History:
     """The history of ``trial``'s stage (:func:`densecell.search.record.stage_of`) in ``study``."""
     found = History()
     stage = record.stage_of(trial)
@@ -79,13 +81,13 @@ class SpaceSampler(BaseSampler):
     """A sampler that proposes a whole point of its space (:meth:`propose`), projected to the nearest untaken
     member; parameters outside the space (none in densecell's own studies) are drawn uniformly."""
 
-    def __init__(self, space: Space, seed: int | None = None) -> None:
+    def __init__(self, space: SamplerSpace, seed: int | None = None) -> None:
         self.space = space
         self.rng = random.Random(seed)
         self._independent = RandomSampler(seed)
 
     @classmethod
-    def create(cls, space: Space, seed: int, **options: Any) -> SpaceSampler:
+    def create(cls, space: SamplerSpace, seed: int, **options: Any) -> SpaceSampler:
         """The registry's factory: the sampler on ``space`` with its defaults (or measured ``options``)."""
         return cls(space, seed=seed, **options)
 
@@ -113,11 +115,11 @@ class UniformSampler(SpaceSampler):
         return self.space.draw(self.rng, past.taken)
 
 
-class LocalSampler(SpaceSampler):
+class VizierSampler(SpaceSampler):
     """Random search that also samples near the best cells, as the paper's Google Vizier search did: with
     probability ``explore`` a uniform draw, otherwise a one-position mutation of one of the ``top`` best."""
 
-    def __init__(self, space: Space, explore: float = 0.5, top: int = 5, seed: int | None = None) -> None:
+    def __init__(self, space: SamplerSpace, explore: float = 0.5, top: int = 5, seed: int | None = None) -> None:
         super().__init__(space, seed)
         self.explore, self.top = explore, top
 
@@ -131,7 +133,7 @@ class EvolutionSampler(SpaceSampler):
     """Regularized evolution (Real et al. 2019): uniform until ``population`` points are scored; then a mutation of
     the best of ``sample`` points drawn from the ``population`` most recent ones."""
 
-    def __init__(self, space: Space, population: int = 20, sample: int = 5, seed: int | None = None) -> None:
+    def __init__(self, space: SamplerSpace, population: int = 20, sample: int = 5, seed: int | None = None) -> None:
         super().__init__(space, seed)
         self.population, self.sample = population, sample
 
@@ -178,8 +180,8 @@ class PredictorSampler(SpaceSampler):
     ensemble of BANANAS, White et al. 2021) gives a mean and a spread for each candidate: ``candidates`` untaken
     uniform draws and ``mutations`` mutations of each of the ``parents`` best points. The acquisition picks one:
     ``ucb`` (mean + ``kappa`` spreads), ``ei`` (expected improvement), ``its`` (independent Thompson sampling) or
-    ``mean``. ``costs``: the space's free measurements of a point (:meth:`~densecell.search.spaces.Space.costs`: a
-    cell's multiply-adds and parameters, a table's free columns) join the encoding.
+    ``mean``. ``costs``: the space's free measurements of a point (:meth:`~densecell.search.spaces.SamplerSpace.costs`:
+    a cell's multiply-adds and parameters, a table's free columns) join the encoding.
 
     Many workers: a point that another worker is still training (``pending``) is given a believed score before the
     acquisition (``believer``: the surrogate's mean there, the kriging believer; ``liar``: the worst score so far,
@@ -191,7 +193,7 @@ class PredictorSampler(SpaceSampler):
     (a share) since the last tuning; in between it is conditioned on every new point with the kernel it has (a
     Cholesky factorisation: milliseconds). A forest is refitted on the same cadence."""
 
-    def __init__(self, space: Space, startup: int = 5, model: str = "gp", acquisition: str = "ucb",
+    def __init__(self, space: SamplerSpace, startup: int = 5, model: str = "gp", acquisition: str = "ucb",
                  kappa: float = 2.0, candidates: int = 100, parents: int = 10, mutations: int = 20,
                  trees: int = 100, refit: float = 0.1, fit_limit: int = 500, pending: str = "believer",
                  costs: bool = False, seed: int | None = None) -> None:
@@ -346,7 +348,7 @@ class OptunaSampler(SpaceSampler):
     """One of Optuna's samplers, its proposal (relative where it has one, each other parameter independent)
     projected to the nearest untaken member like every other sampler's."""
 
-    def __init__(self, space: Space, inner: BaseSampler, seed: int | None = None) -> None:
+    def __init__(self, space: SamplerSpace, inner: BaseSampler, seed: int | None = None) -> None:
         super().__init__(space, seed)
         self.inner = inner
 
@@ -366,9 +368,12 @@ class OptunaSampler(SpaceSampler):
         self.inner.after_trial(study, trial, state, values)
 
 
-def tpe_sampler(space: Space, seed: int, **options: Any) -> BaseSampler:
+def tpe_sampler(space: SamplerSpace, seed: int, **options: Any) -> BaseSampler:
     return OptunaSampler(space, TPESampler(**({"n_startup_trials": 10} | options), seed=seed), seed)
 
 
-def nsga2_sampler(space: Space, seed: int, **options: Any) -> BaseSampler:
+def nsga2_sampler(space: SamplerSpace, seed: int, **options: Any) -> BaseSampler:
     return OptunaSampler(space, NSGAIISampler(**({"population_size": 10} | options), seed=seed), seed)
+
+
+__getattr__ = renamed_names(__name__, {"LocalSampler": "VizierSampler"}, globals())

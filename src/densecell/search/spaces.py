@@ -1,10 +1,10 @@
 """The spaces a search samples from, behind one interface, so that every sampler runs on the DPC cell space and on a
 public ground-truth table alike (and a benchmark measures the sampler that ships).
 
-A point of a space is the tuple of its Optuna parameters' values, in the order of :meth:`Space.distributions`. What
-a sampler needs of a space: a uniform draw, the neighbours and a random mutation of a point, an encoding of points
-for a predictor, membership, and :meth:`Space.project`: the nearest member that no trial has taken yet, which is how
-every sampler's proposal becomes something that can be trained.
+A point of a space is the tuple of its Optuna parameters' values, in the order of :meth:`SamplerSpace.distributions`.
+What a sampler needs of a space: a uniform draw, the neighbours and a random mutation of a point, an encoding of points
+for a predictor, membership, and :meth:`SamplerSpace.project`: the nearest member that no trial has taken yet, which is
+how every sampler's proposal becomes something that can be trained.
 
 - :class:`DPCSpace`: the recursive Dense Prediction Cell space (:class:`densecell.cell.space.SearchSpace`): every cell
   can be trained, so a proposal is only moved when it was taken already (to an untaken neighbour).
@@ -27,17 +27,19 @@ import optuna
 from optuna.distributions import CategoricalDistribution
 
 from ..cell.space import Branch, Cell, SearchSpace
+from ..core.aliases import renamed_names, warn_renamed
 from .tables import Table, load_table
 
-__all__ = ["cell_from_params", "cell_params", "distributions", "DPCSpace", "Point", "Space", "suggest_cell",
-           "TableSpace"]
+__all__ = ["DPCSpace", "Point", "SamplerSpace", "TableSpace"]
 
 Point = tuple[Any, ...]
 """A point of a space: its parameters' values, in the order of the space's distributions."""
 
 
-class Space(ABC):
-    """What a sampler needs of a search space."""
+class SamplerSpace(ABC):
+    """What a sampler needs of the space it searches, whatever its points are: DPC cells (:class:`DPCSpace`, which
+    wraps the cell space's shape, :class:`densecell.cell.space.SearchSpace`) or a table's rows (:class:`TableSpace`).
+    """
 
     draw_attempts = 200
     """Uniform draws tried for an untaken point before the nearest untaken point to one is taken instead."""
@@ -112,36 +114,35 @@ class Space(ABC):
 # --- the DPC cell space --------------------------------------------------------------------------------------------
 
 def distributions(space: SearchSpace) -> dict[str, CategoricalDistribution]:
-    """The DPC space as Optuna parameters: ``b{i}_input`` and ``b{i}_op`` for each branch (a uniform choice of
-    each is a uniform cell: the space is a product)."""
-    return {name: CategoricalDistribution(choices) for name, choices in space.parameters().items()}
+    """Deprecated: ``DPCSpace(space).distributions()``."""
+    warn_renamed("densecell.search.distributions(space)", "DPCSpace(space).distributions()")
+    return DPCSpace(space).distributions()
 
 
 def cell_params(cell: Cell) -> dict[str, Any]:
-    params: dict[str, Any] = {}
-    for i, branch in enumerate(cell):
-        params[f"b{i}_input"] = branch.input
-        params[f"b{i}_op"] = branch.op.choice
-    return params
+    """Deprecated: ``DPCSpace(space).params_of(cell)``."""
+    warn_renamed("densecell.search.cell_params(cell)", "DPCSpace().params_of(cell)")
+    return DPCSpace(SearchSpace(len(cell))).params_of(cell)
 
 
 def cell_from_params(params: Mapping[str, Any], space: SearchSpace) -> Cell:
-    ops = {op.choice: op for op in space.operations()}
-    return Cell(tuple(Branch(int(params[f"b{i}_input"]), ops[params[f"b{i}_op"]])
-                      for i in range(space.num_branches)))
+    """Deprecated: ``DPCSpace(space).cell_of(params)``."""
+    warn_renamed("densecell.search.cell_from_params(params, space)", "DPCSpace(space).cell_of(params)")
+    return DPCSpace(space).cell_of(params)
 
 
 def suggest_cell(trial: optuna.Trial, space: SearchSpace) -> Cell:
-    params = {name: trial.suggest_categorical(name, dist.choices) for name, dist in distributions(space).items()}
-    return cell_from_params(params, space)
+    """Deprecated: ``DPCSpace(space).suggest_cell(trial)``."""
+    warn_renamed("densecell.search.suggest_cell(trial, space)", "DPCSpace(space).suggest_cell(trial)")
+    return DPCSpace(space).suggest_cell(trial)
 
 
-class DPCSpace(Space):
+class DPCSpace(SamplerSpace):
     """The Dense Prediction Cell space: a point is a cell's ``b{i}_input, b{i}_op`` values."""
 
     def __init__(self, cells: SearchSpace | None = None) -> None:
         self.cells = cells or SearchSpace()
-        self._dists = distributions(self.cells)
+        self._dists = {name: CategoricalDistribution(choices) for name, choices in self.cells.parameters().items()}
         self._ops = {op.choice: op for op in self.cells.operations()}
         self._coster: Any = None
 
@@ -165,8 +166,24 @@ class DPCSpace(Space):
                           for i in range(self.cells.num_branches)))
 
     def of(self, cell: Cell) -> Point:
-        params = cell_params(cell)
-        return tuple(params[name] for name in self._dists)
+        """The point of a cell: the inverse of :meth:`cell`."""
+        return tuple(value for branch in cell for value in (branch.input, branch.op.choice))
+
+    def params_of(self, cell: Cell) -> dict[str, Any]:
+        """A cell as a trial's parameters: the inverse of :meth:`cell_of`."""
+        return self.params(self.of(cell))
+
+    def cell_of(self, params: Mapping[str, Any]) -> Cell:
+        """The cell of a trial's parameters (``b{i}_input``, ``b{i}_op``)."""
+        point = self.point(params)
+        if point is None:
+            raise KeyError(f"the parameters {sorted(params)} are not a whole cell of {self.names}")
+        return self.cell(point)
+
+    def suggest_cell(self, trial: optuna.Trial) -> Cell:
+        """Suggest a cell's parameters on ``trial`` (a uniform choice of each is a uniform cell: the space is a
+        product) and return the cell."""
+        return self.cell(self.suggest(trial))
 
     def sample(self, rng: random.Random) -> Point:
         return self.of(self.cells.sample(rng))
@@ -203,7 +220,7 @@ class DPCSpace(Space):
 
 # --- a table's categorical space -----------------------------------------------------------------------------------
 
-class TableSpace(Space):
+class TableSpace(SamplerSpace):
     """The space of a table's rows. A DPC table (:attr:`Table.dpc`) encodes, mutates and finds neighbours as the
     DPC space does; any other table encodes a position whose choices are ordered numbers (channels, depths:
     :attr:`~densecell.search.tables.TableParam.numeric`) as its value scaled to [0, 1], any other position
@@ -320,3 +337,6 @@ class TableSpace(Space):
         if not np.isfinite(distance.min()):
             return None
         return self.table.points[int(best[rng.randrange(len(best))])]
+
+
+__getattr__ = renamed_names(__name__, {"Space": "SamplerSpace"}, globals())

@@ -41,7 +41,7 @@ from . import record
 from .cache import CacheSource, FeatureCache, build_cache, cache_source, check_cache, remembered
 from .proxy import train_candidate
 from .report import report_is_current, write_report
-from .spaces import cell_params, distributions, suggest_cell
+from .spaces import DPCSpace
 from .status import top_cells
 from .study import create_study, load_study, make_sampler, redact, study_precision
 from .supernet import Supernet, score_cell, train_supernet
@@ -170,7 +170,8 @@ def supernet(config: SearchConfig, progress: Progress | None = None,
 
 def _replay(records: list[record.TrialRecord], settings: SearchSettings) -> list[optuna.trial.FrozenTrial]:
     """The scored cells as finished trials, for the sampler's memory."""
-    return [optuna.trial.create_trial(params=cell_params(t.cell), distributions=distributions(settings.cell_space),
+    space = DPCSpace(settings.cell_space)
+    return [optuna.trial.create_trial(params=space.params_of(t.cell), distributions=space.distributions(),
                                       values=list(t.values), user_attrs=t.to_attrs()) for t in records]
 
 
@@ -184,10 +185,11 @@ def _screen(config: SearchConfig, study: optuna.Study, progress: Progress | None
     scored = record.oneshot_records(study)
     memory = optuna.create_study(directions=settings.directions, sampler=make_sampler(settings, config.seed))
     memory.add_trials(_replay(scored, settings))
+    space = DPCSpace(settings.cell_space)
     for count in range(len(scored), settings.oneshot_cells):
         trial = memory.ask()
         record.write(trial, stage="oneshot")
-        cell = suggest_cell(trial, settings.cell_space)
+        cell = space.suggest_cell(trial)
         miou, cost = score_cell(model, cell, cache, config.supernet, device), coster(cell)
         values = (miou,) if settings.objectives == "miou" else (miou, float(cost.madds))
         memory.tell(trial, values[0] if len(values) == 1 else values)
@@ -213,7 +215,7 @@ def _queue_best(study: optuna.Study, scored: list[record.TrialRecord], count: in
     best = _best_distinct(scored, count)
     if record.screen_record(study) is None:
         for trial in best:
-            study.enqueue_trial(cell_params(trial.cell), user_attrs=record.TrialRecord(
+            study.enqueue_trial(DPCSpace().params_of(trial.cell), user_attrs=record.TrialRecord(
                 oneshot_miou=trial.oneshot_miou).to_attrs())
         record.store_screen_record(study, record.ScreenRecord(screened=len(scored), queued=len(best)))
         logger.info("one-shot screen: %d cells scored; the best %d go to the proxy (one-shot mIoU %.3f to %.3f)",

@@ -31,14 +31,14 @@ from . import record
 from .cache import FeatureCache
 from .proxy import resolve_precision
 from .pruners import LiveTrialsPruner
-from .spaces import Space
+from .spaces import SamplerSpace
 
 __all__ = ["check_storage", "create_study", "load_study", "make_pruner", "make_sampler", "make_space", "open_storage",
            "redact",
            "RetryCell", "study_precision"]
 
 
-def make_space(settings: SearchSettings) -> Space:
+def make_space(settings: SearchSettings) -> SamplerSpace:
     """The study's space (:data:`densecell.core.registry.SPACES`): ``dpc`` shaped by the settings, or ``NAME=SOURCE``
     made from its source (``table=FILE``)."""
     name, _, source = settings.space.partition("=")

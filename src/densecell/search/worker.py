@@ -39,7 +39,7 @@ from . import record
 from .cache import FeatureCache
 from .proxy import train_candidate
 from .record import TrialRecord
-from .spaces import suggest_cell
+from .spaces import DPCSpace
 from .study import load_study, make_space, study_precision
 from .tables import Lookup
 
@@ -113,13 +113,13 @@ class Objective(BudgetedObjective):
         self.device = torch.device(device)
         self.cache = FeatureCache.load(settings.cache_dir, self.device)
         self.precision = study_precision(study, settings, self.device, self.cache)
-        self.space = settings.cell_space
+        self.space = DPCSpace(settings.cell_space)
         self.cost = CellCoster(self.cache.channels, settings.proxy.filters, self.cache.image_size,
                                self.cache.output_stride)
 
     def __call__(self, trial: optuna.Trial) -> float | tuple[float, float]:
         self.step_aside(trial)
-        cell = suggest_cell(trial, self.space)
+        cell = self.space.suggest_cell(trial)
         self.claim(trial)
         cost = self.cost(cell)
         record.write(trial, cell=cell, params=cost.params, madds=cost.madds, host=socket.gethostname(),
