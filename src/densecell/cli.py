@@ -215,8 +215,10 @@ LISTABLE = ["samplers", "pruners", "modes", "spaces", "heads", "operations", "da
 def list_registered(
     kind: Annotated[str | None, typer.Argument(help=f"One of: {', '.join(LISTABLE)}; all when left out.")] = None,
 ) -> None:
-    """What is registered, one line each: the names a recipe, a command or the Python API accepts."""
+    """What is registered, one line each: the names a recipe, a command or the Python API accepts, and where each
+    came from (densecell, or the installed plugin that added it)."""
     from .config import recipes
+    from .core.plugins import BUILTIN
     from .core.registry import REGISTRIES
 
     if kind is not None and kind not in LISTABLE:
@@ -224,16 +226,16 @@ def list_registered(
     for name in [kind] if kind else LISTABLE:
         if name in REGISTRIES:
             registry = REGISTRIES[name]
-            rows = [(entry, registry.describe(entry)) for entry in registry]
+            rows = [(entry, registry.source(entry), registry.describe(entry)) for entry in registry]
         elif name == "cells":
-            rows = [(preset, "a released cell (TF DeepLab JSON)") for preset in PRESETS]
+            rows = [(preset, BUILTIN, "a released cell (TF DeepLab JSON)") for preset in PRESETS]
         else:
-            rows = [(recipe, _first_comment(path)) for recipe, path in recipes().items()]
+            rows = [(recipe, BUILTIN, _first_comment(path)) for recipe, path in recipes().items()]
         if kind is None:
             console.print(f"[bold]{name}[/bold]")
-        width = max(len(entry) for entry, _ in rows)
-        for entry, text in rows:
-            console.print(f"  {entry:<{width}}  {text}", highlight=False, soft_wrap=True)
+        width, source_width = max(len(row[0]) for row in rows), max(len(row[1]) for row in rows)
+        for entry, source, text in rows:
+            console.print(f"  {entry:<{width}}  {source:<{source_width}}  {text}", highlight=False, soft_wrap=True)
 
 
 def _first_comment(path: Path) -> str:
@@ -300,7 +302,8 @@ def cell_importance(
 def cost(
     paper_table: Annotated[bool, typer.Option("--paper-table", help="Reproduce the paper's Table 1.")] = False,
     backbone: Annotated[str, typer.Option(help="timm backbone.")] = "xception71",
-    head: Annotated[str, typer.Option(help=f"Context head: {', '.join(HEADS)}.", callback=head_name)] = "dpc",
+    head: Annotated[str, typer.Option(help="Context head: dpc, aspp, or a plugin's (densecell list heads).",
+                                             callback=head_name)] = "dpc",
     cell: CellSpec = "cityscapes-top1",
     image_size: ImageSize = "1025x2049",
     output_stride: OutputStride = 16,
@@ -353,7 +356,8 @@ def export(
         "--checkpoint", help=f"Export this trained model ({MODEL_SOURCES}; else the architecture below, untrained)."
     )] = None,
     backbone: Annotated[str, typer.Option(help="timm backbone.")] = "mobilenetv2_100",
-    head: Annotated[str, typer.Option(help=f"Context head: {', '.join(HEADS)}.", callback=head_name)] = "dpc",
+    head: Annotated[str, typer.Option(help="Context head: dpc, aspp, or a plugin's (densecell list heads).",
+                                             callback=head_name)] = "dpc",
     cell: CellSpec = "cityscapes-top1",
     num_classes: Annotated[int, typer.Option(help="Number of classes.")] = 19,
     image_size: ImageSize = "513x513",
@@ -729,8 +733,10 @@ def main() -> None:
     exit code 1. ``DENSECELL_DEBUG=1`` re-raises, for the traceback."""
     from .core.errors import DensecellError, InputError, MissingExtra
     from .core.files import describe
+    from .core.plugins import load_plugins
 
     try:
+        load_plugins()  # here, so that a broken plugin is one line too
         code = app(standalone_mode=False)
     except typer.Abort:
         stderr.print("aborted")

@@ -167,11 +167,12 @@ HEADS = _registry("head", {
     "aspp": ("densecell.cell.heads:ASPP.from_settings", "DeepLabv3's atrous spatial pyramid pooling"),
 })
 """Context heads, for ``model.head``."""
-OPERATIONS = _registry("operation", {
+_FAMILY_MODULES = {
     "conv1x1": ("densecell.cell.heads:conv1x1_module", "a 1x1 convolution"),
     "sep3x3": ("densecell.cell.heads:separable_module", "a 3x3 atrous separable convolution, rate r_h x r_w"),
     "pool": ("densecell.cell.heads:pooling_module", "average spatial pyramid pooling, grid g_h x g_w"),
-})
+}
+OPERATIONS = _registry("operation", _FAMILY_MODULES)
 """The module of each operation family of :data:`densecell.cell.space.FAMILIES`, by the family's name."""
 DATASETS = _registry("dataset", {
     "cityscapes": ("densecell.data.cityscapes:Cityscapes", "Cityscapes (leftImg8bit, gtFine or gtCoarse), 19 classes"),
@@ -183,7 +184,7 @@ DATASETS = _registry("dataset", {
 RANKERS = _registry("ranker", {
     "madds": ("densecell.search.rankers:cost_ranker", "fewer multiply-adds of the context module"),
     "params": ("densecell.search.rankers:cost_ranker", "fewer parameters of the context module"),
-    **{f"count:{kind}": ("densecell.search.rankers:count_ranker", f"more {kind} branches") for kind in OPERATIONS},
+    **{f"count:{kind}": ("densecell.search.rankers:count_ranker", f"more {kind} branches") for kind in _FAMILY_MODULES},
     "gradnorm": ("densecell.search.rankers:zero_cost_ranker", "zero-cost: gradient norm at initialisation"),
     "snip": ("densecell.search.rankers:zero_cost_ranker", "zero-cost: SNIP saliency at initialisation"),
     "synflow": ("densecell.search.rankers:zero_cost_ranker", "zero-cost: SynFlow at initialisation (log)"),
