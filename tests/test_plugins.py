@@ -85,8 +85,8 @@ def test_a_plugins_sampler_is_listed_and_runs_in_the_search_workers(tmp_path):
     harness = Path(__file__).parent.parent / "benchmarks" / "search_efficiency.py"
     measured = subprocess.run([sys.executable, str(harness), "--table", str(table), "--sampler", "mine", "--seeds", "2",
                                "--budget", "8", "--jobs", "1", "--name", "mine"], capture_output=True, text=True,
-                              timeout=600, env=with_plugins(site) | {"PLUGIN_MARKS": str(marks),
-                                                                     "DENSECELL_BENCH_RESULTS": str(tmp_path / "results")})
+                              timeout=600, env=with_plugins(site) | {
+                                  "PLUGIN_MARKS": str(marks), "DENSECELL_BENCH_RESULTS": str(tmp_path / "results")})
     assert measured.returncode == 0, measured.stderr[-3000:]
     assert "mine" in measured.stdout
 
