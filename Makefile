@@ -4,9 +4,9 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-stamp
 
-.PHONY: demo test test-fast docs bench fidelity table install clean
+.PHONY: demo test test-fast docs bench fidelity table install clean floors
 
-# Every extra (search, postgres, export, hub, report, tensorboard), the test and documentation tools, with this
+# Every extra (search, postgres, export, report, tensorboard), the test and documentation tools, with this
 # repository's exact torch pins (constraints.txt); the package itself asks only for ranges.
 $(STAMP): pyproject.toml constraints.txt
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -33,6 +33,17 @@ docs: $(STAMP)
 test-fast: $(STAMP)
 	$(BIN)/ruff check src tests benchmarks
 	$(BIN)/python -m pytest -q -m "not slow"
+
+# The oldest Optuna and huggingface_hub that pyproject.toml allows (downloaded into .floors, ahead of .venv on the
+# path), against the tests that pin what densecell needs of them. Not part of make test: tests never download.
+floors: $(STAMP)
+	rm -rf .floors
+	$(BIN)/python -m pip install --quiet --no-deps --target .floors $$($(BIN)/python -c 'import re, tomllib; \
+	  p = tomllib.load(open("pyproject.toml", "rb"))["project"]; \
+	  deps = p["dependencies"] + p["optional-dependencies"]["search"]; \
+	  print(" ".join(re.sub(">=", "==", d) for d in deps if d.startswith(("optuna", "huggingface_hub"))))')
+	PYTHONPATH=.floors $(BIN)/python -c 'import optuna, huggingface_hub; print("floors: optuna", optuna.__version__, "huggingface_hub", huggingface_hub.__version__)'
+	PYTHONPATH=.floors $(BIN)/python -m pytest -q -p no:cacheprovider tests/test_optuna_contract.py tests/test_samplers.py tests/test_hub.py tests/test_sharing.py
 
 demo: $(STAMP)
 	$(BIN)/densecell space

@@ -10,6 +10,8 @@ import optuna
 from optuna.pruners import BasePruner, HyperbandPruner, MedianPruner, NopPruner, SuccessiveHalvingPruner
 from optuna.trial import FrozenTrial, TrialState
 
+from ._optuna import storage_of, study_on
+
 __all__ = ["hyperband_pruner", "LiveTrialsPruner", "median_pruner", "no_pruner", "successive_halving_pruner"]
 
 
@@ -36,8 +38,7 @@ class LiveTrialsPruner(BasePruner):
         self.pruner = pruner
 
     def prune(self, study: optuna.Study, trial: FrozenTrial) -> bool:
-        live = optuna.Study(study_name=study.study_name, storage=_LiveTrialsStorage(study._storage),
-                            sampler=study.sampler, pruner=self.pruner)
+        live = study_on(study, _LiveTrialsStorage(storage_of(study)), self.pruner)
         return self.pruner.prune(live, trial)
 
 

@@ -33,6 +33,7 @@ from optuna.trial import FrozenTrial, TrialState
 from ..core.aliases import renamed_names
 from ..core.extras import missing_extra
 from . import record
+from ._optuna import set_trial_system_attr
 from .spaces import Point, SamplerSpace
 
 __all__ = ["EvolutionSampler", "History", "VizierSampler", "LocalSearchSampler", "OptunaSampler", "PredictorSampler",
@@ -163,13 +164,13 @@ class LocalSearchSampler(SpaceSampler):
             center = max(members, key=lambda i: past.values[i])
             moves = [point for point in self.space.neighbours(past.points[center]) if point not in past.taken]
             if moves:
-                study._storage.set_trial_system_attr(trial._trial_id, self.KEY, current)
+                set_trial_system_attr(study, trial, self.KEY, current)
                 return self.rng.choice(moves)
             current += 1  # a local optimum: restart
         elif current in runs.values():
             # the run's first point is still training elsewhere: start another run rather than wait
             current += 1
-        study._storage.set_trial_system_attr(trial._trial_id, self.KEY, current)
+        set_trial_system_attr(study, trial, self.KEY, current)
         return self.space.draw(self.rng, past.taken)
 
 

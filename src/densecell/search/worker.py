@@ -29,13 +29,14 @@ from optuna.trial import FrozenTrial, TrialState
 
 from ..cell.heads import DensePredictionCell
 from ..cell.space import Cell
-from ..config import SearchSettings
+from ..config import StudySettings
 from ..core.errors import DensecellError, SearchError, TrainingError, one_line
 from ..core.hold import hold
 from ..core.interrupts import CtrlC
 from ..models.cost import CellCoster, measure_latency
 from ..training.optim import check_device
 from . import record
+from ._optuna import told_twice
 from .cache import FeatureCache
 from .proxy import train_candidate
 from .record import TrialRecord
@@ -78,7 +79,7 @@ def counts(study: optuna.Study) -> Counts:
 class BudgetedObjective:
     """What every objective of a worker shares: the study's budget, which a trial beyond it steps aside from."""
 
-    def __init__(self, settings: SearchSettings) -> None:
+    def __init__(self, settings: StudySettings) -> None:
         self.settings = settings
         self.ctrl_c = CtrlC()
 
@@ -108,7 +109,7 @@ class BudgetedObjective:
 class Objective(BudgetedObjective):
     """Trains one candidate on the cached features and returns its scores; one per worker (holds the cache)."""
 
-    def __init__(self, study: optuna.Study, settings: SearchSettings, device: str | torch.device = "cpu") -> None:
+    def __init__(self, study: optuna.Study, settings: StudySettings, device: str | torch.device = "cpu") -> None:
         super().__init__(settings)
         self.device = torch.device(device)
         self.cache = FeatureCache.load(settings.cache_dir, self.device)
@@ -167,7 +168,7 @@ class LookupObjective(BudgetedObjective):
     through the real workers, storage, heartbeats and retries. A trial's draws depend on the study's seed and the
     trial's number only."""
 
-    def __init__(self, study: optuna.Study, settings: SearchSettings, device: str | torch.device = "cpu") -> None:
+    def __init__(self, study: optuna.Study, settings: StudySettings, device: str | torch.device = "cpu") -> None:
         super().__init__(settings)
         self.space = make_space(settings)
         table = getattr(self.space, "table", None)
@@ -188,10 +189,6 @@ class LookupObjective(BudgetedObjective):
         score = self.lookup.score(row, rng)
         record.write(trial, proxy_miou=score, seconds=seconds)
         return score
-
-
-_TOLD_TWICE = "Cannot tell a COMPLETE trial"
-"""Optuna's error when a trial another worker has already finished is told again."""
 
 
 def run_worker(name: str, storage_url: str, worker_seed: int | None = None, device: str | None = None,
@@ -229,7 +226,7 @@ def run_worker(name: str, storage_url: str, worker_seed: int | None = None, devi
                 study.optimize(objective, n_trials=1, catch=(TrainingError,), gc_after_trial=False,
                                callbacks=[lambda _, trial, into=finished: into.append(trial)])
         except ValueError as exc:
-            if not str(exc).startswith(_TOLD_TWICE):
+            if not told_twice(exc):
                 raise
             # SQLite has no row locks: two workers that start together may both take the same queued trial. The
             # first to finish records it; the second's result is a duplicate, dropped, and this worker goes on.
