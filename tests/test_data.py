@@ -42,7 +42,17 @@ def cityscapes(tmp_path):
     })
 
 
-def test_cityscapes_maps_label_ids_to_train_ids_with_cityscapesscripts(cityscapes):
+def test_the_packaged_label_table_is_cityscapesscripts_own():
+    """The core carries Cityscapes' label table as data; the test extra installs cityscapesscripts to hold it to it."""
+    from cityscapesscripts.helpers.labels import labels
+
+    from densecell.data.cityscapes import cityscapes_labels
+
+    assert [(label.name, label.id, label.trainId, tuple(label.color)) for label in labels] == [
+        tuple(row) for row in cityscapes_labels()]
+
+
+def test_cityscapes_maps_label_ids_to_train_ids(cityscapes):
     classes, palette = train_classes()
     assert len(classes) == 19 and classes[0] == "road" and classes[18] == "bicycle"
     assert palette[0] == (128, 64, 128)

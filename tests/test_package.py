@@ -48,7 +48,7 @@ def test_the_public_surface():
     lambda: densecell.build_model(output_stride=4),
     lambda: densecell.build_model(pretrained="missing/weights.pth"),
     lambda: densecell.ProxySettings(optimizer="lamb"),
-    lambda: densecell.SearchSettings(cache_dir="x", sampler="nsga2"),
+    lambda: densecell.StudySettings(cache_dir="x", sampler="nsga2"),
     lambda: densecell.load_config("no/such/recipe.yaml"),
     lambda: densecell.load_config(None, ["optim.lr=-1"]),
     lambda: __import__("densecell.data", fromlist=["x"]).build_dataset("cityscapes", "/no/such/root", "train"),
@@ -87,7 +87,7 @@ def test_the_library_leaves_its_callers_process_settings_alone(feature_cache, tm
     import scipy.stats  # noqa: F401  (its import adds a warning filter of its own: not ours to count)
     import torch
 
-    from densecell.config import ProxySettings, SearchSettings
+    from densecell.config import ProxySettings, StudySettings
 
     optuna.logging.set_verbosity(optuna.logging.DEBUG)
     before = (optuna.logging.get_verbosity(), list(warnings.filters), torch.get_num_threads(),
@@ -96,7 +96,7 @@ def test_the_library_leaves_its_callers_process_settings_alone(feature_cache, tm
     from densecell.search.report import write_report
 
     storage = f"sqlite:///{tmp_path / 'study.db'}"
-    settings = SearchSettings(cache_dir=str(feature_cache[0]), trials=1, threads=max(1, before[2] + 1),
+    settings = StudySettings(cache_dir=str(feature_cache[0]), trials=1, threads=max(1, before[2] + 1),
                               proxy=ProxySettings(iterations=2, batch_size=2, filters=8))
     study = create_study("quiet", storage, settings)
     assert run_worker("quiet", storage, worker_seed=0) == 1
@@ -201,7 +201,7 @@ def test_models_build_without_importing_a_dataset_or_the_search():
 HIDE_EXTRAS = """
 import importlib.abc, importlib.machinery, sys
 EXTRAS = {"optuna", "sqlalchemy", "sklearn", "psycopg", "onnx", "onnxruntime", "onnxscript", "tensorboard",
-          "markdown", "matplotlib"}
+          "markdown", "matplotlib", "cityscapesscripts"}
 class Hidden(importlib.abc.MetaPathFinder, importlib.abc.Loader):  # as if the extras were not installed
     def find_spec(self, name, path=None, target=None):
         if name.split(".")[0] in EXTRAS:
@@ -215,8 +215,9 @@ sys.meta_path.insert(0, Hidden())
 
 
 def test_the_core_builds_trains_and_counts_without_the_extras(tmp_path):
-    """``pip install densecell`` (no extras): build a DPC model, run it, count its cost, take a training step; and a
-    command that needs an extra says which, in one line."""
+    """``pip install densecell`` (no extras, no test extra's cityscapesscripts): build a DPC model, run it, count its
+    cost, take a training step, read Cityscapes' classes; and a command that needs an extra says which, in one
+    line."""
     script = HIDE_EXTRAS + """
 import torch, densecell
 from densecell.training.optim import make_optimizer, train_step
@@ -227,6 +228,8 @@ with torch.device("meta"):
     assert densecell.model_cost(densecell.build_model(backbone="mobilenetv2_100", num_classes=3), (65, 65)).madds > 0
 optimizer = make_optimizer(model, "sgd", 0.01, 0.9, 0.0)
 loss = train_step(model, optimizer, torch.rand(2, 3, 65, 65), torch.randint(0, 3, (2, 65, 65)), "off")
+from densecell.data.cityscapes import train_classes
+assert len(train_classes()[0]) == 19  # the label table is the package's own
 assert loss > 0 and not any(name.split(".")[0] in EXTRAS for name in sys.modules)
 sys.argv = ["densecell", "search", "status", "--storage", "sqlite:///x.db", "--study", "s"]
 from densecell.cli import main

@@ -12,7 +12,6 @@ EXTRAS: dict[str, str] = {
     "search": "the architecture search (optuna, SQLAlchemy, scikit-learn)",
     "postgres": "a search study on PostgreSQL (psycopg)",
     "export": "ONNX export (onnx, onnxscript, onnxruntime)",
-    "hub": "pushing models and cells to the Hugging Face Hub (a recent huggingface_hub)",
     "report": "search reports and plots (matplotlib, markdown)",
     "tensorboard": "TensorBoard logs of training (tensorboard)",
 }

@@ -1,4 +1,5 @@
-"""Cityscapes in its official layout, with the 19 train ids taken from ``cityscapesscripts``' label table.
+"""Cityscapes in its official layout, with the 19 train ids of ``cityscapesscripts``' label table (kept here as
+data: ``cityscapes_labels.json``, checked against ``cityscapesscripts`` by the tests).
 
 ::
 
@@ -13,20 +14,20 @@ coarse extra ones, the data of the paper's Cityscapes test model (the model zoo'
 
 from __future__ import annotations
 
+import json
 from functools import cache
+from importlib import resources
 from pathlib import Path
-from typing import Literal
+from typing import Literal, NamedTuple
 
 import numpy as np
-from cityscapesscripts.helpers.labels import labels as CITYSCAPES_LABELS
 from pydantic import BaseModel, ConfigDict, Field
 
 from .base import IGNORE_INDEX, DataError, Sample, SegmentationDataset, Transform, list_images
 
 __all__ = [
-    "CityscapesOptions",
-    "ALIASES", "Cityscapes", "cityscapes_samples", "COARSE_ONLY", "label_id_to_train_id", "split_parts", "SPLITS",
-    "train_classes", "train_id_to_label_id"
+    "ALIASES", "Cityscapes", "CityscapesOptions", "cityscapes_labels", "cityscapes_samples", "COARSE_ONLY", "Label",
+    "label_id_to_train_id", "split_parts", "SPLITS", "train_classes", "train_id_to_label_id"
 ]
 
 SPLITS = ("train", "val", "test", "train_extra")
@@ -34,11 +35,29 @@ ALIASES = {"trainval": ("train", "val")}
 COARSE_ONLY = ("train_extra",)
 
 
+class Label(NamedTuple):
+    """One row of the Cityscapes label table: the name, the label id in the ``*_labelIds.png`` files, the train id
+    (255: not evaluated) and the colour of the official palette."""
+
+    name: str
+    id: int
+    train_id: int
+    color: tuple[int, int, int]
+
+
+@cache
+def cityscapes_labels() -> tuple[Label, ...]:
+    """``cityscapesscripts.helpers.labels.labels`` (its 35 rows), as data in the package: the core reads Cityscapes
+    without cityscapesscripts and what it brings (matplotlib, requests, pyquaternion ...)."""
+    rows = json.loads(resources.files(__package__).joinpath("cityscapes_labels.json").read_text(encoding="utf-8"))
+    return tuple(Label(row["name"], row["id"], row["trainId"], tuple(row["color"])) for row in rows)
+
+
 @cache
 def train_classes() -> tuple[tuple[str, ...], tuple[tuple[int, int, int], ...]]:
     """Names and colours of the 19 evaluated classes, in train-id order."""
-    evaluated = sorted((label for label in CITYSCAPES_LABELS if 0 <= label.trainId < IGNORE_INDEX),
-                       key=lambda label: label.trainId)
+    evaluated = sorted((label for label in cityscapes_labels() if 0 <= label.train_id < IGNORE_INDEX),
+                       key=lambda label: label.train_id)
     return tuple(label.name for label in evaluated), tuple(tuple(label.color) for label in evaluated)
 
 
@@ -46,9 +65,9 @@ def train_classes() -> tuple[tuple[str, ...], tuple[tuple[int, int, int], ...]]:
 def label_id_to_train_id() -> np.ndarray:
     """labelId -> trainId lookup (255 = ignore, -1 = not a Cityscapes labelId)."""
     lut = np.full(256, -1, dtype=np.int16)
-    for label in CITYSCAPES_LABELS:
+    for label in cityscapes_labels():
         if 0 <= label.id < 256:
-            lut[label.id] = label.trainId if 0 <= label.trainId < IGNORE_INDEX else IGNORE_INDEX
+            lut[label.id] = label.train_id if 0 <= label.train_id < IGNORE_INDEX else IGNORE_INDEX
     return lut
 
 
@@ -56,9 +75,9 @@ def label_id_to_train_id() -> np.ndarray:
 def train_id_to_label_id() -> np.ndarray:
     """trainId -> labelId, for writing predictions the benchmark server accepts (ignore -> 0, 'unlabeled')."""
     lut = np.zeros(256, dtype=np.uint8)
-    for label in CITYSCAPES_LABELS:
-        if 0 <= label.trainId < IGNORE_INDEX and label.id >= 0:
-            lut[label.trainId] = label.id
+    for label in cityscapes_labels():
+        if 0 <= label.train_id < IGNORE_INDEX and label.id >= 0:
+            lut[label.train_id] = label.id
     return lut
 
 
