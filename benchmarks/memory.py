@@ -19,7 +19,7 @@ import tempfile
 from pathlib import Path
 
 from common import at_least, table, write_result
-from densecell.config import ProxySettings, SearchSettings
+from densecell.config import ProxySettings, StudySettings
 from densecell.data.synthetic import write_synthetic_cityscapes
 from densecell.search import create_study
 
@@ -58,7 +58,7 @@ def main() -> None:
         sizes = {name: (cache / f"{name}.npy").stat().st_size for name in
                  ("train.features", "train.labels", "val.features", "val.labels")}
         storage = f"sqlite:///{Path(tmp) / 'study.db'}"
-        create_study("memory", storage, SearchSettings(cache_dir=str(cache), trials=1, threads=2,
+        create_study("memory", storage, StudySettings(cache_dir=str(cache), trials=1, threads=2,
                                                        proxy=ProxySettings(iterations=args.steps, batch_size=8)))
         worker_mb = peak_rss_mb("search", "worker", "--study", "memory", "--device", "cpu",
                                 env=os.environ | {"DENSECELL_STORAGE": storage})

@@ -23,7 +23,7 @@ import torch
 from optuna.trial import TrialState
 
 from common import at_least, table, write_result
-from densecell.config import ProxySettings, SearchSettings
+from densecell.config import ProxySettings, StudySettings
 from densecell.data import Cityscapes, EvalTransform, TrainTransform
 from densecell.data.synthetic import write_synthetic_cityscapes
 from densecell.models.backbones import resolve_normalization
@@ -36,7 +36,7 @@ NORMALIZATION = resolve_normalization("mobilenetv2_100")  # the random MobileNet
 
 def run(cache: Path, storage: str, workers: int, trials: int, iterations: int) -> dict[str, float]:
     name = f"scaling-{workers}"
-    create_study(name, storage, SearchSettings(cache_dir=str(cache), trials=trials, sampler="random", threads=1,
+    create_study(name, storage, StudySettings(cache_dir=str(cache), trials=trials, sampler="random", threads=1,
                                                proxy=ProxySettings(iterations=iterations, batch_size=8, filters=32)))
     env = os.environ | {"DENSECELL_STORAGE": storage}
     start = time.perf_counter()

@@ -106,10 +106,10 @@ def test_search_top_refuses_to_write_nothing(densecell, tmp_path, capsys):
     capsys.readouterr()  # Optuna's own line about the new study
     code, _, err = densecell("search", "top", "--k", "0", "--storage", storage, "--study", "empty")
     assert code == 2 and "--k" in err and err.count("\n") == 1
-    from densecell.config import SearchSettings
+    from densecell.config import StudySettings
     from densecell.search.record import store_settings
 
-    store_settings(optuna.load_study(study_name="empty", storage=storage), SearchSettings(cache_dir="x").to_json())
+    store_settings(optuna.load_study(study_name="empty", storage=storage), StudySettings(cache_dir="x").to_json())
     code, _, err = densecell("search", "top", "--k", "3", "--output", tmp_path / "top", "--storage", storage,
                              "--study", "empty")
     assert code == 2 and "no completed trials yet" in err and err.count("\n") == 1, err

@@ -9,7 +9,7 @@ from optuna.distributions import CategoricalDistribution
 from optuna.trial import TrialState, create_trial
 
 from densecell.cell.space import SearchSpace, load_cell
-from densecell.config import SearchSettings
+from densecell.config import StudySettings
 from densecell.search import DPCSpace, completed_trials, load_study, record, study_status
 from densecell.search.record import TrialRecord
 from densecell.search.report import write_report
@@ -68,9 +68,9 @@ def test_an_old_study_reads(old_study, tmp_path):
 
 
 def test_settings_written_today_read_back_equal():
-    settings = SearchSettings(cache_dir="/x", trials=3, sampler="evolution", pruner="hyperband",
+    settings = StudySettings(cache_dir="/x", trials=3, sampler="evolution", pruner="hyperband",
                               proxy={"eval_every": 10, "iterations": 30})
-    assert SearchSettings.from_json(settings.to_json()) == settings
+    assert StudySettings.from_json(settings.to_json()) == settings
 
 
 def test_a_record_round_trips_and_refuses_unknown_facts():

@@ -4,7 +4,7 @@ from the registries, and a user's own sampler is one registration away."""
 import pytest
 from optuna.samplers import RandomSampler
 
-from densecell.config import ModelConfig, ProxySettings, SearchSettings
+from densecell.config import ModelConfig, ProxySettings, StudySettings
 from densecell.core.errors import ConfigError
 from densecell.core.registry import REGISTRIES, SAMPLERS
 from densecell.search import make_pruner, make_sampler
@@ -20,14 +20,14 @@ def test_every_registered_name_resolves_and_says_what_it_is(registry):
 def test_the_settings_take_their_choices_from_the_registries(monkeypatch):
     choices = r"\(one of random, local, evolution, local-search, predictor, tpe, nsga2\)"
     with pytest.raises(ConfigError, match=r"unknown sampler 'vizier' " + choices):
-        SearchSettings(cache_dir="x", sampler="vizier")
+        StudySettings(cache_dir="x", sampler="vizier")
     with pytest.raises(ConfigError, match=r"unknown head 'psp' \(one of dpc, aspp\)"):
         ModelConfig(head="psp")
     monkeypatch.setitem(SAMPLERS, "mine", lambda space, seed: RandomSampler(seed + 7))
-    settings = SearchSettings(cache_dir="x", sampler="mine")  # one entry, and the settings accept it
+    settings = StudySettings(cache_dir="x", sampler="mine")  # one entry, and the settings accept it
     assert isinstance(make_sampler(settings, 1), RandomSampler)
     proxy = ProxySettings(eval_every=5)
-    assert type(make_pruner(SearchSettings(cache_dir="x", pruner="hyperband", proxy=proxy)).pruner).__name__ == \
+    assert type(make_pruner(StudySettings(cache_dir="x", pruner="hyperband", proxy=proxy)).pruner).__name__ == \
         "HyperbandPruner"
 
 

@@ -19,7 +19,7 @@ from optuna.trial import TrialState
 from PIL import Image
 
 from densecell.cell.space import Cell, CellError, SearchSpace
-from densecell.config import ProxySettings, SearchSettings
+from densecell.config import ProxySettings, StudySettings
 from densecell.core.errors import TrainingError
 from densecell.data.synthetic import write_synthetic_cityscapes
 from densecell.search import create_study, run_worker
@@ -281,7 +281,7 @@ def test_killed_cache_resumes_to_identical_files(synthetic_root, tmp_path):
 def test_ctrl_c_stops_a_search_worker_and_the_study_completes_later(feature_cache, tmp_path, worker_threads):
     storage = f"sqlite:///{tmp_path / 'study.db'}"
     slow = ProxySettings(iterations=400, batch_size=2, lr=0.05, filters=8)
-    create_study("int", storage, SearchSettings(cache_dir=str(feature_cache[0]), trials=2, proxy=slow))
+    create_study("int", storage, StudySettings(cache_dir=str(feature_cache[0]), trials=2, proxy=slow))
     worker = cli_process("search", "worker", "--study", "int", "--device", "cpu", env={"DENSECELL_STORAGE": storage})
     deadline = time.time() + 120
     while time.time() < deadline and not any(t.state == TrialState.RUNNING
@@ -315,7 +315,7 @@ def test_ctrl_c_while_optuna_keeps_its_books_leaves_no_thread_and_no_running_tri
         return out
 
     storage = f"sqlite:///{tmp_path / 'study.db'}"
-    create_study("c", storage, SearchSettings(cache_dir=str(feature_cache[0]), trials=1,
+    create_study("c", storage, StudySettings(cache_dir=str(feature_cache[0]), trials=1,
                                               proxy=ProxySettings(iterations=4, batch_size=2, filters=8)))
     monkeypatch.setattr(owner, method, then_ctrl_c)
     try:
@@ -341,7 +341,7 @@ def test_a_non_finite_trial_fails_with_its_reason_and_the_search_goes_on(feature
 
     monkeypatch.setattr(worker_module, "train_candidate", diverge_on_trial_1)
     storage = f"sqlite:///{tmp_path / 'study.db'}"
-    create_study("nan", storage, SearchSettings(cache_dir=str(feature_cache[0]), trials=3,
+    create_study("nan", storage, StudySettings(cache_dir=str(feature_cache[0]), trials=3,
                                                 proxy=ProxySettings(iterations=4, batch_size=2, filters=8)))
     assert run_worker("nan", storage, worker_seed=0) == 3
     trials = optuna.load_study(study_name="nan", storage=storage).trials

@@ -13,7 +13,7 @@ from huggingface_hub import ModelCard
 from optuna.trial import TrialState
 
 from densecell.cell.space import Cell, SearchSpace
-from densecell.config import ProxySettings, SearchSettings
+from densecell.config import ProxySettings, StudySettings
 from densecell.core.errors import ConfigError, StudyError
 from densecell.search import (
     DPCSpace,
@@ -32,7 +32,7 @@ FAST = ProxySettings(iterations=8, batch_size=2, lr=0.05, filters=8)
 
 
 def settings_for(cache, trials, **extra):
-    return SearchSettings(cache_dir=str(cache), trials=trials, proxy=extra.pop("proxy", FAST), heartbeat_s=1,
+    return StudySettings(cache_dir=str(cache), trials=trials, proxy=extra.pop("proxy", FAST), heartbeat_s=1,
                           grace_s=3, **extra)
 
 
@@ -73,11 +73,11 @@ def test_mutation_samplers_never_repeat_a_proposed_cell_while_others_remain(make
 
 def test_settings_are_checked():
     with pytest.raises(ConfigError, match="sampler"):
-        SearchSettings(cache_dir="x", sampler="annealing")
+        StudySettings(cache_dir="x", sampler="annealing")
     with pytest.raises(ConfigError, match="two objectives"):
-        SearchSettings(cache_dir="x", sampler="nsga2")
+        StudySettings(cache_dir="x", sampler="nsga2")
     with pytest.raises(ConfigError, match="proxy.eval_every"):
-        SearchSettings(cache_dir="x", pruner="median")
+        StudySettings(cache_dir="x", pruner="median")
 
 
 def test_redact_hides_the_password():

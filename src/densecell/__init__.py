@@ -18,13 +18,13 @@ when first used.
 import sys
 from typing import TYPE_CHECKING
 
-from .core.aliases import MovedModules
+from .core.aliases import MovedModules, renamed_names
 from .core.lazy import lazy_names
 
 if TYPE_CHECKING:
     from .cell.heads import ASPP, DensePredictionCell
     from .cell.space import Branch, Cell, Operation, SearchSpace, load_cell
-    from .config import ProxySettings, SearchSettings, load_config, load_search_config
+    from .config import ProxySettings, StudySettings, load_config, load_search_config
     from .core.errors import DensecellError
     from .models.backbones import backbone_normalization
     from .models.cost import cell_costs, context_module_cost, model_cost, paper_table
@@ -34,7 +34,7 @@ __version__ = "0.4.0"
 """The one place the version is written (pyproject.toml reads it)."""
 
 _HOMES = {
-    "config": ("ProxySettings", "SearchSettings", "load_config", "load_search_config"),
+    "config": ("ProxySettings", "StudySettings", "load_config", "load_search_config"),
     "models.cost": ("cell_costs", "context_module_cost", "model_cost", "paper_table"),
     "core.errors": ("DensecellError",),
     "cell.heads": ("ASPP", "DensePredictionCell"),
@@ -44,8 +44,8 @@ _HOMES = {
 }
 
 __all__ = [
-    "ASPP", "Branch", "Cell", "DensePredictionCell", "DensecellError", "Operation", "ProxySettings",
-    "SearchSettings", "SearchSpace", "SegmentationModel", "backbone_normalization", "build_model", "cell_costs",
+    "ASPP", "Branch", "Cell", "DensePredictionCell", "DensecellError", "Operation", "ProxySettings", "SearchSpace",
+    "StudySettings", "SegmentationModel", "backbone_normalization", "build_model", "cell_costs",
     "context_module_cost", "from_pretrained", "load_cell", "load_config", "load_search_config", "model_cost",
     "paper_table",
 ]
@@ -66,4 +66,5 @@ one FutureWarning."""
 if not any(isinstance(finder, MovedModules) for finder in sys.meta_path):
     sys.meta_path.append(MovedModules(__name__, MOVED))
 
-__getattr__, __dir__ = lazy_names(__name__, _HOMES, globals())
+_lazy, __dir__ = lazy_names(__name__, _HOMES, globals())
+__getattr__ = renamed_names(__name__, {"SearchSettings": "StudySettings"}, globals(), _lazy)

@@ -10,6 +10,7 @@ field has the paper's default. Overrides are ``section.field=value`` strings who
 - :mod:`~densecell.config.recipes`: reading a recipe file (the package's own or the user's) and its overrides.
 """
 
+from ..core.aliases import renamed_names
 from .recipes import load_config, load_search_config, recipe_path, recipes
 from .settings import (
     Amp,
@@ -25,14 +26,16 @@ from .settings import (
     SearchConfig,
     SearchOptions,
     SearchSection,
-    SearchSettings,
     Strict,
+    StudySettings,
     SupernetConfig,
     TrainConfig,
 )
 
 __all__ = [
     "Amp", "CacheConfig", "DataConfig", "LearningRate", "LookupSettings", "ModelConfig", "OptimConfig", "OptimizerName",
-    "ProxySettings", "RerankSection", "SearchConfig", "SearchOptions", "SearchSection", "SearchSettings", "Strict",
+    "ProxySettings", "RerankSection", "SearchConfig", "SearchOptions", "SearchSection", "StudySettings", "Strict",
     "SupernetConfig", "TrainConfig", "load_config", "load_search_config", "recipe_path", "recipes"
 ]
+
+__getattr__ = renamed_names(__name__, {"SearchSettings": "StudySettings"}, globals())

@@ -14,7 +14,7 @@ from ..core.registry import DATASETS, HEADS, PRUNERS, SAMPLERS, SEARCH_MODES, SP
 
 __all__ = [
     "Amp", "CacheConfig", "DataConfig", "LearningRate", "LookupSettings", "ModelConfig", "OptimConfig", "OptimizerName",
-    "ProxySettings", "RerankSection", "SearchConfig", "SearchOptions", "SearchSection", "SearchSettings", "Strict",
+    "ProxySettings", "RerankSection", "SearchConfig", "SearchOptions", "SearchSection", "StudySettings", "Strict",
     "SupernetConfig", "TrainConfig"
 ]
 
@@ -31,11 +31,12 @@ def registered(registry: Registry) -> Any:
     return Annotated[str, AfterValidator(registry.check)]
 
 
-Sampler = registered(SAMPLERS)
-Pruner = registered(PRUNERS)
-SearchMode = registered(SEARCH_MODES)
-Head = registered(HEADS)
-Dataset = registered(DATASETS)
+# The names of registered kinds (each checked against its registry, plugins' entries included)
+SamplerName = registered(SAMPLERS)
+PrunerName = registered(PRUNERS)
+SearchModeName = registered(SEARCH_MODES)
+HeadName = registered(HEADS)
+DatasetName = registered(DATASETS)
 
 
 class Strict(BaseModel):
@@ -52,7 +53,7 @@ class Strict(BaseModel):
 
 
 class DataConfig(Strict):
-    dataset: Dataset = Field("cityscapes", description="Which layout to read (densecell list datasets).")
+    dataset: DatasetName = Field("cityscapes", description="Which layout to read (densecell list datasets).")
     root: Path | None = Field(None, description="The dataset's root folder (or --data-root).")
     train_split: str = Field("train", description="Splits joined with '+', e.g. Cityscapes trainval+train_extra.")
     val_split: str | None = Field("val", description="The split scored during and after training; null: none.")
@@ -100,7 +101,7 @@ class ModelConfig(Strict):
 
     backbone: str = Field("mobilenetv2_100", description="A timm model name (features_only and output_stride), "
                           "e.g. xception71, mobilenetv2_100, resnet101.")
-    head: Head = Field("dpc", description="The context head (densecell list heads).")
+    head: HeadName = Field("dpc", description="The context head (densecell list heads).")
     cell: str = Field("cityscapes-top1", description="DPC only: a preset name, a JSON file, JSON text or a Cell.")
     num_classes: int = Field(19, ge=1, description="Set from the dataset when training.")
     classes: tuple[str, ...] | None = Field(None, description="The classes' names in train-id order (from the "
@@ -280,8 +281,9 @@ class LookupSettings(Strict):
 
 
 class SearchOptions(Strict):
-    """The search's own options (the space, the sampler, the budget, the pruner, the mode), shared by a recipe's
-    ``search`` section (:class:`SearchSection`) and what a study stores (:class:`SearchSettings`)."""
+    """The search's own options (the space, the sampler, the budget, the pruner, the mode): the part of a search
+    recipe (:class:`SearchConfig`) that both its ``search`` section (:class:`SearchSection`, which adds how this
+    command runs it) and the study (:class:`StudySettings`, which adds the proxy and the cache) hold."""
 
     space: Annotated[str, AfterValidator(_space_name)] = Field(
         "dpc", description="What the sampler searches (densecell list spaces): dpc, the Dense Prediction Cell space "
@@ -290,15 +292,15 @@ class SearchOptions(Strict):
     lookup: LookupSettings = Field(LookupSettings(), description="How a table's cell is 'trained' (space: "
                                    "table=FILE only).")
 
-    mode: SearchMode = Field("proxy", description="oneshot: screen oneshot_cells cells with the supernet first, then "
-                             "train the best `trials` on the proxy.")
+    mode: SearchModeName = Field("proxy", description="oneshot: screen oneshot_cells cells with the supernet first, "
+                                 "then train the best `trials` on the proxy.")
     oneshot_cells: int = Field(1000, ge=1, description="Cells the one-shot screen scores.")
     trials: int = Field(100, ge=1, description="Completed proxy trials the study must reach.")
-    sampler: Sampler = Field("random", description="Which strategy proposes the cells (densecell list samplers; "
+    sampler: SamplerName = Field("random", description="Which strategy proposes the cells (densecell list samplers; "
                              "the paper's was random search, the recipes use the measured best).")
     objectives: Objectives = Field("miou", description="What the study optimises: the proxy mIoU, or it and the "
                                    "multiply-adds or the measured latency (two objectives: a Pareto front).")
-    pruner: Pruner = Field("none", description="Stop unpromising trials at the rungs of proxy.eval_every "
+    pruner: PrunerName = Field("none", description="Stop unpromising trials at the rungs of proxy.eval_every "
                            "(densecell list pruners).")
     threads: int = Field(1, ge=1, description="torch threads per worker.")
     num_branches: int = Field(PAPER_NUM_BRANCHES, ge=1, description="Branches B of a cell (the paper: 5).")
@@ -351,16 +353,17 @@ class SearchSection(SearchOptions):
         return SearchOptions(**{name: getattr(self, name) for name in SearchOptions.model_fields})
 
 
-class SearchSettings(SearchOptions):
-    """What a study stores: the search's options, the proxy's settings and the cache: everything a worker needs, so
-    that ``densecell search worker`` needs only the study's name and storage."""
+class StudySettings(SearchOptions):
+    """What a study stores (``SearchSettings`` before densecell 0.5): the search's options, the proxy's settings and
+    the cache: everything a worker needs, so that ``densecell search worker`` needs only the study's name and
+    storage."""
 
     cache_dir: str
     seed: int = 0
     proxy: ProxySettings = ProxySettings()
 
     @model_validator(mode="after")
-    def _pruner_needs_rungs(self) -> SearchSettings:
+    def _pruner_needs_rungs(self) -> StudySettings:
         if self.pruner != "none" and not self.proxy.eval_every:
             raise ValueError("search.pruner needs proxy.eval_every > 0: the steps at which trials are scored and "
                              "may be pruned")
@@ -370,7 +373,7 @@ class SearchSettings(SearchOptions):
         return self.model_dump_json()
 
     @classmethod
-    def from_json(cls, text: str) -> SearchSettings:
+    def from_json(cls, text: str) -> StudySettings:
         """Read settings stored by this or an earlier version (which kept ``prune`` and ``channels_last``)."""
         values = json.loads(text)
         if "prune" in values:
@@ -437,13 +440,13 @@ class SearchConfig(Strict):
             return self.data
         return DataConfig(**(self.data.model_dump() | changes.model_dump(include=changes.model_fields_set)))
 
-    def search_settings(self) -> SearchSettings:
+    def search_settings(self) -> StudySettings:
         """What the study stores: the search section without this command's own choices, the proxy, the cache."""
         options = self.search.options().model_dump()
         name, _, source = options["space"].partition("=")
         if name == "table":  # a worker on another machine reads the same file: the path is stored whole
             options["space"] = f"table={Path(source).expanduser().resolve()}"
-        return SearchSettings(cache_dir=str(self.cache_dir.resolve()), seed=self.seed, proxy=self.proxy, **options)
+        return StudySettings(cache_dir=str(self.cache_dir.resolve()), seed=self.seed, proxy=self.proxy, **options)
 
 
 class _FieldError(ConfigError):

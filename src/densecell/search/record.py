@@ -43,7 +43,7 @@ _SETTINGS = "densecell"
 _PRECISION = "precision"
 _BASELINE = "baseline_miou"
 _FULL_PREFIX = "full_miou:"
-_SUPERNET = "supernet"
+_SCREEN = "supernet"  # the key older studies carry: kept, though it holds the screen's record
 _READY = "ready"
 _ONESHOT_PREFIX = "oneshot:"
 
@@ -167,7 +167,7 @@ def store_oneshot_chunk(study: optuna.Study, index: int, chunk: list[TrialRecord
 # --- the study's own record ----------------------------------------------------------------------------------------
 
 def stored_settings(study: optuna.Study) -> str | None:
-    """The JSON of the :class:`~densecell.config.SearchSettings` the study was created with."""
+    """The JSON of the :class:`~densecell.config.StudySettings` the study was created with."""
     return study.user_attrs.get(_SETTINGS)
 
 
@@ -214,12 +214,12 @@ class ScreenRecord:
 
 
 def screen_record(study: optuna.Study) -> ScreenRecord | None:
-    info = study.user_attrs.get(_SUPERNET) or {}
+    info = study.user_attrs.get(_SCREEN) or {}
     return ScreenRecord(info["screened"], info["queued"]) if info.get("queued") else None
 
 
 def store_screen_record(study: optuna.Study, screen: ScreenRecord) -> None:
-    study.set_user_attr(_SUPERNET, dataclasses.asdict(screen))
+    study.set_user_attr(_SCREEN, dataclasses.asdict(screen))
 
 
 def ready(study: optuna.Study) -> bool:

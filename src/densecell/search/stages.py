@@ -23,7 +23,7 @@ import torch
 from torch import nn
 
 from ..cell.space import conv1x1_cell
-from ..config import SearchConfig, SearchSettings, TrainConfig
+from ..config import SearchConfig, StudySettings, TrainConfig
 from ..core.errors import CacheError, ConfigError, InputError, SearchError
 from ..core.files import save_torch
 from ..core.lock import Holder, RunLock
@@ -168,7 +168,7 @@ def supernet(config: SearchConfig, progress: Progress | None = None,
     return trained, cache
 
 
-def _replay(records: list[record.TrialRecord], settings: SearchSettings) -> list[optuna.trial.FrozenTrial]:
+def _replay(records: list[record.TrialRecord], settings: StudySettings) -> list[optuna.trial.FrozenTrial]:
     """The scored cells as finished trials, for the sampler's memory."""
     space = DPCSpace(settings.cell_space)
     return [optuna.trial.create_trial(params=space.params_of(t.cell), distributions=space.distributions(),
@@ -305,7 +305,7 @@ def rerank(config: SearchConfig, top: int | None = None, progress: Progress | No
     return scores
 
 
-def proxy_baseline(settings: SearchSettings, study: optuna.Study) -> float | None:
+def proxy_baseline(settings: StudySettings, study: optuna.Study) -> float | None:
     """The proxy score of a head without context (a lone 1x1 convolution), trained like every trial (the study's
     precision included): it tells whether context helps on this data at all, and how much the search found. One per
     proxy setting and precision, shared by the studies of a cache (``baselines.json``). None where the study has
@@ -325,7 +325,7 @@ def proxy_baseline(settings: SearchSettings, study: optuna.Study) -> float | Non
     return record.baseline(study)
 
 
-def search_report(study: optuna.Study, settings: SearchSettings, out: Path, search_run: Path | None = None,
+def search_report(study: optuna.Study, settings: StudySettings, out: Path, search_run: Path | None = None,
                   command: str = "densecell report") -> dict[str, Path]:
     """The study's report in ``out/report``, with the lone 1x1 baseline, under ``out``'s lock; written once for the
     study as it stands. ``search_run``: the search's run folder, whose re-ranking runs give the best cell's branch

@@ -7,7 +7,7 @@ from dataclasses import dataclass, field
 import optuna
 from optuna.trial import TrialState
 
-from ..config import SearchSettings
+from ..config import StudySettings
 from . import record
 from .record import TrialRecord
 
@@ -44,10 +44,10 @@ class StudyStatus:
     oneshot_cells: int = 0
     pruned_steps: int = 0
     spent_steps: int = 0
-    settings: SearchSettings | None = field(default=None, repr=False)
+    settings: StudySettings | None = field(default=None, repr=False)
 
 
-def study_status(study: optuna.Study, settings: SearchSettings, top: int = 10) -> StudyStatus:
+def study_status(study: optuna.Study, settings: StudySettings, top: int = 10) -> StudyStatus:
     trials = record.records(study)
     states = {state.name.lower(): sum(t.state == state for t in trials) for state in TrialState}
     failures = [(t.number, t.error or "its worker died (no heartbeat); retried")

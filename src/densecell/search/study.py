@@ -20,7 +20,7 @@ from optuna.storages import RDBStorage
 from optuna.trial import FrozenTrial, TrialState
 from sqlalchemy.engine import make_url
 
-from ..config import SearchSettings
+from ..config import StudySettings
 from ..core.errors import DensecellError, StudyError, one_line
 from ..core.extras import missing_extra
 from ..core.files import make_dirs
@@ -38,20 +38,20 @@ __all__ = ["check_storage", "create_study", "load_study", "make_pruner", "make_s
            "RetryCell", "study_precision"]
 
 
-def make_space(settings: SearchSettings) -> SamplerSpace:
+def make_space(settings: StudySettings) -> SamplerSpace:
     """The study's space (:data:`densecell.core.registry.SPACES`): ``dpc`` shaped by the settings, or ``NAME=SOURCE``
     made from its source (``table=FILE``)."""
     name, _, source = settings.space.partition("=")
     return SPACES[name](settings.cell_space if name == "dpc" else source)
 
 
-def make_sampler(settings: SearchSettings, worker_seed: int) -> BaseSampler:
+def make_sampler(settings: StudySettings, worker_seed: int) -> BaseSampler:
     """The study's sampler (:data:`densecell.core.registry.SAMPLERS`) on its space (:func:`make_space`), seeded per
     worker."""
     return SAMPLERS[settings.sampler](make_space(settings), settings.seed * 1000 + worker_seed)
 
 
-def make_pruner(settings: SearchSettings) -> BasePruner:
+def make_pruner(settings: StudySettings) -> BasePruner:
     """The study's pruner (:data:`densecell.core.registry.PRUNERS`; its rungs are the proxy's ``eval_every`` steps),
     comparing a trial only with trials that did not fail."""
     return LiveTrialsPruner(PRUNERS[settings.pruner](settings.proxy.eval_every, settings.proxy.iterations))
@@ -106,7 +106,7 @@ def check_storage(url: str) -> str:
     return url
 
 
-def open_storage(url: str, settings: SearchSettings | None = None) -> RDBStorage:
+def open_storage(url: str, settings: StudySettings | None = None) -> RDBStorage:
     """An RDB storage with heartbeats (dead workers' trials are failed and retried) and a patient SQLite lock."""
     heartbeat = settings.heartbeat_s if settings else 5
     grace = settings.grace_s if settings else 20
@@ -131,7 +131,7 @@ def open_storage(url: str, settings: SearchSettings | None = None) -> RDBStorage
         raise StudyError(f"cannot open the study storage {redact(url)}: {message[:300]}") from None
 
 
-def create_study(name: str, storage_url: str, settings: SearchSettings,
+def create_study(name: str, storage_url: str, settings: StudySettings,
                  device: str | torch.device | None = None) -> optuna.Study:
     """Create the study (or open it, checking that its settings are these), and choose the precision its trials
     compute in, once, on ``device`` (default: the first GPU, else the CPU): :func:`study_precision`."""
@@ -149,19 +149,19 @@ def create_study(name: str, storage_url: str, settings: SearchSettings,
     return study
 
 
-def _stored(study: optuna.Study, storage_url: str) -> SearchSettings | None:
+def _stored(study: optuna.Study, storage_url: str) -> StudySettings | None:
     """The settings the study stores (None: none), or a one-line error naming the study when they cannot be read."""
     stored = record.stored_settings(study)
     if stored is None:
         return None
     try:
-        return SearchSettings.from_json(stored)
+        return StudySettings.from_json(stored)
     except (ValueError, TypeError, AttributeError, DensecellError) as exc:
         raise StudyError(f"study {study.study_name!r} in {redact(storage_url)}: its stored settings are unreadable "
                          f"({one_line(exc, 200)})") from None
 
 
-def study_precision(study: optuna.Study, settings: SearchSettings, device: torch.device,
+def study_precision(study: optuna.Study, settings: StudySettings, device: torch.device,
                     cache: FeatureCache | None = None) -> Precision:
     """The precision and memory layout of every trial of the study. Chosen once (by
     :func:`~densecell.search.proxy.resolve_precision`: measured on a GPU with ``amp: auto``) when the study is created,
@@ -178,7 +178,7 @@ def study_precision(study: optuna.Study, settings: SearchSettings, device: torch
     return Precision(stored["amp"], bool(stored["channels_last"]))
 
 
-def load_study(name: str, storage_url: str, worker_seed: int = 0) -> tuple[optuna.Study, SearchSettings]:
+def load_study(name: str, storage_url: str, worker_seed: int = 0) -> tuple[optuna.Study, StudySettings]:
     """Open a study densecell created, with its stored settings, its sampler and its pruner. Nothing is created:
     an SQLite file that is not there is a one-line error."""
     if storage_url.startswith("sqlite:///") and not storage_url.startswith("sqlite:///:memory:"):
