@@ -111,3 +111,16 @@ def test_pretrained_errors(tmp_path):
         build_model(backbone="mobilenetv2_100", pretrained="resnet50.a1_in1k")
     with pytest.raises(ModelError, match="not a timm model or tag"):
         build_model(backbone="mobilenetv2_100", pretrained="no_such_tag")
+
+
+def test_owner_slash_name_means_what_it_means_for_a_saved_model(tmp_path, monkeypatch):
+    """One rule with :func:`densecell.models.hub.locate`: an existing path is a file, never a Hub id; an owner/name
+    that is no file is named for what it looks like (backbone weights from the Hub come through timm's tags)."""
+    from densecell.models.backbones import resolve_weights
+
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(ModelError, match="Hugging Face Hub id is not backbone weights"):
+        resolve_weights("mobilenetv2_100", "someone/weights")
+    (tmp_path / "someone").mkdir()
+    (tmp_path / "someone" / "weights").write_bytes(b"")
+    assert resolve_weights("mobilenetv2_100", "someone/weights") == str(tmp_path / "someone" / "weights")

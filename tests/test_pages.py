@@ -71,9 +71,8 @@ def report(tmp_path_factory):
         value = 0.4 if number == 9 else 0.5 + rng.random() / 4
         attrs = TrialRecord(cell=cell, params=1000 + number, madds=2_000_000 * (1 + number), host="h", pid=1,
                             proxy_miou=value, seconds=3.0).to_attrs()
-        study.add_trial(create_trial(params=DPCSpace().params_of(cell), distributions=DPCSpace(space).distributions(),
-        value=value,
-                                     user_attrs=attrs))
+        study.add_trial(create_trial(params=DPCSpace().params_of(cell),
+                                     distributions=DPCSpace(space).distributions(), value=value, user_attrs=attrs))
     study.set_user_attr("full_miou:0", 0.41)
     study.set_user_attr("full_miou:1", 0.38)
     study.set_user_attr("baseline_miou", 0.4)

@@ -42,7 +42,7 @@ def old_study(tmp_path):
     study.add_trial(old_trial(load_cell("cityscapes-top1"), 0.7))
     study.add_trial(old_trial(space.sample(1), 0.5))
     study.add_trial(create_trial(params=DPCSpace().params_of(space.sample(2)),
-    distributions=DPCSpace(space).distributions(),
+                                 distributions=DPCSpace(space).distributions(),
                                  state=TrialState.FAIL, user_attrs={"cell": space.sample(2).to_json(),
                                                                     "error": "proxy loss is nan at iteration 3"}))
     study.add_trial(create_trial(state=TrialState.PRUNED, user_attrs={"surplus": True}))
@@ -104,3 +104,26 @@ def test_the_old_cell_functions_still_work_and_warn_once():
         assert search.Space is search.SamplerSpace and search.LocalSampler is search.VizierSampler
     moved = [str(w.message) for w in caught if issubclass(w.category, FutureWarning)]
     assert sum("cell_params" in text for text in moved) <= 1 and any("SamplerSpace" in text for text in moved)
+
+
+def test_correlations_read_the_written_report_and_need_five_pairs(old_study, tmp_path):
+    from densecell.core.errors import InputError
+    from densecell.search.report import correlations
+
+    with pytest.raises(InputError, match="no report"):
+        correlations(tmp_path / "nothing")
+    study, space = load_study("old", old_study)[0], SearchSpace()
+    for seed in range(3, 9):
+        study.add_trial(old_trial(space.sample(seed), 0.3 + seed / 100))
+    complete = [t.number for t in study.trials if t.state == TrialState.COMPLETE]
+    for number in complete[:4]:
+        study.set_user_attr(f"full_miou:{number}", 0.2 + number / 50)
+    report = write_report(study, tmp_path)["report"].parent
+    with pytest.raises(InputError, match="at least 5 cells"):  # 4 pairs: a sentence in the report, no plot
+        correlations(report)
+    study.set_user_attr(f"full_miou:{complete[4]}", 0.5)
+    report = write_report(study, tmp_path)["report"].parent
+    before = {path: path.stat().st_mtime_ns for path in report.iterdir()}
+    (found,) = correlations(report)
+    assert found.what == "proxy vs end-to-end" and found.cells == 5 and found.plot.exists()
+    assert {path: path.stat().st_mtime_ns for path in report.iterdir()} == before  # read, not written again

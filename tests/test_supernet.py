@@ -139,3 +139,27 @@ def test_the_screen_scores_cells_into_the_study_and_the_best_go_to_the_proxy(syn
     assert '"oneshot_cells": 12' in summary and "one-shot %" in outputs["report"].read_text()
     run_pipeline(config)  # again: nothing is screened or queued twice
     assert len(record.records(study, stage="oneshot")) == 12 and len(completed_trials(study)) == 3
+
+
+def test_the_one_shot_stage_refuses_a_recipe_of_another_mode_before_any_work(tmp_path):
+    """``densecell supernet`` on a proxy-mode recipe would write one-shot trials into a proxy study: refused, first."""
+    from densecell.core.errors import ConfigError
+    from densecell.search.stages import screen
+
+    config = load_search_config(recipe("search-synthetic.yaml"), [f"output_dir={tmp_path}", "data.root=/no/data"])
+    with pytest.raises(ConfigError, match="search.mode=oneshot"):
+        screen(config)
+    assert not any(tmp_path.iterdir())
+
+
+def test_a_supernet_hands_out_the_proxys_own_head_with_its_dropout_and_pooling():
+    from densecell.search.proxy import build_proxy_head
+
+    net = Supernet(SearchSpace(), 16, 3, filters=8, dropout=0.3, pooling="grid")
+    cell = load_cell("cityscapes-top1")
+    head, proxy = net.extract(cell), build_proxy_head(cell, 16, 3, 16, 8, dropout=0.3, pooling="grid")
+    def settings(module):
+        return [(type(m).__name__, getattr(m, "pooling", None), getattr(m, "p", None)) for m in module.modules()]
+
+    assert settings(head) == settings(proxy)
+    assert ("CellDropout", None, 0.3) in settings(head) or ("Dropout", None, 0.3) in settings(head)

@@ -524,8 +524,9 @@ def cache(config: SearchConfigPath = None, data_root: DataRoot = None, overrides
 
 @app.command()
 def supernet(config: SearchConfigPath = None, data_root: DataRoot = None, overrides: Overrides = None) -> None:
-    """The one-shot stage alone: train the weight-sharing supernet on the cached features (resumable), score
-    search.oneshot_cells cells with it in the study, and queue the best search.trials for the proxy."""
+    """The one-shot stage alone (search.mode oneshot): train the weight-sharing supernet on the cached features
+    (resumable), score search.oneshot_cells cells with it in the study, and queue the best search.trials for the
+    proxy."""
     from .search.stages import screen
 
     settings = search_config(config, data_root, overrides)
@@ -694,8 +695,8 @@ def correlate(
     from .core.ranking import describe_rho
     from .search.report import correlations
 
-    found_study, outputs = study_report(config, storage, study, output, "densecell correlate")
-    for found in correlations(found_study, outputs["report"].parent.parent):
+    _, outputs = study_report(config, storage, study, output, "densecell correlate")
+    for found in correlations(outputs["report"].parent):
         overlap = f", top-5 overlap {found.top5}/5" if found.top5 is not None else ""
         console.print(f"{found.what}: Spearman rho = {describe_rho(found.rho)} over {found.cells} cells{overlap}; "
                       f"plot {found.plot}")

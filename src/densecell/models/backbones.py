@@ -16,6 +16,7 @@ from torch import nn
 
 from ..core.errors import ModelError
 from ..core.pixels import Normalization
+from .hub import is_repo_id
 
 __all__ = ["backbone_normalization", "check_backbone", "create_backbone", "KNOWN_BACKBONES", "Pretrained",
            "resolve_normalization",
@@ -30,8 +31,16 @@ WEIGHT_SUFFIXES = (".pth", ".pt", ".bin", ".safetensors", ".ckpt")
 
 
 def _is_weights_file(pretrained: str | Path) -> bool:
+    """Whether ``pretrained`` names a local weights file rather than a timm tag, by :mod:`densecell.models.hub`'s
+    rule: an existing path is a file, never a Hub id; an ``owner/name`` that is not one is refused here, since
+    backbone weights from the Hub come through timm's tags."""
     text = str(pretrained)
-    return isinstance(pretrained, Path) or text.lower().endswith(WEIGHT_SUFFIXES) or "/" in text or "\\" in text
+    if isinstance(pretrained, Path) or Path(text).expanduser().exists() or text.lower().endswith(WEIGHT_SUFFIXES):
+        return True
+    if is_repo_id(text):
+        raise ModelError(f"pretrained {text!r}: no such file, and a Hugging Face Hub id is not backbone weights here "
+                         f"(a timm tag such as xception71.tf_in1k, which timm fetches from the Hub, or a local file)")
+    return "/" in text or "\\" in text
 
 
 def _pretrained_cfg(name: str) -> Any:

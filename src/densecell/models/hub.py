@@ -257,7 +257,7 @@ class Source:
     where: str
 
 
-def _is_repo_id(text: str) -> bool:
+def is_repo_id(text: str) -> bool:
     """``owner/name``: two non-empty parts of the characters the Hub allows, not a path."""
     parts = text.split("/")
     allowed = set("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789-_.")
@@ -276,7 +276,7 @@ def locate(source: str | Path) -> Source:
         if (path / CONFIG_NAME).is_file():
             return Source("saved", str(path))
         raise CheckpointError(f"{path}: neither a run folder (no {CHECKPOINT}) nor a saved model (no {CONFIG_NAME})")
-    if isinstance(source, str) and _is_repo_id(source):
+    if isinstance(source, str) and is_repo_id(source):
         return Source("hub", source)
     raise CheckpointError(f"{source}: checkpoint not found: no such file or folder (a model is a checkpoint.pt, its "
                           f"run folder, a folder written by densecell save, or a Hugging Face Hub id owner/name)")
@@ -341,7 +341,7 @@ def load_saved(model_class: type, source: Source, hub_options: dict[str, Any] | 
 def push(model: HubMixin, repo_id: str, private: bool | None = None, card: dict[str, Any] | None = None) -> str:
     """Push ``model`` to the Hub as ``repo_id`` (``owner/name``) with its card; the commit's URL. A hub that cannot
     be reached, or refuses, is one line."""
-    if not _is_repo_id(repo_id):
+    if not is_repo_id(repo_id):
         raise InputError(f"repo id {repo_id!r}: expected owner/name")
     try:
         return str(model.push_to_hub(repo_id, private=private, model_card_kwargs=card or {}))

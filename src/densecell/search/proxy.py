@@ -18,7 +18,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from ..cell.heads import DensePredictionCell
+from ..cell.heads import DensePredictionCell, PoolingMode
 from ..cell.space import Cell
 from ..config import ProxySettings
 from ..core.errors import one_line
@@ -41,10 +41,13 @@ TUNE_STEPS = 20
 """Steps timed per precision and layout when a GPU's best is measured."""
 
 
-def build_proxy_head(cell: Cell | str, channels: int, num_classes: int, output_stride: int, filters: int) -> nn.Module:
-    """The candidate: the cell on the backbone feature and a 1x1 classifier (logits at feature resolution)."""
+def build_proxy_head(cell: Cell | str, channels: int, num_classes: int, output_stride: int, filters: int, *,
+                     dropout: float = 0.1, pooling: PoolingMode = "tf") -> nn.Module:
+    """The candidate: the cell on the backbone feature and a 1x1 classifier (logits at feature resolution); the
+    one definition, for the proxy, the rankers and the cells the supernet hands out."""
     return nn.Sequential(
-        DensePredictionCell(cell, channels, filters=filters, concat_channels=filters, output_stride=output_stride),
+        DensePredictionCell(cell, channels, filters=filters, concat_channels=filters, dropout=dropout,
+                            output_stride=output_stride, pooling=pooling),
         nn.Conv2d(filters, num_classes, 1),
     )
 

@@ -39,7 +39,7 @@ from ..models.hub import cell_card
 from ..training.checkpoint import checkpoint_path, finished_iteration, load_run, rerank_run
 from .cache import cache_source
 from .record import TrialRecord
-from .status import completed_trials, proxy_full_pairs
+from .status import completed_trials, proxy_full_pairs, state_counts
 
 __all__ = [
     "branch_importance", "Correlation", "correlations", "fingerprint", "HTML", "pareto_front", "report_is_current",
@@ -452,16 +452,14 @@ def report_is_current(study: optuna.Study, out_dir: str | Path) -> bool:
 
 def _summary(study: optuna.Study, trials: list[TrialRecord], best: TrialRecord, facts: dict[str, Any],
              stamp: str, search: dict[str, Any], retrained: dict[str, int]) -> ReportSummary:
-    states = {state.name.lower(): 0 for state in optuna.trial.TrialState}
-    for t in record.records(study):
-        states[t.state.name.lower()] += 1
+    states = state_counts(study)
+    oneshot = states.pop("oneshot")
     baseline = record.baseline(study)
     return ReportSummary(
         study=study.study_name, trials=states, best_trial=best.number,
         best_by="re-trained mIoU" if record.full_scores(study) else "proxy mIoU",
         best_cell=best.cell.to_records(), **facts,
-        oneshot_cells=len(record.records(study, (optuna.trial.TrialState.COMPLETE,), stage="oneshot")),
-        proxy_miou=score_summary([t.values[0] for t in trials]) | {"baseline_1x1": baseline},
+        oneshot_cells=oneshot, proxy_miou=score_summary([t.values[0] for t in trials]) | {"baseline_1x1": baseline},
         search=search, retrained_iterations=retrained, best_rank=trials.index(best) + 1,
         learned_nothing=[] if baseline is None else [t.number for t in trials if t.values[0] <= baseline + 1e-3],
         fingerprint=stamp)
@@ -509,22 +507,26 @@ class Correlation:
     plot: Path
 
 
-def correlations(study: optuna.Study, out_dir: str | Path) -> list[Correlation]:
-    """The study's rank correlations, with their plots (the report is written or found current): proxy against
-    end-to-end mIoU of the re-ranked cells, and one-shot against proxy mIoU after a one-shot screen. Fewer than 3
-    cells scored two ways is an :class:`~densecell.core.errors.InputError`."""
-    outputs = write_report(study, out_dir)
-    summary = ReportSummary.read(outputs["report"].parent)
+def correlations(report_dir: str | Path) -> list[Correlation]:
+    """A written report's rank correlations, with their plots (it is read, not written: the report stage writes it,
+    under its folder's lock): proxy against end-to-end mIoU of the re-ranked cells, and one-shot against proxy mIoU
+    after a one-shot screen. Fewer than :data:`MIN_PAIRS` cells scored two ways is an
+    :class:`~densecell.core.errors.InputError`."""
+    report_dir = Path(report_dir)
+    summary = ReportSummary.read(report_dir)
+    if summary is None:
+        raise InputError(f"{report_dir}: no report here (densecell report writes it)")
+    outputs = summary.paths(report_dir)
     found = []
-    if summary.reranked >= 3:
+    if summary.reranked >= MIN_PAIRS:
         found.append(Correlation("proxy vs end-to-end", summary.reranked, summary.spearman_rho, None,
                                  outputs["correlation"]))
-    if summary.oneshot_pairs >= 3:
+    if summary.oneshot_pairs >= MIN_PAIRS:
         found.append(Correlation("one-shot vs proxy", summary.oneshot_pairs, summary.oneshot_rho,
                                  summary.oneshot_top5, outputs["oneshot"]))
     if not found:
-        raise InputError(f"study {study.study_name!r}: need at least 3 cells scored two ways (re-ranked, or screened "
-                         f"one-shot and trained on the proxy), it has {summary.reranked}")
+        raise InputError(f"study {summary.study!r}: need at least {MIN_PAIRS} cells scored two ways (re-ranked, or "
+                         f"screened one-shot and trained on the proxy), it has {summary.reranked}")
     return found
 
 

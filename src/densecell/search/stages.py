@@ -225,15 +225,14 @@ def _queue_best(study: optuna.Study, scored: list[record.TrialRecord], count: in
 
 def screen(config: SearchConfig, progress: Progress | None = None,
            command: str = "densecell supernet") -> list[record.TrialRecord]:
-    """The one-shot stage alone (``densecell supernet``): the cache, the study, the supernet's screen of
-    ``search.oneshot_cells`` cells, the best ``search.trials`` queued for the proxy; returns their one-shot records,
-    best first."""
+    """The one-shot stage alone (``densecell supernet``, for a recipe whose ``search.mode`` is ``oneshot``): the
+    cache and the study prepared as :func:`prepare` does (the supernet's screen of ``search.oneshot_cells`` cells,
+    the best ``search.trials`` queued for the proxy); returns their one-shot records, best first."""
+    if config.search.mode != "oneshot":
+        raise ConfigError(f"{command} is the one-shot screen, and this recipe's search.mode is "
+                          f"{config.search.mode!r}: set search.mode=oneshot (its study would otherwise mix modes)")
     feature_cache(config, progress, command)
-    with _locked(config, command, "the one-shot screen"):
-        study = create_study(config.name, config.storage_url, config.search_settings())
-        if record.screen_record(study) is None:
-            OneShotMode().prepare(config, study, progress)
-            record.store_ready(study)
+    study = prepare(config, progress, command)
     return _best_distinct(record.oneshot_records(study), config.search.trials)
 
 

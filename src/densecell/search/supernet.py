@@ -32,7 +32,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..cell.heads import ConvBNReLU, DensePredictionCell, PoolingMode, build_operation
+from ..cell.heads import ConvBNReLU, PoolingMode, build_operation
 from ..cell.space import BACKBONE, FAMILIES, Branch, Cell, Operation, SearchSpace
 from ..config import ProxySettings, SupernetConfig
 from ..core.errors import CheckpointError, TrainingError, one_line
@@ -53,7 +53,7 @@ from ..training.optim import (
 from ..training.precision import Precision
 from ..training.steps import proxy_loss
 from .cache import FeatureCache
-from .proxy import resolve_precision
+from .proxy import build_proxy_head, resolve_precision
 
 __all__ = [
     "build_supernet", "resume", "score_cell", "step_cell", "SuperBranch", "Supernet", "SupernetRun", "train_supernet"
@@ -116,10 +116,8 @@ class Supernet(nn.Module):
 
     def extract(self, cell: Cell) -> nn.Module:
         """The proxy head of ``cell`` (a DensePredictionCell and the classifier) with the supernet's weights."""
-        head = nn.Sequential(DensePredictionCell(cell, self.in_channels, filters=self.filters,
-                                                 concat_channels=self.filters, dropout=self.dropout_p,
-                                                 output_stride=self.output_stride, pooling=self.pooling),
-                             nn.Conv2d(self.filters, self.classifier.out_channels, 1))
+        head = build_proxy_head(cell, self.in_channels, self.classifier.out_channels, self.output_stride,
+                                self.filters, dropout=self.dropout_p, pooling=self.pooling)
         state = {f"1.{key}": value for key, value in self.classifier.state_dict().items()}
         state |= {f"0.project.{key}": value for key, value in self.project.state_dict().items()}
         for i, branch in enumerate(cell):
