@@ -45,9 +45,11 @@ nitpick_ignore_regex = [(r"py:.*", r"^(?!densecell\b)(?![A-Z]\w*$).*"),  # outsi
                         (r"py:.*", r"^(BaseModel|BaseSampler|BasePruner|FrozenTrial|Study|Trial|Dataset|Module|"
                                    r"Tensor|ndarray|ModelCard|ModelCardData|PyTorchModelHubMixin|TrialState|"
                                    r"CategoricalDistribution|BaseDistribution|Sampler|RDBStorage|MutableMapping|"
+                                   r"BaseStorage|EntryPoint|ModuleType|ModuleSpec|MetaPathFinder|Loader|"
                                    r"ValidationError|Figure|Axes|Generator|Random|TrialRecord\.\w+|"
                                    r"FieldInfo|Field|Ge|Le|MinLen|AfterValidator)$"),
                         # type aliases, which autodoc shows by name in signatures (documented as data)
                         (r"py:class", r"^(densecell\.[\w.]+\.)?(PoolingMode|Transform|LabelReader|Point|"
                                       r"Normalization|Pretrained|Stage|Scorer|Amp|OptimizerName|MemoryFormat|"
-                                      r"Objectives|Sampler|Pruner|SearchMode|Head|Dataset|Trace|Byte)$")]
+                                      r"Objectives|SamplerName|PrunerName|SearchModeName|HeadName|DatasetName|Trace|"
+                                      r"Byte)$")]

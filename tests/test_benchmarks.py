@@ -72,7 +72,7 @@ def test_search_efficiency_runs_every_registered_sampler_on_a_table(tmp_path, ki
     assert done.returncode == 0, done.stderr[-3000:]
     result = json.loads((tmp_path / "results" / f"search_efficiency_test-{kind}.json").read_text())
     assert result["table"] == f"{kind}.json.gz" and result["seeds"] == 2
-    expected = {"random", "local", "evolution", "local-search", "predictor", "tpe"}
+    expected = {"random", "vizier", "evolution", "local-search", "predictor", "tpe"}
     if kind == "dpc":
         expected |= {"random+median", "random+hyperband", f"{result['recipe_sampler']}+successive-halving"}
         assert result["noise_floor"]["pairs"] == 4 and result["workers"] == 1 and result["noise"]["sigma"] == 0

@@ -39,7 +39,7 @@ def test_every_recipe_field_is_in_the_generated_recipe_reference():
     assert not missing, missing
     undescribed = [row for row in page.splitlines() if row.startswith("| `") and row.endswith("|  |")]
     assert not undescribed, undescribed  # every field says what it is for
-    assert "`search.sampler` | str: `random`, `local`" in page  # the registry's names are listed
+    assert "`search.sampler` | str: `random`, `vizier`" in page  # the registry's names are listed
 
 
 def test_every_command_is_in_the_generated_cli_reference():

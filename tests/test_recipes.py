@@ -27,7 +27,7 @@ def test_the_recipe_is_the_papers_proxy():
     proxy = config.proxy
     assert (proxy.iterations, proxy.batch_size, proxy.lr, proxy.power, proxy.filters) == (30_000, 8, 0.01, 0.9, 256)
     assert proxy.upsample_logits and proxy.optimizer == "sgd"
-    # the paper's budget, with the sampler the measurements recommend (the paper's Vizier search is `local`)
+    # the paper's budget, with the sampler the measurements recommend (the paper's Vizier search is `vizier`)
     assert config.search.sampler == load_search_config(recipe("search-synthetic.yaml")).search.sampler == "predictor"
     assert config.search.trials == 28_000
     assert config.rerank.top == 50

@@ -18,9 +18,9 @@ def test_every_registered_name_resolves_and_says_what_it_is(registry):
 
 
 def test_the_settings_take_their_choices_from_the_registries(monkeypatch):
-    choices = r"\(one of random, local, evolution, local-search, predictor, tpe, nsga2\)"
-    with pytest.raises(ConfigError, match=r"unknown sampler 'vizier' " + choices):
-        StudySettings(cache_dir="x", sampler="vizier")
+    choices = r"\(one of random, vizier, evolution, local-search, predictor, tpe, nsga2\)"
+    with pytest.raises(ConfigError, match=r"unknown sampler 'bayes' " + choices):
+        StudySettings(cache_dir="x", sampler="bayes")
     with pytest.raises(ConfigError, match=r"unknown head 'psp' \(one of dpc, aspp\)"):
         ModelConfig(head="psp")
     monkeypatch.setitem(SAMPLERS, "mine", lambda space, seed: RandomSampler(seed + 7))

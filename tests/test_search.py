@@ -240,7 +240,7 @@ def postgres():
 
 @pytest.mark.slow
 def test_four_workers_on_postgresql(feature_cache, postgres):
-    create_study("pg", postgres, settings_for(feature_cache[0], 8, sampler="local"))
+    create_study("pg", postgres, settings_for(feature_cache[0], 8, sampler="vizier"))
     processes = run_workers(postgres, "pg", 4)
     _, trials = finished("pg", postgres)
     complete = [t for t in trials if t.state == TrialState.COMPLETE]

@@ -12,7 +12,7 @@ from pathlib import Path
 __all__ = [
     "CacheDamaged", "CacheError", "CacheMissing", "CellError", "CheckpointError", "ConfigError", "DataError",
     "DataRootMissing", "DensecellError", "FileOperationError", "InputError", "Interrupted", "MissingExtra",
-    "ModelError", "one_line", "RunExistsError", "RunInUseError", "SearchError", "StudyError", "TableError",
+    "ModelError", "one_line", "PluginError", "RunExistsError", "RunInUseError", "SearchError", "StudyError", "TableError",
     "TrainingError"
 ]
 

@@ -1,1 +1,3 @@
-"""Models."""
+"""DeepLab-style models: a timm backbone (:mod:`~densecell.models.backbones`), a context head and the decoder
+(:mod:`~densecell.models.model`); their costs (:mod:`~densecell.models.cost`); saving, loading and sharing through
+the Hugging Face Hub (:mod:`~densecell.models.hub`); ONNX export (:mod:`~densecell.models.export`)."""

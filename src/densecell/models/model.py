@@ -47,7 +47,7 @@ class Decoder(nn.Module):
 class SegmentationModel(nn.Module, HubMixin):
     """Backbone -> head -> (decoder) -> 1x1 classifier -> bilinear upsampling to the input size.
 
-    Built from a :class:`~densecell.config.ModelConfig` and/or its fields (:func:`build_model`); ``config`` is the
+    Built from a :class:`~densecell.config.settings.ModelConfig` and/or its fields (:func:`build_model`); ``config`` is the
     fields without ``pretrained`` and with the normalisation resolved, so that ``build_model(**model.config)``
     builds the same architecture. ``mean`` and ``std`` are the input normalisation the backbone expects: images are
     scaled to [0, 1], then normalised with them, in training, evaluation, prediction, the feature cache and the
@@ -101,7 +101,7 @@ class SegmentationModel(nn.Module, HubMixin):
 
 
 def build_model(config: ModelConfig | None = None, /, **fields: Any) -> SegmentationModel:
-    """Build a DeepLab-style model from a :class:`~densecell.config.ModelConfig` and/or its fields as keywords
+    """Build a DeepLab-style model from a :class:`~densecell.config.settings.ModelConfig` and/or its fields as keywords
     (which win): ``backbone``, ``pretrained``, ``output_stride``, ``feature_stages`` for the timm backbone; ``head``
     (:data:`~densecell.core.registry.HEADS`: ``dpc`` or ``aspp``), ``cell`` (DPC only: a preset name, a JSON path, JSON
     text or a Cell), ``filters``, ``dropout``, ``pooling``, ``crop_size``, ``bn_momentum`` for the head; ``decoder``;

@@ -167,7 +167,7 @@ def store_oneshot_chunk(study: optuna.Study, index: int, chunk: list[TrialRecord
 # --- the study's own record ----------------------------------------------------------------------------------------
 
 def stored_settings(study: optuna.Study) -> str | None:
-    """The JSON of the :class:`~densecell.config.StudySettings` the study was created with."""
+    """The JSON of the :class:`~densecell.config.settings.StudySettings` the study was created with."""
     return study.user_attrs.get(_SETTINGS)
 
 

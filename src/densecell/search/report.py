@@ -510,7 +510,7 @@ class Correlation:
 def correlations(report_dir: str | Path) -> list[Correlation]:
     """A written report's rank correlations, with their plots (it is read, not written: the report stage writes it,
     under its folder's lock): proxy against end-to-end mIoU of the re-ranked cells, and one-shot against proxy mIoU
-    after a one-shot screen. Fewer than :data:`MIN_PAIRS` cells scored two ways is an
+    after a one-shot screen. Fewer than ``MIN_PAIRS`` (5) cells scored two ways is an
     :class:`~densecell.core.errors.InputError`."""
     report_dir = Path(report_dir)
     summary = ReportSummary.read(report_dir)
