@@ -74,3 +74,35 @@ def test_every_option_in_the_cli_reference_says_what_it_is_for():
     rows = [[cell.strip() for cell in line.strip().strip("|").split("|")] for line in page.splitlines()
             if line.startswith("| `--")]
     assert rows and not [row for row in rows if not row[1]], [row for row in rows if not row[1]]
+
+
+def named_in_guides(patterns, guides=None):
+    """(guide, name) for each name the patterns find in the guides and the README (a user's own files and the plugin
+    example of extend.md aside)."""
+    pages = guides or [*sorted((ROOT / "docs" / "guides").glob("*.md")), ROOT / "README.md"]
+    for page in pages:
+        for pattern in patterns:
+            for name in re.findall(pattern, page.read_text(), re.M):
+                if not name.startswith("my-") and name != "mine":
+                    yield page.name, name
+
+
+def test_every_sampler_pruner_and_recipe_a_guide_names_exists_by_that_name():
+    """A guide that names a sampler, pruner or recipe the registry does not have (or has renamed) sends a user to an
+    error: each name is checked against the registry's current names."""
+    from densecell.config import recipes
+    from densecell.core.registry import PRUNERS, SAMPLERS
+
+    sampler_lists = [ROOT / "docs" / "guides" / name for name in ("which-search.md", "search-your-data.md")]
+    kinds = {
+        "sampler": (list(SAMPLERS), [*named_in_guides([r"sampler[=:]\s*`?([a-z0-9][\w-]*)",
+                                                       r"--sampler ([a-z0-9][\w-]*)"]),
+                                     *named_in_guides([r"^\s*- `([a-z][\w-]*)`[:( ]"], sampler_lists)]),
+        "pruner": (list(PRUNERS), list(named_in_guides([r"pruner[=:]\s*`?([a-z0-9][\w-]*)", r"--pruner ([\w-]+)"]))),
+        "recipe": ([*recipes(), *(f"{name}.yaml" for name in recipes())],
+                   list(named_in_guides([r"--config ([a-z0-9][\w.-]*)"]))),
+    }
+    wrong = [f"{page}: {kind} {name!r}" for kind, (known, found) in kinds.items() for page, name in found
+             if name not in known]
+    assert not wrong, wrong
+    assert all(found for _, found in kinds.values())  # the patterns still find what the guides name

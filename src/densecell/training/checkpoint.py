@@ -5,9 +5,10 @@ A checkpoint is a plain dict: ``model_config`` (the keyword arguments of :func:`
 with the input normalisation), ``model`` (the state dict), ``classes``, ``palette`` and, for a training checkpoint,
 ``optimizer``, ``scheduler``, ``scaler``, ``iteration``, ``rng``, the run's ``config`` and ``backbone_weights``
 (what the backbone started from: a timm tag, a file, a checkpoint, or None for random weights). Nothing in it needs
-unpickling of arbitrary objects. This module is the only one that knows the keys and where a run keeps its
-checkpoint (and a search its re-ranking runs); everyone else gets a :class:`Run`, a :class:`TrainingState` or a path
-from here.
+unpickling of arbitrary objects. This module is the only one that knows the keys and where a search keeps its
+re-ranking runs; everyone else gets a :class:`Run`, a :class:`TrainingState` or a path from here. The checkpoint's
+file name in a run folder (:data:`densecell.models.hub.CHECKPOINT`) is the Hub module's, whose path-or-id rule must
+recognise a run folder without importing training.
 """
 
 from __future__ import annotations
