@@ -12,8 +12,8 @@ from pathlib import Path
 __all__ = [
     "CacheDamaged", "CacheError", "CacheMissing", "CellError", "CheckpointError", "ConfigError", "DataError",
     "DataRootMissing", "DensecellError", "FileOperationError", "InputError", "Interrupted", "MissingExtra",
-    "ModelError", "one_line", "PluginError", "RunExistsError", "RunInUseError", "SearchError", "StudyError", "TableError",
-    "TrainingError"
+    "ModelError", "one_line", "PluginError", "RunExistsError", "RunInUseError", "SearchError", "StudyError",
+    "TableError", "TrainingError"
 ]
 
 

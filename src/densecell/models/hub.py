@@ -27,8 +27,8 @@ from ..cell.space import Cell, branch_label, load_cell
 from ..core.errors import CheckpointError, DensecellError, InputError, ModelError, one_line
 from ..core.files import write_text
 
-__all__ = ["CELL_CARD", "cell_card", "CHECKPOINT", "CITATION", "HubMixin", "load_saved", "load_state", "locate", "MODEL_CARD",
-           "model_card_facts", "PAPER_URL", "push", "Source", "TRAINING"]
+__all__ = ["CELL_CARD", "cell_card", "CHECKPOINT", "CITATION", "HubMixin", "is_repo_id", "load_saved", "load_state",
+           "locate", "MODEL_CARD", "model_card_facts", "PAPER_URL", "push", "Source", "TRAINING"]
 
 TRAINING = "training.json"
 """Beside a saved model's config: what it was trained with."""

@@ -47,8 +47,8 @@ class Decoder(nn.Module):
 class SegmentationModel(nn.Module, HubMixin):
     """Backbone -> head -> (decoder) -> 1x1 classifier -> bilinear upsampling to the input size.
 
-    Built from a :class:`~densecell.config.settings.ModelConfig` and/or its fields (:func:`build_model`); ``config`` is the
-    fields without ``pretrained`` and with the normalisation resolved, so that ``build_model(**model.config)``
+    Built from a :class:`~densecell.config.settings.ModelConfig` and/or its fields (:func:`build_model`); ``config`` is
+    the fields without ``pretrained`` and with the normalisation resolved, so that ``build_model(**model.config)``
     builds the same architecture. ``mean`` and ``std`` are the input normalisation the backbone expects: images are
     scaled to [0, 1], then normalised with them, in training, evaluation, prediction, the feature cache and the
     exported model.
