@@ -333,6 +333,103 @@ def cost(
     console.print(table)
 
 
+class Runtime(StrEnum):
+    torch = "torch"
+    onnxruntime = "onnxruntime"
+
+
+RuntimeOption = Annotated[Runtime, typer.Option(help="torch (eager PyTorch) or onnxruntime (the module exported "
+                                                     "as densecell export does).")]
+ProviderOption = Annotated[str, typer.Option(help="Where it runs: cpu or cuda for torch; cpu, cuda or tensorrt "
+                                                  "for onnxruntime (where that onnxruntime has them).")]
+ThreadsOption = Annotated[int | None, typer.Option(min=1, help="Intra-op threads (default: the runtime's).")]
+
+
+@app.command()
+def latency(
+    head: Annotated[str, typer.Option(help="Context head: dpc, aspp, or a plugin's (densecell list heads).",
+                                      callback=head_name)] = "dpc",
+    cell: CellSpec = "cityscapes-top1",
+    backbone: Annotated[str, typer.Option(help="timm backbone whose last feature feeds the head.")] =
+    "mobilenetv2_100",
+    image_size: ImageSize = "513x513",
+    output_stride: OutputStride = 16,
+    batch: Annotated[int, typer.Option(min=1, help="Images per call.")] = 1,
+    whole: Annotated[bool, typer.Option("--whole", help="Time the whole model, not the head alone.")] = False,
+    runtime: RuntimeOption = Runtime.torch,
+    provider: ProviderOption = "cpu",
+    threads: ThreadsOption = None,
+    profile: Annotated[Path | None, typer.Option(help="A device profile: also print the cell's predicted "
+                                                      "latency.")] = None,
+    fmt: Annotated[Format, typer.Option("--format", help="table (for reading) or json (for scripts).")] = Format.table,
+) -> None:
+    """A head's (or a whole model's) latency on a runtime: warm-up, repeats until the spread is small, median and
+    IQR; CUDA events on a GPU."""
+    from .models.latency import head_or_model, time_module
+    from .models.profile import DeviceProfile
+
+    known = DeviceProfile.read(profile) if profile is not None else None
+    if provider not in (("cpu", "cuda") if runtime is Runtime.torch else ("cpu", "cuda", "tensorrt")):
+        raise typer.BadParameter(f"provider {provider!r} is not one {runtime.value} has")
+    module, inputs = head_or_model(head, load_cell(cell), backbone, parse_size(image_size), batch, output_stride,
+                                   whole)
+    device = "cuda" if runtime is Runtime.torch and provider == "cuda" else "cpu"
+    timing = time_module(module.to(device), inputs.to(device), runtime.value, provider, threads)
+    predicted = known.predict_ms(load_cell(cell)) if known is not None and head == "dpc" and not whole else None
+    if fmt is Format.json:
+        print(json.dumps(timing.to_dict() | {"predicted_ms": predicted}, indent=2))
+        return
+    what = "whole model" if whole else f"{head} head"
+    console.print(f"{what} ({backbone}, {image_size}, OS {output_stride}, batch {batch}) on {runtime.value} "
+                  f"{timing.device}, {timing.threads} threads: median {timing.median_ms:.2f} ms, IQR "
+                  f"{timing.iqr_ms:.2f} ms ({timing.spread:.0%}) over {timing.repeats} calls after "
+                  f"{timing.warmup} warm-up" + (f"; the profile predicts {predicted:.2f} ms" if predicted else ""),
+                  highlight=False)
+
+
+@app.command()
+def profile(
+    output: Annotated[Path | None, typer.Option("--output", "-o", help="The profile to write (JSON).")] = None,
+    runtime: RuntimeOption = Runtime.torch,
+    provider: ProviderOption = "cpu",
+    threads: ThreadsOption = None,
+    image_size: ImageSize = "513x513",
+    output_stride: OutputStride = 16,
+    in_channels: Annotated[int, typer.Option(min=1, help="Channels of the backbone feature (MobileNet-v2: 320, "
+                                                         "Xception-71: 2048).")] = 320,
+    batch: Annotated[int, typer.Option(min=1, help="Images per call.")] = 1,
+    calibration: Annotated[int, typer.Option(min=0, help="Whole cells timed to correct the lookup.")] = 20,
+    export_onnx: Annotated[Path | None, typer.Option("--export-onnx", help="Write the operations as ONNX files "
+                                                     "and time_onnx.py into this folder, to time on another "
+                                                     "device.")] = None,
+    import_dir: Annotated[Path | None, typer.Option("--import", help="Make the profile from the timings "
+                                                    "time_onnx.py wrote in this folder.")] = None,
+) -> None:
+    """A device profile: every operation of the DPC space timed once on this device (or another, through ONNX
+    files), from which any cell's latency is predicted (search.latency.profile)."""
+    from .models.profile import build_profile, export_operations, import_timings
+
+    shape = {"image_size": parse_size(image_size), "output_stride": output_stride, "in_channels": in_channels,
+             "batch": batch, "calibration": calibration}
+    if export_onnx is not None:
+        with shown_progress() as progress:
+            folder = export_operations(export_onnx, progress=progress, **shape)
+        console.print(f"wrote {folder}: on the device, python {folder / 'time_onnx.py'} {folder}; then densecell "
+                      f"profile --import {folder} -o DEVICE.json")
+        return
+    if output is None:
+        raise typer.BadParameter("--output FILE: where the profile goes")
+    if import_dir is not None:
+        made = import_timings(import_dir)
+    else:
+        with shown_progress() as progress:
+            made = build_profile(runtime.value, provider, threads, progress=progress, **shape)
+    made.write(output)
+    console.print(f"wrote {output}: {len(made.operations)} operations on {made.runtime} {made.device}, "
+                  f"{made.threads} threads, in {made.seconds:.0f} s; correction {made.slope:.3f} x lookup + "
+                  f"{made.intercept:.3f} ms", highlight=False)
+
+
 def print_paper_table(rows: list[dict[str, Any]], size: tuple[int, int]) -> None:
     timed = "latency_s" in rows[0]
     table = Table(title=f"Paper Table 1, context module only, OS 16, {size[0]}x{size[1]}")

@@ -17,6 +17,7 @@ from .settings import (
     Amp,
     CacheConfig,
     DataConfig,
+    LatencySettings,
     LearningRate,
     LookupSettings,
     ModelConfig,
@@ -34,9 +35,10 @@ from .settings import (
 )
 
 __all__ = [
-    "Amp", "CacheConfig", "DataConfig", "LearningRate", "LookupSettings", "ModelConfig", "OptimConfig", "OptimizerName",
-    "ProxySettings", "RerankSection", "SearchConfig", "SearchOptions", "SearchSection", "StudySettings", "Strict",
-    "SupernetConfig", "TrainConfig", "load_config", "load_search_config", "recipe_path", "recipes"
+    "Amp", "CacheConfig", "DataConfig", "LatencySettings", "LearningRate", "LookupSettings", "ModelConfig",
+    "OptimConfig", "OptimizerName", "ProxySettings", "RerankSection", "SearchConfig", "SearchOptions", "SearchSection",
+    "StudySettings", "Strict", "SupernetConfig", "TrainConfig", "load_config", "load_search_config", "recipe_path",
+    "recipes"
 ]
 
 __getattr__ = renamed_names(__name__, {"SearchSettings": "StudySettings"}, globals())

@@ -13,9 +13,9 @@ from ..core.errors import ConfigError, DataRootMissing
 from ..core.registry import DATASETS, HEADS, PRUNERS, SAMPLERS, SEARCH_MODES, SPACES, Registry
 
 __all__ = [
-    "Amp", "CacheConfig", "DataConfig", "LearningRate", "LookupSettings", "ModelConfig", "OptimConfig", "OptimizerName",
-    "ProxySettings", "RerankSection", "SearchConfig", "SearchOptions", "SearchSection", "StudySettings", "Strict",
-    "SupernetConfig", "TrainConfig"
+    "Amp", "CacheConfig", "DataConfig", "LatencySettings", "LearningRate", "LookupSettings", "ModelConfig",
+    "OptimConfig", "OptimizerName", "ProxySettings", "RerankSection", "SearchConfig", "SearchOptions", "SearchSection",
+    "StudySettings", "Strict", "SupernetConfig", "TrainConfig"
 ]
 
 Amp = Literal["auto", "off", "bf16", "fp16"]
@@ -280,6 +280,22 @@ class LookupSettings(Strict):
         return value
 
 
+class LatencySettings(Strict):
+    """The latency of a cell on the device that deploys it, predicted from a device profile (``densecell profile``):
+    a budget that keeps slower cells from being proposed at all, and the second objective of ``miou+latency``."""
+
+    profile: str | None = Field(None, description="A device profile file (densecell profile -o FILE): the device "
+                                "and runtime whose latency counts.")
+    budget_ms: float | None = Field(None, gt=0, description="Propose and train only cells whose predicted latency "
+                                    "is at most this many milliseconds (needs profile).")
+
+    @model_validator(mode="after")
+    def _budget_needs_profile(self) -> LatencySettings:
+        if self.budget_ms is not None and self.profile is None:
+            raise ValueError("latency.budget_ms needs latency.profile: the device profile that predicts latency")
+        return self
+
+
 class SearchOptions(Strict):
     """The search's own options (the space, the sampler, the budget, the pruner, the mode): the part of a search
     recipe (:class:`SearchConfig`) that both its ``search`` section (:class:`SearchSection`, which adds how this
@@ -291,6 +307,9 @@ class SearchOptions(Strict):
         "each 'trained' by looking its score up (lookup), no data or cache needed.")
     lookup: LookupSettings = Field(LookupSettings(), description="How a table's cell is 'trained' (space: "
                                    "table=FILE only).")
+
+    latency: LatencySettings = Field(LatencySettings(), description="A device's latency: a budget on the cells "
+                                     "proposed, and the second objective of miou+latency (space: dpc only).")
 
     mode: SearchModeName = Field("proxy", description="oneshot: screen oneshot_cells cells with the supernet first, "
                                  "then train the best `trials` on the proxy.")
@@ -324,6 +343,8 @@ class SearchOptions(Strict):
         if not self.on_cells and (self.mode, self.pruner, self.objectives) != ("proxy", "none", "miou"):
             raise ValueError(f"space {self.space!r}: a table's points are looked up, so mode proxy, pruner none and "
                              f"objectives miou only")
+        if self.latency.profile is not None and not self.on_cells:
+            raise ValueError(f"space {self.space!r}: latency.profile is for the dpc space's cells")
         SearchSpace(self.num_branches, self.rates, self.grids)
         return self
 
@@ -446,6 +467,8 @@ class SearchConfig(Strict):
         name, _, source = options["space"].partition("=")
         if name == "table":  # a worker on another machine reads the same file: the path is stored whole
             options["space"] = f"table={Path(source).expanduser().resolve()}"
+        if options["latency"]["profile"] is not None:  # so is a device profile's
+            options["latency"]["profile"] = str(Path(options["latency"]["profile"]).expanduser().resolve())
         return StudySettings(cache_dir=str(self.cache_dir.resolve()), seed=self.seed, proxy=self.proxy, **options)
 
 

@@ -13,8 +13,6 @@ stride 16 (a 65x129 feature map). See the README for the rows it cannot reproduc
 
 from __future__ import annotations
 
-import statistics
-import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -114,17 +112,12 @@ def model_cost(model: nn.Module, image_size: Sequence[int] = CITYSCAPES_EVAL_SIZ
 
 
 def measure_latency(module: nn.Module, inputs: torch.Tensor, repeats: int = 5, warmup: int = 1) -> float:
-    """Median wall-clock seconds of ``module(inputs)`` in inference mode on the module's device (CPU here)."""
-    module = module.eval()
-    with torch.inference_mode():
-        for _ in range(warmup):
-            module(inputs)
-        times = []
-        for _ in range(repeats):
-            start = time.perf_counter()
-            module(inputs)
-            times.append(time.perf_counter() - start)
-    return statistics.median(times)
+    """Median seconds of ``module(inputs)`` in eager PyTorch on the inputs' device, timed as
+    :func:`densecell.models.latency.time_torch` times (CUDA events on a GPU), ``repeats`` calls after ``warmup``."""
+    from .latency import TimingPolicy, time_torch
+
+    policy = TimingPolicy(warmup=warmup, min_repeats=repeats, max_repeats=repeats, round_size=repeats)
+    return time_torch(module, inputs.to(next(module.parameters()).device), policy).median_ms / 1000
 
 
 # --- the paper's Table 1 ------------------------------------------------------------------------------------------

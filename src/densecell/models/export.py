@@ -30,7 +30,8 @@ except ImportError as exc:  # the export extra
     raise missing_extra(exc, "export") from None
 from ..core.files import atomic_path
 
-__all__ = ["export_model", "export_onnx", "Exported", "onnx_max_error", "onnx_metadata", "read_metadata", "TOLERANCE"]
+__all__ = ["export_model", "export_module", "export_onnx", "Exported", "onnx_max_error", "onnx_metadata",
+           "read_metadata", "TOLERANCE"]
 
 TOLERANCE = 1e-3
 """The largest difference between onnxruntime's logits and PyTorch's that an export accepts."""
@@ -47,20 +48,28 @@ def onnx_metadata(model: nn.Module, classes: Sequence[str] = ()) -> dict[str, st
     return metadata
 
 
+def export_module(module: nn.Module, path: str | Path, example: torch.Tensor, input_name: str = "input",
+                  output_name: str = "output", metadata: dict[str, str] | None = None) -> Path:
+    """Write ``module`` (in eval mode) to ``path`` as one ONNX file of fixed input shape (``example``'s), with
+    ``metadata``: the one exporter, for models, heads and the operations of a device profile."""
+    path = Path(path)
+    with atomic_path(path) as temporary:
+        with contextlib.redirect_stdout(io.StringIO()):  # the exporter narrates every pass on stdout
+            torch.onnx.export(module.eval(), (example,), temporary, dynamo=True, input_names=[input_name],
+                              output_names=[output_name], external_data=False)
+        if metadata:
+            graph = onnx.load(str(temporary))
+            onnx.helper.set_model_props(graph, metadata)
+            onnx.save(graph, str(temporary))
+    return path
+
+
 def export_onnx(model: nn.Module, path: str | Path, image_size: Sequence[int] = (513, 513),
                 classes: Sequence[str] = ()) -> Path:
     """Write ``model`` (in eval mode) to ``path`` with input ``images`` [1, 3, H, W], output ``logits`` and the
     metadata of :func:`onnx_metadata`."""
-    path = Path(path)
-    example = torch.randn(1, 3, *image_size)
-    with atomic_path(path) as temporary:
-        with contextlib.redirect_stdout(io.StringIO()):  # the exporter narrates every pass on stdout
-            torch.onnx.export(model.eval(), (example,), temporary, dynamo=True, input_names=["images"],
-                              output_names=["logits"], external_data=False)
-        graph = onnx.load(str(temporary))
-        onnx.helper.set_model_props(graph, onnx_metadata(model, classes))
-        onnx.save(graph, str(temporary))
-    return path
+    return export_module(model, path, torch.randn(1, 3, *image_size), "images", "logits",
+                         onnx_metadata(model, classes))
 
 
 def read_metadata(path: str | Path) -> dict[str, Any]:

@@ -67,6 +67,9 @@ class TrialRecord:
     proxy_miou: float | None = None
     oneshot_miou: float | None = None
     latency_s: float | None = None
+    """The head's latency timed on the worker (``miou+latency`` without a device profile)."""
+    predicted_ms: float | None = None
+    """The cell's latency on the device profile's device (``search.latency.profile``)."""
     amp: str | None = None
     """The precision the trial trained in (the study's choice: ``off`` is fp32)."""
     memory_format: str | None = None

@@ -15,6 +15,7 @@ import inspect
 import json
 import math
 import os
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from string import Template
@@ -82,19 +83,39 @@ $body
 """)
 
 
-def _pareto(trials: list[TrialRecord], best: TrialRecord, path: Path) -> tuple[Path, list[int]]:
-    points = [(t.values[0], float(t.madds)) for t in trials]
+def _latency_ms(trial: TrialRecord) -> float | None:
+    """A trial's latency: predicted on the device profile's device, else timed on its worker."""
+    if trial.predicted_ms is not None:
+        return trial.predicted_ms
+    return trial.latency_s * 1000 if trial.latency_s is not None else None
+
+
+def _latency_text(summary: ReportSummary) -> str:
+    """What the latency front rests on: the device profile and the budget, or the worker's own timing."""
+    latency = summary.search.get("latency") or {}
+    if not latency.get("profile"):
+        return "Latency is the head's, timed on the worker that trained it (no device profile was given)."
+    budget = latency.get("budget_ms")
+    return (f"Latencies are predicted by the device profile {Path(latency['profile']).name}" +
+            (f"; the search proposed only cells under its budget of {budget:g} ms." if budget else "."))
+
+
+def _pareto(trials: list[TrialRecord], best: TrialRecord, path: Path, cost: Callable[[TrialRecord], float],
+            axis: str) -> tuple[Path, list[int]]:
+    """Proxy mIoU against ``cost`` (MAdds, or latency), the front of the cells nothing beats on both drawn."""
+    points = [(t.values[0], cost(t)) for t in trials]
     front = pareto_front(points)
     fig, ax = figure((7, 4.4))
-    ax.scatter([c / 1e6 for _, c in points], [m * 100 for m, _ in points], s=16, color="0.55", label="cells")
-    ax.plot([points[i][1] / 1e6 for i in front], [points[i][0] * 100 for i in front], "o-", color="#c0392b",
+    ax.scatter([c for _, c in points], [m * 100 for m, _ in points], s=16, color="0.55", label="cells")
+    ax.plot([points[i][1] for i in front], [points[i][0] * 100 for i in front], "o-", color="#c0392b",
             label="Pareto front")
-    ax.scatter([best.madds / 1e6], [best.values[0] * 100], s=220, marker="*", color="#f1c40f", edgecolor="black",
-               zorder=5, label=f"the chosen cell (trial {best.number})")
-    for t, (miou, cost) in zip(trials, points):
-        ax.annotate(str(t.number), (cost / 1e6, miou * 100), xytext=(4, 3), textcoords="offset points", fontsize=8,
+    if best in trials:
+        ax.scatter([cost(best)], [best.values[0] * 100], s=220, marker="*", color="#f1c40f", edgecolor="black",
+                   zorder=5, label=f"the chosen cell (trial {best.number})")
+    for t, (miou, value) in zip(trials, points):
+        ax.annotate(str(t.number), (value, miou * 100), xytext=(4, 3), textcoords="offset points", fontsize=8,
                     color="0.25")
-    ax.set_xlabel("context-module MAdds at the proxy size (M)")
+    ax.set_xlabel(axis)
     ax.set_ylabel("proxy val mIoU (%)")
     ax.legend(fontsize=9, loc="lower right", framealpha=0.9)
     ax.set_title(f"{len(front)} of {len(points)} cells on the Pareto front (numbers: trials)", fontsize=10)
@@ -159,6 +180,8 @@ class ReportSummary:
     """Trials that scored no better than the lone 1x1 convolution."""
     best_rank: int = 1
     """The chosen cell's rank by proxy score."""
+    latency_front_trials: list[int] = field(default_factory=list)
+    """The cells no other beats on both proxy mIoU and latency (a study that knows latencies)."""
     fingerprint: str = ""
     files: dict[str, str] = field(default_factory=dict)
 
@@ -186,8 +209,15 @@ def _figures(study: optuna.Study, trials: list[TrialRecord], best: TrialRecord, 
              search_run: Path, startup: int | None) -> tuple[dict[str, Path], dict[str, Any]]:
     figures = {"progress": _progress(study, startup, best, out / "progress.png"),
                "histogram": histogram([t.values[0] for t in trials], record.baseline(study), out / "histogram.png")}
-    figures["pareto"], front = _pareto(trials, best, out / "pareto.png")
+    figures["pareto"], front = _pareto(trials, best, out / "pareto.png", lambda t: t.madds / 1e6,
+                                       "context-module MAdds at the proxy size (M)")
     facts: dict[str, Any] = {"pareto_front_trials": front}
+    timed = [t for t in trials if _latency_ms(t) is not None]
+    if timed:
+        predicted = any(t.predicted_ms is not None for t in timed)
+        figures["latency"], facts["latency_front_trials"] = _pareto(
+            timed, best, out / "latency.png", _latency_ms,
+            "latency on the profile's device (ms, predicted)" if predicted else "head latency on the worker (ms)")
     pairs = proxy_full_pairs(study)
     if len(pairs) >= MIN_PAIRS:
         figures["correlation"] = scatter(pairs, "proxy mIoU", "end-to-end mIoU", out / "correlation.png",
@@ -243,7 +273,7 @@ def _how(study: optuna.Study) -> dict[str, Any]:
             "compute_s": sum(t.seconds or 0.0 for t in records),
             "proxy": {key: proxy.get(key) for key in ("iterations", "batch_size", "optimizer", "lr", "filters")},
             "backbone": source.backbone if source else None, "weights": source.weights if source else None,
-            "startup": _startup(str(stored.get("sampler")))}
+            "startup": _startup(str(stored.get("sampler"))), "latency": stored.get("latency") or {}}
 
 
 def _retrained(full: dict[int, float], search_run: Path) -> dict[str, int]:
@@ -280,6 +310,8 @@ CAPTIONS = {
                  "cells to its right gain from their context.",
     "pareto": "Each dot is a cell (numbered by trial), its proxy score against the multiply-adds of its context "
               "module; the red line joins the cells that no other beats on both; the star is the chosen cell.",
+    "latency": "Each dot is a cell, its proxy score against its latency on the device; the red line joins the cells "
+               "that no other beats on both; the star is the chosen cell.",
     "correlation": "Each dot is a re-ranked cell, its proxy score against its end-to-end score: where the proxy "
                    "ranks cells as full training does, the dots rise from left to right.",
     "oneshot": "Each dot is a cell the supernet screened and the proxy then trained: where the one-shot score "
@@ -413,6 +445,7 @@ def _markdown(summary: ReportSummary, best: TrialRecord, table: list[str], figur
             top = max(range(len(shares)), key=shares.__getitem__)
             show("importance", "The chosen cell's branches", f"Each branch's share of the projection's weights: "
                  f"{listed}; the trained model leans most on {branch_label(top)}.")
+    show("latency", "The latency front", _latency_text(summary))
     lines += ["## The latency front", "", "This study did not measure latency (it optimised "
               f"{'the proxy mIoU' if summary.search.get('sampler') != 'nsga2' else 'two objectives'} only); a "
               "study with a latency objective shows its proxy mIoU against latency here.", ""] \

@@ -16,9 +16,10 @@ how every sampler's proposal becomes something that can be trained.
 
 from __future__ import annotations
 
+import math
 import random
 from abc import ABC, abstractmethod
-from collections.abc import Collection, Mapping, Sequence
+from collections.abc import Callable, Collection, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -99,7 +100,7 @@ class SamplerSpace(ABC):
         :attr:`draw_attempts`, the nearest untaken point to the last draw)."""
         for _ in range(self.draw_attempts):
             point = self.sample(rng)
-            if point not in taken:
+            if point not in taken and point in self:
                 return point
         return self.project(point, taken, rng)
 
@@ -140,8 +141,12 @@ def suggest_cell(trial: optuna.Trial, space: SearchSpace) -> Cell:
 class DPCSpace(SamplerSpace):
     """The Dense Prediction Cell space: a point is a cell's ``b{i}_input, b{i}_op`` values."""
 
-    def __init__(self, cells: SearchSpace | None = None) -> None:
+    def __init__(self, cells: SearchSpace | None = None, cost: Callable[[Cell], float] | None = None,
+                 budget: float = math.inf) -> None:
         self.cells = cells or SearchSpace()
+        self.cost, self.budget = cost, budget
+        """A budget on the cells that can be trained (a latency budget: ``cost`` is the predicted latency): the
+        cells over it are not members."""
         self._dists = {name: CategoricalDistribution(choices) for name, choices in self.cells.parameters().items()}
         self._ops = {op.choice: op for op in self.cells.operations()}
         self._coster: Any = None
@@ -198,22 +203,32 @@ class DPCSpace(SamplerSpace):
         return np.array([self.cells.features(self.cell(point)) for point in points], dtype=float).reshape(
             len(points), -1)
 
-    def __contains__(self, point: object) -> bool:
+    def is_cell(self, point: object) -> bool:
+        """Whether ``point`` is a cell of the space's shape (whatever its constraint says)."""
         if not isinstance(point, tuple) or len(point) != len(self._dists):
             return False
         return all(value in dist.choices for value, dist in zip(point, self._dists.values()))
 
+    def __contains__(self, point: object) -> bool:
+        return self.is_cell(point) and (self.cost is None or self.cost(self.cell(point)) <= self.budget)  # type: ignore[arg-type]
+
     def nearest(self, point: Point, taken: Collection[Point], rng: random.Random) -> Point | None:
-        """An untaken neighbour (the space has about 400 per cell), else an untaken uniform draw."""
-        if point in self:
+        """An untaken member among the neighbours (the space has about 400 per cell); under a budget, else the
+        neighbours of the cheapest neighbour, and so on down (a cell far over it is a few cheaper branches away);
+        else an untaken uniform draw that is a member."""
+        for _ in range(2 * self.cells.num_branches if self.cost is not None else 1):
+            if not self.is_cell(point):
+                break
             moves = self.neighbours(point)
             rng.shuffle(moves)
-            found = next((move for move in moves if move not in taken), None)
+            found = next((move for move in moves if move not in taken and move in self), None)
             if found is not None:
                 return found
+            if self.cost is not None:
+                point = min(moves, key=lambda move: self.cost(self.cell(move)))  # type: ignore[misc]
         for _ in range(self.draw_attempts):
             drawn = self.sample(rng)
-            if drawn not in taken:
+            if drawn not in taken and drawn in self:
                 return drawn
         return None
 

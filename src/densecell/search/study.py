@@ -25,6 +25,7 @@ from ..core.errors import DensecellError, StudyError, one_line
 from ..core.extras import missing_extra
 from ..core.files import make_dirs
 from ..core.registry import PRUNERS, SAMPLERS, SPACES
+from ..models.profile import DeviceProfile
 from ..training.optim import default_device
 from ..training.precision import Precision
 from . import record
@@ -39,10 +40,17 @@ __all__ = ["check_storage", "create_study", "load_study", "make_pruner", "make_s
 
 
 def make_space(settings: StudySettings) -> SamplerSpace:
-    """The study's space (:data:`densecell.core.registry.SPACES`): ``dpc`` shaped by the settings, or ``NAME=SOURCE``
-    made from its source (``table=FILE``)."""
+    """The study's space (:data:`densecell.core.registry.SPACES`): ``dpc`` shaped by the settings (its members the
+    cells under ``latency.budget_ms`` on the profile's device, when a budget is set), or ``NAME=SOURCE`` made from
+    its source (``table=FILE``)."""
     name, _, source = settings.space.partition("=")
-    return SPACES[name](settings.cell_space if name == "dpc" else source)
+    if name != "dpc":
+        return SPACES[name](source)
+    latency = settings.latency
+    if latency.budget_ms is None:
+        return SPACES[name](settings.cell_space)
+    profile, budget = DeviceProfile.read(latency.profile), latency.budget_ms
+    return SPACES[name](settings.cell_space, cost=profile.predict_ms, budget=budget)
 
 
 def make_sampler(settings: StudySettings, worker_seed: int) -> BaseSampler:

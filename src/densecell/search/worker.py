@@ -34,6 +34,7 @@ from ..core.errors import DensecellError, SearchError, TrainingError, one_line
 from ..core.hold import hold
 from ..core.interrupts import CtrlC
 from ..models.cost import CellCoster, measure_latency
+from ..models.profile import DeviceProfile
 from ..training.optim import check_device
 from . import record
 from ._optuna import told_twice
@@ -115,6 +116,7 @@ class Objective(BudgetedObjective):
         self.cache = FeatureCache.load(settings.cache_dir, self.device)
         self.precision = study_precision(study, settings, self.device, self.cache)
         self.space = DPCSpace(settings.cell_space)
+        self.profile = DeviceProfile.read(settings.latency.profile) if settings.latency.profile else None
         self.cost = CellCoster(self.cache.channels, settings.proxy.filters, self.cache.image_size,
                                self.cache.output_stride)
 
@@ -126,6 +128,7 @@ class Objective(BudgetedObjective):
         record.write(trial, cell=cell, params=cost.params, madds=cost.madds, host=socket.gethostname(),
                      pid=os.getpid(), amp=self.precision.amp,
                      memory_format="channels_last" if self.precision.channels_last else "contiguous")
+        predicted = self.within_budget(trial, cell)
 
         def report(iteration: int, miou: float) -> bool:
             trial.report(miou, iteration)
@@ -151,11 +154,27 @@ class Objective(BudgetedObjective):
             return result.miou
         if self.settings.objectives == "miou+madds":
             return result.miou, float(cost.madds)
+        if predicted is not None:
+            return result.miou, predicted
         latency = self._latency(cell)
         record.write(trial, latency_s=latency)
-        return result.miou, latency
+        return result.miou, latency * 1000
+
+    def within_budget(self, trial: optuna.Trial, cell: Cell) -> float | None:
+        """The cell's predicted latency on the profile's device (recorded), None without a profile. A cell over
+        the budget (a queued or retried one: the samplers propose none) is pruned before it trains."""
+        if self.profile is None:
+            return None
+        predicted = self.profile.predict_ms(cell)
+        record.write(trial, predicted_ms=predicted)
+        budget = self.settings.latency.budget_ms
+        if budget is not None and predicted > budget:
+            record.write(trial, error=f"over the latency budget: {predicted:.2f} ms > {budget:g} ms")
+            raise optuna.TrialPruned(f"predicted {predicted:.2f} ms, over the {budget:g} ms budget")
+        return predicted
 
     def _latency(self, cell: Cell) -> float:
+        """Seconds of the head on the cached feature, on this worker's device (no device profile given)."""
         head = DensePredictionCell(cell, self.cache.channels, filters=self.settings.proxy.filters,
                                    output_stride=self.cache.output_stride).to(self.device)
         features = self.cache.val_features[:1].float().to(self.device)
