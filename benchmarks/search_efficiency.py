@@ -58,9 +58,11 @@ from matplotlib.figure import Figure
 from scipy.stats import spearmanr
 
 from common import RESULTS, at_least, table, write_result
+from densecell.cell.space import load_cell
 from densecell.core.errors import DensecellError
 from densecell.core.registry import PRUNERS, SAMPLERS
-from densecell.search import Lookup, TableSpace, load_table
+from densecell.models.profile import DeviceProfile
+from densecell.search import DPCSpace, Lookup, TableSpace, load_table
 from densecell.search.tables import Table
 
 REACH = (100, 500)
@@ -203,8 +205,8 @@ def reach(table: Table, curves: np.ndarray, cells: int, seed: int = 0) -> dict[s
             "interval": [None if math.isinf(low) else low, None if math.isinf(high) else high]}
 
 
-def summarise(table: Table, runs: list[dict], budget: float) -> dict[str, Any]:
-    """The strategy's figures over its seeds (see the module's docstring)."""
+def summarise(table: Table, runs: list[dict], budget: float, targets: tuple[int, ...] = REACH) -> dict[str, Any]:
+    """The strategy's figures over its seeds (see the module's docstring); ``targets``: the shares' points."""
     grid = np.arange(1, int(budget) + 1)
     curves = np.array([[best_at(r, c) for c in grid] for r in runs])
     top = table.top_score(0.01)
@@ -212,7 +214,7 @@ def summarise(table: Table, runs: list[dict], budget: float) -> dict[str, Any]:
     regrets = {str(b): table.best - curves[:, b - 1] for b in at}
     seconds = [s for r in runs for s in r["seconds"]]
     return {
-        "reach": {str(cells): reach(table, curves, cells) for cells in REACH if cells <= len(table)},
+        "reach": {str(cells): reach(table, curves, cells) for cells in targets if cells <= len(table)},
         "median_regret": {b: _finite(float(np.median(r))) for b, r in regrets.items()},
         "regret_quartiles": {b: [_finite(float(np.percentile(r, q))) for q in (25, 75)] for b, r in regrets.items()},
         "p_top1": {str(b): float(np.mean(curves[:, b - 1] >= top)) for b in at},
@@ -328,9 +330,29 @@ def arguments() -> argparse.Namespace:
                         help="SAMPLER:OPTION=VALUE,...: a sampler with other options than its defaults, measured "
                         "beside the rest (repeatable).")
     parser.add_argument("--jobs", type=at_least(1), default=os.cpu_count() or 1, help="Processes running searches.")
+    parser.add_argument("--latency-profile", type=Path, help="A device profile (densecell profile): search only the "
+                        "rows of a DPC table whose cells it predicts under --latency-budget.")
+    parser.add_argument("--latency-budget", default="published", help="MS, or published: the published cell's "
+                        "predicted latency (default).")
     parser.add_argument("--name", help="The result's name (default: search_efficiency_<table name>[_w<W>][_noise]"
                         "[_held-out]).")
     return parser.parse_args()
+
+
+def under_budget(table: Table, profile_path: Path, budget: str) -> tuple[Table, dict[str, Any]]:
+    """The rows of a DPC table whose cells ``profile_path`` predicts at most ``budget`` ms (``published``: the
+    published cell's latency), and what was kept: a search under a latency budget proposes only these."""
+    if table.dpc is None:
+        raise SystemExit(f"error: {table.name}: a latency budget needs a table of DPC cells")
+    profile = DeviceProfile.read(profile_path)
+    limit = profile.predict_ms(load_cell("cityscapes-top1")) if budget == "published" else float(budget)
+    space = DPCSpace(table.dpc)
+    keep = [i for i, point in enumerate(table.points) if profile.predict_ms(space.cell(point)) <= limit]
+    if not keep:
+        raise SystemExit(f"error: no row of {table.name} is under {limit:.3g} ms")
+    return table.subset(keep, f"{table.name}_budget"), {
+        "profile": profile_path.name, "device": profile.device, "runtime": profile.runtime, "budget_ms": limit,
+        "by": budget, "rows_under": len(keep), "rows": len(table)}
 
 
 def check(space: TableSpace, chosen: list[Strategy], skipped: dict[str, str]) -> None:
@@ -373,7 +395,10 @@ def main() -> None:
         _SPACE = TableSpace(load_table(args.table))
     except DensecellError as exc:
         raise SystemExit(f"error: {exc}") from None
-    data = _SPACE.table
+    data, targets, budgeted = _SPACE.table, REACH, None
+    if args.latency_profile is not None:
+        data, budgeted = under_budget(data, args.latency_profile, args.latency_budget)
+        _SPACE, targets = TableSpace(data), (*REACH, len(data))  # len(data): the best row under the budget
     chosen, skipped = strategies(data, args.sampler, args.variant, args.workers)
     if args.workers > 1 and any(s.pruner != "none" for s in chosen):
         raise SystemExit("error: pruners are simulated with one worker (--workers 1)")
@@ -381,11 +406,11 @@ def main() -> None:
     sigma = data.noise_sigma() if args.noise == "auto" else args.noise
     scenario = Scenario(args.workers, sigma, *args.duration, budget=min(args.budget, len(data)))
     seeds = [SEED_SETS[args.seed_set] + k for k in range(args.seeds)]
-    summary = {s.name: summarise(data, runs, scenario.budget)
+    summary = {s.name: summarise(data, runs, scenario.budget, targets)
                for s, runs in search_all(chosen, seeds, scenario, args.jobs).items()}
     setting = f"W = {args.workers}, " + (f"noise sd {sigma:.3g}" if sigma else "no noise") + \
         f", {args.seed_set} seeds {seeds[0]}-{seeds[-1]}"
-    show(data, summary, scenario, setting, skipped)
+    show(data, summary, scenario, setting, skipped, targets)
     name = args.name or "search_efficiency_" + data.name.replace("/", "-") + (
         f"_w{args.workers}" if args.workers > 1 else "") + ("_noise" if sigma else "") + (
         "_held-out" if args.seed_set == "held-out" else "")
@@ -398,17 +423,19 @@ def main() -> None:
         "budget": scenario.budget, "workers": args.workers,
         "noise": {"sigma": sigma, "source": "the table's level (--noise)" if args.noise == "auto" else "given"},
         "duration": {"median_s": scenario.seconds, "log_spread": scenario.spread},
-        "random_median_best": {str(c): data.random_median_best(c) for c in REACH if c <= len(data)},
-        "random_reach": {str(c): data.random_reach(data.random_median_best(c)) for c in REACH if c <= len(data)},
+        "random_median_best": {str(c): data.random_median_best(c) for c in targets if c <= len(data)},
+        "random_reach": {str(c): data.random_reach(data.random_median_best(c)) for c in targets if c <= len(data)},
+        "latency_budget": budgeted,
         "recipe_sampler": recipe_sampler(), "skipped": skipped, "strategies": summary, "plot": figure.name,
         "noise_floor": noise_floor(data),
         "features": {key: float(spearmanr(values, data.scores).statistic) for key, values in data.extras.items()}})
 
 
-def show(data: Table, summary: dict[str, dict], scenario: Scenario, setting: str, skipped: dict[str, str]) -> None:
+def show(data: Table, summary: dict[str, dict], scenario: Scenario, setting: str, skipped: dict[str, str],
+         points: tuple[int, ...] = REACH) -> None:
     """The table of figures, and what was skipped."""
     targets = {str(c): (data.random_median_best(c), data.random_reach(data.random_median_best(c)))
-               for c in REACH if c <= len(data)}
+               for c in points if c <= len(data)}
     print(f"\n{data.name}: {len(data):,} rows ({'complete' if data.complete else 'a sample'}), best {data.best:.4g}; "
           + "".join(f"random search's median best after {c} cells {t:.4g}, reached at n* = {n}; " for c, (t, n) in
                     targets.items()) + setting)

@@ -4,6 +4,7 @@ here: the CUDA path is checked with its events mocked (the order of record, sync
 
 import ast
 import itertools
+import random
 import subprocess
 import sys
 
@@ -187,3 +188,51 @@ def test_latency_settings_are_checked():
     with pytest.raises(ConfigError, match="latency.profile is for the dpc space"):
         StudySettings(cache_dir="x", space="table=t.json", latency=LatencySettings(profile="p.json"))
     assert isinstance(make_space(StudySettings(cache_dir="x")), DPCSpace)
+
+
+def test_the_report_draws_the_latency_front_with_the_cells_measured_on_the_device(tmp_path):
+    import json
+
+    from densecell.search import record
+    from densecell.search.record import TrialRecord
+    from densecell.search.report import ReportSummary, write_report
+
+    path, profile = fixed_profile(tmp_path)
+    study = optuna.create_study(study_name="fast", storage=f"sqlite:///{tmp_path / 'study.db'}",
+                                directions=["maximize", "minimize"])
+    study.set_user_attr("densecell", json.dumps({"cache_dir": str(tmp_path / "cache"), "trials": 8,
+                                                 "sampler": "nsga2", "objectives": "miou+latency",
+                                                 "latency": {"profile": str(path), "budget_ms": 12.0}}))
+    space, rng = DPCSpace(), random.Random(0)
+    for number in range(8):
+        cell = SearchSpace().sample(rng)
+        predicted = profile.predict_ms(cell)
+        attrs = TrialRecord(cell=cell, params=1000, madds=10**6 * (number + 1), host="h", pid=1, seconds=1.0,
+                            proxy_miou=0.5 + number / 50, predicted_ms=predicted).to_attrs()
+        study.add_trial(optuna.trial.create_trial(params=space.params_of(cell), distributions=space.distributions(),
+                                                  values=[0.5 + number / 50, predicted], user_attrs=attrs))
+    record.store_measured_latency(study, 7, 11.0)
+    outputs = write_report(study, tmp_path)
+    summary = ReportSummary.read(outputs["report"].parent)
+    assert (outputs["report"].parent / "latency.png").exists() and 7 in summary.latency_front_trials
+    text = outputs["report"].read_text()
+    assert "## The latency front" in text and "predicted by the device profile device.json" in text
+    assert "budget of 12 ms" in text and "did not measure latency" not in text
+
+
+def test_the_commands_time_a_head_and_refuse_bad_input_in_one_line(densecell, tmp_path):
+    import json
+
+    code, out, err = densecell("latency", "--image-size", "65", "--threads", "1", "--format", "json")
+    assert code == 0, err
+    found = json.loads(out)
+    assert found["runtime"] == "torch" and found["threads"] == 1 and found["median_ms"] > 0
+    path, _ = fixed_profile(tmp_path)
+    code, out, _ = densecell("latency", "--image-size", "65", "--threads", "1", "--profile", path)
+    assert code == 0 and "the profile predicts 15.50 ms" in " ".join(out.split())  # five separable branches
+    for args, message in [(["latency", "--provider", "tpu"], "provider 'tpu'"),
+                          (["profile"], "--output FILE"),
+                          (["profile", "--import", tmp_path / "none", "-o", tmp_path / "p.json"], "manifest.json"),
+                          (["latency", "--profile", tmp_path / "none.json"], "device profile not found")]:
+        code, _, err = densecell(*args)
+        assert code == 2 and err.count("\n") == 1 and message in err, (args, err)

@@ -14,6 +14,7 @@ from __future__ import annotations
 import json
 import random
 import shutil
+import socket
 import tempfile
 import time
 from collections.abc import Sequence
@@ -32,9 +33,10 @@ from ..core.files import write_text
 from ..core.progress import Progress, report
 from . import _onnx_timer
 from .cost import feature_size
-from .latency import Runtime, TimingPolicy, time_onnx, time_torch
+from .latency import Runtime, Timing, TimingPolicy, time_onnx, time_torch
 
-__all__ = ["DeviceProfile", "Merge", "build_profile", "export_operations", "import_timings", "profile_cells"]
+__all__ = ["DeviceProfile", "Merge", "build_profile", "export_operations", "import_timings", "measure_on_host",
+           "profile_cells"]
 
 PROFILE_POLICY = TimingPolicy(warmup=3, min_repeats=10, max_repeats=60, round_size=10, spread=0.05, max_seconds=2.0)
 """The timing of each operation and calibration cell: short, since a profile times a few hundred modules."""
@@ -80,6 +82,8 @@ class DeviceProfile(BaseModel):
     intercept: float = 0.0
     seconds: float = 0.0
     """How long the profile took to build."""
+    host: str = ""
+    """The machine it was timed on (empty: another device's timings, imported)."""
 
     @property
     def space(self) -> SearchSpace:
@@ -229,20 +233,38 @@ def build_profile(runtime: Runtime = "torch", provider: str = "cpu", threads: in
     units, settings = _units_and_settings(image_size, output_stride, in_channels, filters, batch,
                                           space or SearchSpace(), calibration, seed)
     names, times, started = units.names(), {}, time.perf_counter()
-    device = torch.device("cuda" if runtime == "torch" and provider == "cuda" else "cpu")
     timing = None
     with tempfile.TemporaryDirectory(prefix="densecell-profile-") as folder:
         for index, name in enumerate(names):
-            if runtime == "torch":
-                module, inputs = units.module(name)
-                timing = time_torch(module.to(device), inputs.to(device), PROFILE_POLICY, threads)
-            else:
-                path = units.export(name, Path(folder) / name.replace("/", "-"))
-                timing = time_onnx(path, provider, threads, PROFILE_POLICY)
+            timing = _time_unit(units, name, runtime, provider, threads, Path(folder))
             times[name] = timing.median_ms
             report(progress, "device profile", index + 1, len(names))
     return _assemble(units, settings | {"runtime": runtime, "provider": provider, "device": timing.device,
-                                        "threads": timing.threads}, times, time.perf_counter() - started)
+                                        "threads": timing.threads, "host": socket.gethostname()}, times,
+                     time.perf_counter() - started)
+
+
+def _time_unit(units: _Units, name: str, runtime: str, provider: str, threads: int | None, folder: Path) -> Timing:
+    """One of the profile's modules timed in ``runtime`` (exported into ``folder`` for onnxruntime)."""
+    if runtime == "torch":
+        device = torch.device("cuda" if provider == "cuda" else "cpu")
+        module, inputs = units.module(name)
+        return time_torch(module.to(device), inputs.to(device), PROFILE_POLICY, threads)
+    path = units.export(name, folder / name.replace("/", "-"))
+    return time_onnx(path, provider, threads, PROFILE_POLICY)
+
+
+def measure_on_host(profile: DeviceProfile, cell: Cell) -> float | None:
+    """The cell's head timed whole as the profile's calibration cells were, when this machine is the profile's
+    (its host); None elsewhere (a profile made on another device is predicted from, never re-timed here)."""
+    if profile.host != socket.gethostname():
+        return None
+    units = _Units(profile.space, profile.in_channels, profile.filters,
+                   feature_size(profile.image_size, profile.output_stride), profile.batch, profile.output_stride,
+                   [cell])
+    with tempfile.TemporaryDirectory(prefix="densecell-latency-") as folder:
+        return _time_unit(units, "cells/calibration-000.onnx", profile.runtime, profile.provider, profile.threads,
+                          Path(folder)).median_ms
 
 
 def export_operations(folder: str | Path, image_size: Sequence[int] = (513, 513), output_stride: int = 16,

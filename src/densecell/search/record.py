@@ -43,6 +43,7 @@ _SETTINGS = "densecell"
 _PRECISION = "precision"
 _BASELINE = "baseline_miou"
 _FULL_PREFIX = "full_miou:"
+_MEASURED_PREFIX = "measured_ms:"
 _SCREEN = "supernet"  # the key older studies carry: kept, though it holds the screen's record
 _READY = "ready"
 _ONESHOT_PREFIX = "oneshot:"
@@ -205,6 +206,16 @@ def full_scores(study: optuna.Study) -> dict[int, float]:
 
 def store_full_score(study: optuna.Study, trial_number: int, miou: float) -> None:
     study.set_user_attr(f"{_FULL_PREFIX}{trial_number}", miou)
+
+
+def measured_latencies(study: optuna.Study) -> dict[int, float]:
+    """Re-ranked cells timed on the device profile's own machine: trial number -> milliseconds."""
+    return {int(key.removeprefix(_MEASURED_PREFIX)): value for key, value in study.user_attrs.items()
+            if key.startswith(_MEASURED_PREFIX)}
+
+
+def store_measured_latency(study: optuna.Study, trial_number: int, milliseconds: float) -> None:
+    study.set_user_attr(f"{_MEASURED_PREFIX}{trial_number}", milliseconds)
 
 
 @dataclass(frozen=True)

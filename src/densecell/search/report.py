@@ -97,18 +97,24 @@ def _latency_text(summary: ReportSummary) -> str:
         return "Latency is the head's, timed on the worker that trained it (no device profile was given)."
     budget = latency.get("budget_ms")
     return (f"Latencies are predicted by the device profile {Path(latency['profile']).name}" +
-            (f"; the search proposed only cells under its budget of {budget:g} ms." if budget else "."))
+            (f"; the search proposed only cells under its budget of {budget:g} ms" if budget else "") +
+            ". Circles: the re-ranked cells timed whole on the profile's own machine, where this is it.")
 
 
 def _pareto(trials: list[TrialRecord], best: TrialRecord, path: Path, cost: Callable[[TrialRecord], float],
-            axis: str) -> tuple[Path, list[int]]:
-    """Proxy mIoU against ``cost`` (MAdds, or latency), the front of the cells nothing beats on both drawn."""
+            axis: str, measured: dict[int, float] | None = None) -> tuple[Path, list[int]]:
+    """Proxy mIoU against ``cost`` (MAdds, or latency), the front of the cells nothing beats on both drawn;
+    ``measured``: the latencies timed on the device for some trials, drawn beside their predictions."""
     points = [(t.values[0], cost(t)) for t in trials]
     front = pareto_front(points)
     fig, ax = figure((7, 4.4))
     ax.scatter([c for _, c in points], [m * 100 for m, _ in points], s=16, color="0.55", label="cells")
     ax.plot([points[i][1] for i in front], [points[i][0] * 100 for i in front], "o-", color="#c0392b",
             label="Pareto front")
+    timed = [(measured[t.number], t.values[0] * 100) for t in trials if measured and t.number in measured]
+    if timed:
+        ax.scatter(*zip(*timed), s=60, facecolors="none", edgecolors="#2c4a75", lw=1.5,
+                   label="measured on the device (re-ranked cells)")
     if best in trials:
         ax.scatter([cost(best)], [best.values[0] * 100], s=220, marker="*", color="#f1c40f", edgecolor="black",
                    zorder=5, label=f"the chosen cell (trial {best.number})")
@@ -217,7 +223,8 @@ def _figures(study: optuna.Study, trials: list[TrialRecord], best: TrialRecord, 
         predicted = any(t.predicted_ms is not None for t in timed)
         figures["latency"], facts["latency_front_trials"] = _pareto(
             timed, best, out / "latency.png", _latency_ms,
-            "latency on the profile's device (ms, predicted)" if predicted else "head latency on the worker (ms)")
+            "latency on the profile's device (ms, predicted)" if predicted else "head latency on the worker (ms)",
+            record.measured_latencies(study))
     pairs = proxy_full_pairs(study)
     if len(pairs) >= MIN_PAIRS:
         figures["correlation"] = scatter(pairs, "proxy mIoU", "end-to-end mIoU", out / "correlation.png",

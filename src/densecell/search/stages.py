@@ -22,7 +22,7 @@ import optuna
 import torch
 from torch import nn
 
-from ..cell.space import conv1x1_cell
+from ..cell.space import Cell, conv1x1_cell
 from ..config import SearchConfig, StudySettings, TrainConfig
 from ..core.errors import CacheError, ConfigError, InputError, SearchError
 from ..core.files import save_torch
@@ -33,6 +33,7 @@ from ..core.registry import SEARCH_MODES
 from ..data import build_datasets, check_data
 from ..models.backbones import check_backbone, create_backbone, resolve_normalization, resolve_weights
 from ..models.cost import CellCoster
+from ..models.profile import DeviceProfile, measure_on_host
 from ..training.checkpoint import checkpoint_path, finished_iteration, load_run, rerank_run
 from ..training.optim import default_device
 from ..training.precision import Precision
@@ -301,7 +302,25 @@ def rerank(config: SearchConfig, top: int | None = None, progress: Progress | No
                 record.store_full_score(study, trial.number, result.val_miou)
                 done[trial.number] = result.val_miou
             scores[trial.number] = done[trial.number]
+        best = top_cells(study, top)
+        _measure_latency(config, study, [trial.cell for trial in best], [trial.number for trial in best])
     return scores
+
+
+def _measure_latency(config: SearchConfig, study: optuna.Study, cells: list[Cell], numbers: list[int]) -> None:
+    """The re-ranked cells timed whole on the device profile's machine, when this is it (else they keep their
+    predicted latency only)."""
+    if config.search.latency.profile is None:
+        return
+    profile, known = DeviceProfile.read(config.search.latency.profile), record.measured_latencies(study)
+    for cell, number in zip(cells, numbers):
+        if number not in known:
+            measured = measure_on_host(profile, cell)
+            if measured is None:
+                logger.info("re-ranked cells keep their predicted latency: the profile was made on %s",
+                            profile.host or "another device")
+                return
+            record.store_measured_latency(study, number, measured)
 
 
 def proxy_baseline(settings: StudySettings, study: optuna.Study) -> float | None:

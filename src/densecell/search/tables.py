@@ -16,9 +16,11 @@ scores. densecell's own DPC tables add ``space.dpc`` (the
 
 from __future__ import annotations
 
+import dataclasses
 import gzip
 import json
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -76,6 +78,14 @@ class Table:
         """The score a row needs to be in the table's best ``fraction`` (at least one row)."""
         count = max(1, round(len(self.scores) * fraction))
         return float(np.sort(self.scores)[-count])
+
+    def subset(self, rows: Sequence[int], name: str) -> Table:
+        """The table of ``rows`` only (a restricted search: the rows under a latency budget), named ``name``."""
+        keep = list(rows)
+        return dataclasses.replace(
+            self, name=name, points=[self.points[i] for i in keep], scores=self.scores[keep], complete=False,
+            extras={key: values[keep] for key, values in self.extras.items()},
+            rungs=[self.rungs[i] for i in keep] if self.rungs is not None else None)
 
     def free_columns(self) -> list[str]:
         """The extra columns a search may read for nothing: every one, except those the table prices in
