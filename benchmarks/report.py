@@ -399,11 +399,58 @@ def table_section(result: dict) -> list[str]:
             f"![median regret against compute, {result['table_name']}]({IMAGES}{result['plot']})", ""]
 
 
+def latency_section(result: dict) -> list[str]:
+    """The latency model against whole cells, beside the host's own noise, and the search under a budget."""
+    rows, lines = [], []
+    for runtime, found in result["runtimes"].items():
+        for what, label in (("model", "the profile's prediction"), ("lookup_only", "the lookup alone"),
+                            ("noise", "a second timing (the host's noise)")):
+            figures = found[what]
+            rows.append([runtime, label, f"{figures['spearman']:.3f}", f"{figures['within_10pct']:.0%}",
+                         f"{figures['median_abs_error_pct']:.1f}%"])
+        goals = found["model"]["spearman"] >= 0.95 and found["model"]["within_10pct"] >= 0.90
+        noise_bound = found["noise"]["spearman"] < 0.95 or found["noise"]["within_10pct"] < 0.90
+        lines.append(f"- {runtime}: profile built in {found['profile_seconds']:.0f} s (goal <= 300 s: "
+                     f"{verdict(found['profile_seconds'] <= 300)}); Spearman >= 0.95 and >= 90% within +-10%: "
+                     f"{verdict(goals)}" + ("; the host's own noise misses the same goal, so no model can show it "
+                                            "here" if noise_bound and not goals else "") +
+                     f". Cells measured {found['measured_ms']['min']:.1f}-{found['measured_ms']['max']:.1f} ms.")
+    out = ["## The latency model", "", provenance(result), "",
+           f"{result['cells']} held-out uniform cells (none of the calibration's), each head timed whole twice at "
+           f"{result['image_size'][0]}x{result['image_size'][1]} (output stride 16, {result['in_channels']} input "
+           f"channels, {result['filters']} filters), {result['threads']} thread(s). Each row compares with the first "
+           "timing.", "",
+           table(["runtime", "against the first timing", "Spearman", "within +-10%", "median abs error"], rows), "",
+           *lines, ""]
+    for path in sorted(RESULTS.glob("latency_budget_*.json")):
+        out += _budget_lines(json.loads(path.read_text()))
+    return out
+
+
+def _budget_lines(result: dict) -> list[str]:
+    """One search under a latency budget: each sampler's share of random search's compute (restricted to the
+    budget) to reach the best cell under it."""
+    budget, best = result["latency_budget"], str(result["rows"])
+    rows = [[name, _share(s["reach"].get(best), result["budget"], best, True),
+             _share(s["reach"].get("100"), result["budget"], "100", True)]
+            for name, s in result["strategies"].items()]
+    chosen = result["strategies"].get(result["recipe_sampler"], {}).get("reach", {}).get(best, {})
+    share = chosen.get("share")
+    return [f"### Under a latency budget: {result['table_name']}", "",
+            f"The rows of the table whose cells the {budget['runtime']} profile ({budget['profile']}) predicts at "
+            f"most {budget['budget_ms']:.2f} ms ({budget['by']}): {budget['rows_under']} of {budget['rows']}. "
+            f"{result['seeds']} {result['seed_set']} seeds, {result['budget']} cells. Command: "
+            f"`{result['command']}`.", "",
+            table(["strategy", "share to the best cell under the budget [95% CI]", "share @100 [95% CI]"], rows),
+            "", f"Goal: the recipes' sampler ({result['recipe_sampler']}) reaches the best cell under the budget at "
+            f"<= 20% of random search's compute: {verdict(share is not None and share <= 0.20)}.", ""]
+
+
 SECTIONS = {"proxy_throughput_cuda": proxy_section, "proxy_throughput_cpu": proxy_section,
             "search_scaling": scaling_section, "peer_models": peer_section, "dpc_vs_aspp": dpc_section,
             "memory": memory_section, "search_fidelity_multifidelity": multifidelity_section,
             "search_fidelity_oneshot": oneshot_section, "gpu_paths_cuda": gpu_paths_section,
-            "gpu_paths_cpu": gpu_paths_section}
+            "gpu_paths_cpu": gpu_paths_section, "latency_model": latency_section}
 IMAGES = "benchmarks/results/"
 """Where the plots are, from the page being written (BENCHMARKS.md: the repository's root)."""
 

@@ -81,3 +81,31 @@ def test_four_real_workers_on_a_table_land_within_the_harness_spread(tmp_path):
     assert done.returncode == 0, done.stderr[-3000:]
     picks = json.loads((tmp_path / "results" / "w4.json").read_text())["strategies"]["predictor"]["final_picks"]
     assert min(picks) <= pick <= max(picks), (pick, picks)
+
+
+def test_the_harness_searches_a_dpc_table_under_a_latency_budget(tmp_path):
+    """--latency-profile: only the rows predicted under the budget are searched (by every strategy, random search
+    included), and the shares are read against the best row under it."""
+    from densecell.cell.space import SearchSpace
+    from densecell.models.profile import DeviceProfile
+    from densecell.search import DPCSpace
+
+    table = write_table(tmp_path / "t.json.gz", "dpc")
+    operations = {op.choice: {"backbone": 3.0 if op.kind == "sep3x3" else 1.0, "cell": 2.0}
+                  for op in SearchSpace().operations()}
+    profile = DeviceProfile(runtime="torch", provider="cpu", device="test", threads=1, image_size=(513, 513),
+                            output_stride=16, in_channels=320, filters=256, num_branches=5, operations=operations,
+                            merge_ms=0.5).write(tmp_path / "device.json")
+    env = os.environ | {"DENSECELL_BENCH_RESULTS": str(tmp_path / "results")}
+    done = subprocess.run([sys.executable, str(BENCHMARKS / "search_efficiency.py"), "--table", str(table),
+                           "--latency-profile", str(profile), "--latency-budget", "11", "--budget", "20",
+                           "--seeds", "3", "--sampler", "random", "--sampler", "predictor", "--jobs", "1",
+                           "--name", "budget"], env=env, capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr[-3000:]
+    result = json.loads((tmp_path / "results" / "budget.json").read_text())
+    under = result["latency_budget"]
+    assert under["budget_ms"] == 11 and 0 < under["rows_under"] < under["rows"] == 60
+    assert result["rows"] == under["rows_under"] and str(under["rows_under"]) in result["random_reach"]
+    space, predicted = DPCSpace(), DeviceProfile.read(profile)
+    kept = load_table(table)
+    assert sum(predicted.predict_ms(space.cell(p)) <= 11 for p in kept.points) == under["rows_under"]

@@ -13,6 +13,7 @@ from pathlib import Path
 
 from ..config import SearchConfig
 from ..core.progress import Progress
+from ..models.profile import DeviceProfile
 from . import stages
 from .study import check_storage, load_study
 
@@ -27,6 +28,8 @@ def run_pipeline(config: SearchConfig, progress: Progress | None = None,
     a ground-truth table's space (``search.space: table=FILE``) has no data, cache or cells: its study is prepared
     and searched, and nothing is returned."""
     check_storage(config.storage_url)  # a mistyped URL is one line now, not after the cache is built
+    if config.search.latency.profile is not None:  # so is a device profile that does not read
+        DeviceProfile.read(config.search.latency.profile)
     if not config.search.on_cells:
         stages.prepare(config, progress, command)
         stages.search(config, progress)
