@@ -66,6 +66,10 @@ bench: $(STAMP)
 	$(BIN)/python benchmarks/peer_models.py
 	$(BIN)/python benchmarks/dpc_vs_aspp.py
 	$(BIN)/python benchmarks/memory.py
+	$(BIN)/python benchmarks/latency_model.py
+	$(EFFICIENCY) --table benchmarks/data/dpc-synthetic-proxy.json.gz $(HELD) --seeds 30 \
+	  --latency-profile benchmarks/results/profile_onnxruntime_cpu.json --sampler random --sampler predictor \
+	  --sampler evolution --name latency_budget_dpc-synthetic-proxy
 	$(BIN)/python benchmarks/report.py
 
 # The ranking studies behind the README's fidelity figures, on the demo's data and cache (run make demo first);
@@ -106,7 +110,7 @@ table: $(STAMP)
 	  $(EFFICIENCY) --table $$t $(HELD) --seeds 30 --workers 1 --sampler predictor && \
 	  $(EFFICIENCY) --table $$t $(HELD) --seeds 30 --workers 8 --sampler predictor && \
 	  $(EFFICIENCY) --table $$t $(HELD) --seeds 30 --workers 32 --sampler predictor && \
-	  $(EFFICIENCY) --table $$t $(HELD) --seeds 30 --workers 8 --noise --sampler local --sampler evolution \
+	  $(EFFICIENCY) --table $$t $(HELD) --seeds 30 --workers 8 --noise --sampler vizier --sampler evolution \
 	    --sampler local-search --sampler tpe --name search_efficiency_$${n}_w8_noise_held-out_others || exit 1; done
 	$(BIN)/python benchmarks/search_overhead.py
 	$(BIN)/python benchmarks/report.py

@@ -23,14 +23,15 @@ from scipy.stats import spearmanr
 from common import RESULTS, at_least, table, write_result
 from densecell.cell.heads import DensePredictionCell
 from densecell.cell.space import Cell, SearchSpace
+from densecell.models.cost import feature_size
 from densecell.models.latency import time_onnx, time_torch
 from densecell.models.profile import PROFILE_POLICY, build_profile, profile_cells
 
-IMAGE, CHANNELS, FILTERS = (513, 513), 320, 256
-"""The paper's proxy shape: a 513x513 crop at output stride 16 (33x33 features) on MobileNet-v2's 320 channels."""
+CHANNELS, FILTERS = 320, 256
+"""MobileNet-v2's feature (the paper's proxy backbone) and the paper's filters."""
 
 
-def time_cells(cells: list, runtime: str, threads: int) -> tuple[list[float], list[float]]:
+def time_cells(cells: list, runtime: str, threads: int, feature: tuple[int, int]) -> tuple[list[float], list[float]]:
     """Each cell's head timed whole, twice (the second pass after the first has timed every cell)."""
     import torch
 
@@ -41,7 +42,7 @@ def time_cells(cells: list, runtime: str, threads: int) -> tuple[list[float], li
         units = []
         for i, cell in enumerate(cells):
             head = DensePredictionCell(cell, CHANNELS, FILTERS, FILTERS).eval()
-            features = torch.randn(1, CHANNELS, 33, 33)
+            features = torch.randn(1, CHANNELS, *feature)
             units.append((head, features) if runtime == "torch" else
                          export_module(head, Path(folder) / f"cell-{i}.onnx", features))
         for timings in (first, second):
@@ -64,19 +65,23 @@ def main() -> None:
     parser.add_argument("--runtime", action="append", choices=["torch", "onnxruntime"])
     parser.add_argument("--cells", type=at_least(10), default=200, help="Held-out cells timed whole.")
     parser.add_argument("--threads", type=at_least(1), default=1)
+    parser.add_argument("--image-size", default="513x513", help="The crop (the paper's proxy: 513x513, output stride "
+                        "16, 33x33 features).")
     args = parser.parse_args()
+    sides = [int(v) for v in args.image_size.split("x")]
+    image = (sides[0], sides[-1])
     space = SearchSpace()
-    results, rows = {"threads": args.threads, "image_size": IMAGE, "in_channels": CHANNELS,
+    results, rows = {"threads": args.threads, "image_size": image, "in_channels": CHANNELS,
                      "filters": FILTERS, "cells": args.cells, "runtimes": {}}, []
     for runtime in args.runtime or ["torch", "onnxruntime"]:
-        profile = build_profile(runtime, "cpu", args.threads, IMAGE, 16, CHANNELS, FILTERS, space=space)
+        profile = build_profile(runtime, "cpu", args.threads, image, 16, CHANNELS, FILTERS, space=space)
         RESULTS.mkdir(parents=True, exist_ok=True)
         profile.write(RESULTS / f"profile_{runtime}_cpu.json")
         calibration = {Cell.from_records(records) for records, _ in profile.calibration}
         cells = [c for c in profile_cells(space, args.cells + len(calibration), seed=1000)
                  if c not in calibration][:args.cells]
         started = time.perf_counter()
-        first, second = time_cells(cells, runtime, args.threads)
+        first, second = time_cells(cells, runtime, args.threads, feature_size(image, 16))
         found = {"profile_seconds": profile.seconds, "timing_seconds": time.perf_counter() - started,
                  "slope": profile.slope, "intercept": profile.intercept,
                  "model": agreement([profile.predict_ms(c) for c in cells], first),

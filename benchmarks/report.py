@@ -408,13 +408,15 @@ def latency_section(result: dict) -> list[str]:
             figures = found[what]
             rows.append([runtime, label, f"{figures['spearman']:.3f}", f"{figures['within_10pct']:.0%}",
                          f"{figures['median_abs_error_pct']:.1f}%"])
-        goals = found["model"]["spearman"] >= 0.95 and found["model"]["within_10pct"] >= 0.90
-        noise_bound = found["noise"]["spearman"] < 0.95 or found["noise"]["within_10pct"] < 0.90
+        model, noise = found["model"], found["noise"]
         lines.append(f"- {runtime}: profile built in {found['profile_seconds']:.0f} s (goal <= 300 s: "
-                     f"{verdict(found['profile_seconds'] <= 300)}); Spearman >= 0.95 and >= 90% within +-10%: "
-                     f"{verdict(goals)}" + ("; the host's own noise misses the same goal, so no model can show it "
-                                            "here" if noise_bound and not goals else "") +
-                     f". Cells measured {found['measured_ms']['min']:.1f}-{found['measured_ms']['max']:.1f} ms.")
+                     f"{verdict(found['profile_seconds'] <= 300)}); Spearman >= 0.95: "
+                     f"{verdict(model['spearman'] >= 0.95)} ({model['spearman']:.3f}" +
+                     (f"; the host's own noise reaches only {noise['spearman']:.3f}, so no model can show 0.95 here)"
+                      if noise["spearman"] < 0.95 else ")") +
+                     f"; >= 90% within +-10%: {verdict(model['within_10pct'] >= 0.90)} "
+                     f"({model['within_10pct']:.0%}). Cells measured {found['measured_ms']['min']:.1f}-"
+                     f"{found['measured_ms']['max']:.1f} ms.")
     out = ["## The latency model", "", provenance(result), "",
            f"{result['cells']} held-out uniform cells (none of the calibration's), each head timed whole twice at "
            f"{result['image_size'][0]}x{result['image_size'][1]} (output stride 16, {result['in_channels']} input "

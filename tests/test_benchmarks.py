@@ -20,6 +20,7 @@ RUNS = {
     "dpc_vs_aspp": ["--sizes", "65x65", "--backbone", "mobilenetv2_100", "--repeats", "1"],
     "memory": ["--images", "1", "--image-size", "769x769", "--steps", "1"],
     "gpu_paths": ["--device", "cpu"],
+    "latency_model": ["--runtime", "torch", "--cells", "10", "--image-size", "65"],
 }
 
 
@@ -39,7 +40,10 @@ def test_benchmarks_run_and_the_report_reads_them(tmp_path):
     for script, process in running.items():
         assert process.wait(timeout=600) == 0, (script, logs[script].read_text()[-2000:])
     results = {path.stem: json.loads(path.read_text()) for path in (tmp_path / "results").glob("*.json")}
-    assert set(results) == {"proxy_throughput_cpu", "search_scaling", "dpc_vs_aspp", "memory", "gpu_paths_cpu"}
+    assert set(results) == {"proxy_throughput_cpu", "search_scaling", "dpc_vs_aspp", "memory", "gpu_paths_cpu",
+                            "latency_model"}
+    assert (tmp_path / "results" / "profile_torch_cpu.json").exists()
+    assert set(results["latency_model"]["runtimes"]["torch"]) >= {"model", "lookup_only", "noise"}
     assert all(status == "ok" for status, _ in results["gpu_paths_cpu"]["checks"].values())
     proxy = results["proxy_throughput_cpu"]
     assert proxy["feature"] == [320, 5, 5] and set(proxy["shared_steps_per_s"]["processes"]) == {"1", "2"}
@@ -55,7 +59,7 @@ def test_benchmarks_run_and_the_report_reads_them(tmp_path):
     headings = [line for line in report.splitlines() if line.startswith("## ")]
     assert [h.split(". ", 1)[0] for h in headings] == [f"## {n}" for n in range(1, len(headings) + 1)]
     for heading in ("Proxy throughput (cpu)", "Search scaling", "DPC against ASPP", "Memory",
-                    "The GPU-only paths (cpu): **met**"):
+                    "The GPU-only paths (cpu): **met**", "The latency model"):
         assert any(h.split(". ", 1)[1].startswith(heading) for h in headings), heading
     assert "python benchmarks/proxy_throughput.py --crop 65" in report
 
