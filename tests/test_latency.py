@@ -236,3 +236,11 @@ def test_the_commands_time_a_head_and_refuse_bad_input_in_one_line(densecell, tm
                           (["latency", "--profile", tmp_path / "none.json"], "device profile not found")]:
         code, _, err = densecell(*args)
         assert code == 2 and err.count("\n") == 1 and message in err, (args, err)
+
+
+def test_a_cell_is_re_timed_only_on_the_profiles_own_machine(small_profile):
+    from densecell.models.profile import measure_on_host
+
+    cell = profile_cells(SMALL, 1, seed=3)[0]
+    assert measure_on_host(small_profile, cell) > 0
+    assert measure_on_host(small_profile.model_copy(update={"host": "a-jetson"}), cell) is None

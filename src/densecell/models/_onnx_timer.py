@@ -38,7 +38,9 @@ class TimingPolicy:
 
 
 def iqr(samples: list[float]) -> float:
-    """The interquartile range of ``samples``."""
+    """The interquartile range of ``samples`` (0 for a single one)."""
+    if len(samples) < 2:
+        return 0.0
     low, _, high = statistics.quantiles(samples, n=4, method="inclusive")
     return high - low
 
