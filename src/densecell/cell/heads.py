@@ -35,8 +35,8 @@ from .space import BACKBONE, Cell, Operation, aspp_cell, load_cell
 
 __all__ = [
     "ASPP", "BN_EPS", "build_operation", "CellDropout", "conv1x1_module", "ConvBNReLU", "DensePredictionCell",
-    "grid_average", "pooling_module", "PoolingMode", "PyramidPooling", "rate_multiplier", "separable_module",
-    "SeparableConv", "sliding_average", "tf_pool_window"
+    "feature_size", "grid_average", "pooling_module", "PoolingMode", "PyramidPooling", "rate_multiplier",
+    "separable_module", "SeparableConv", "sliding_average", "tf_pool_window"
 ]
 
 PoolingMode = Literal["tf", "grid"]
@@ -212,6 +212,11 @@ def build_operation(
     given at output stride 16 and scaled by ``16 // OS``."""
     return OPERATIONS[op.kind](op, in_channels, filters, output_stride=output_stride, pooling=pooling,
                                       crop_size=crop_size, bn_momentum=bn_momentum)
+
+
+def feature_size(image_size: Sequence[int], output_stride: int) -> tuple[int, int]:
+    """DeepLab's feature size for an image: ``(size - 1) // output_stride + 1`` per axis (TF ``scale_dimension``)."""
+    return tuple((int(s) - 1) // output_stride + 1 for s in image_size)  # type: ignore[return-value]
 
 
 def rate_multiplier(output_stride: int) -> int:

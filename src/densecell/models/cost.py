@@ -21,12 +21,12 @@ import torch
 from torch import nn
 from torch.utils.flop_counter import FlopCounterMode
 
-from ..cell.heads import ASPP, DensePredictionCell, build_operation
+from ..cell.heads import ASPP, DensePredictionCell, build_operation, feature_size
 from ..cell.space import Branch, Cell
 
 __all__ = [
     "all_params", "branch_costs", "build_head", "cell_costs", "CellCoster", "CellCosts", "CITYSCAPES_EVAL_SIZE",
-    "context_module_cost", "conv_params", "Cost", "count_madds", "feature_size", "head_cost", "measure_latency",
+    "context_module_cost", "conv_params", "Cost", "count_madds", "head_cost", "measure_latency",
     "model_cost", "model_costs", "paper_table", "PAPER_TABLE1"
 ]
 
@@ -50,11 +50,6 @@ class Cost:
         if self.latency_s is not None:
             row["latency_s"] = self.latency_s
         return row
-
-
-def feature_size(image_size: Sequence[int], output_stride: int) -> tuple[int, int]:
-    """DeepLab's feature size for an image: ``(size - 1) // output_stride + 1`` per axis (TF ``scale_dimension``)."""
-    return tuple((int(s) - 1) // output_stride + 1 for s in image_size)  # type: ignore[return-value]
 
 
 def count_madds(module: nn.Module, *inputs: torch.Tensor) -> int:

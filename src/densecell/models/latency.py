@@ -138,7 +138,7 @@ def head_or_model(head: str = "dpc", cell: Any = "cityscapes-top1", backbone: st
                   whole: bool = False) -> tuple[nn.Module, torch.Tensor]:
     """What ``densecell latency`` times: the context head on the backbone's last feature at ``image_size`` (random
     weights: latency does not depend on them), or with ``whole`` the whole model on images."""
-    from .cost import feature_size
+    from ..cell.heads import feature_size
     from .model import build_model
 
     if batch < 1:

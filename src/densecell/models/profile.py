@@ -25,14 +25,13 @@ import torch
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from torch import nn
 
-from ..cell.heads import ConvBNReLU, DensePredictionCell, build_operation
+from ..cell.heads import ConvBNReLU, DensePredictionCell, build_operation, feature_size
 from ..cell.space import BACKBONE, PAPER_GRIDS, PAPER_RATES, Cell, SearchSpace
 from ..core.errors import InputError, one_line
 from ..core.extras import missing_extra
 from ..core.files import write_text
 from ..core.progress import Progress, report
 from . import _onnx_timer
-from .cost import feature_size
 from .latency import Runtime, Timing, TimingPolicy, time_onnx, time_torch
 
 __all__ = ["DeviceProfile", "Merge", "build_profile", "export_operations", "import_timings", "measure_on_host",
