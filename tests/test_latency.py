@@ -158,7 +158,7 @@ def test_under_a_budget_no_sampler_proposes_a_cell_over_it(tmp_path, sampler):
     from densecell.core.registry import SAMPLERS
 
     study = optuna.create_study(direction="maximize", sampler=SAMPLERS[sampler](space, 0))
-    for _ in range(25):
+    for _ in range(15):
         trial = study.ask()
         cell = space.suggest_cell(trial)
         assert profile.predict_ms(cell) <= 8.0, (cell.short(), profile.predict_ms(cell))

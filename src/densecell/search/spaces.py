@@ -147,6 +147,7 @@ class DPCSpace(SamplerSpace):
         self.cost, self.budget = cost, budget
         """A budget on the cells that can be trained (a latency budget: ``cost`` is the predicted latency): the
         cells over it are not members."""
+        self._under: dict[Point, bool] = {}
         self._dists = {name: CategoricalDistribution(choices) for name, choices in self.cells.parameters().items()}
         self._ops = {op.choice: op for op in self.cells.operations()}
         self._coster: Any = None
@@ -210,7 +211,13 @@ class DPCSpace(SamplerSpace):
         return all(value in dist.choices for value, dist in zip(point, self._dists.values()))
 
     def __contains__(self, point: object) -> bool:
-        return self.is_cell(point) and (self.cost is None or self.cost(self.cell(point)) <= self.budget)  # type: ignore[arg-type]
+        if not self.is_cell(point):
+            return False
+        if self.cost is None:
+            return True
+        if point not in self._under:  # a sampler asks about the same cells again and again
+            self._under[point] = self.cost(self.cell(point)) <= self.budget  # type: ignore[arg-type]
+        return self._under[point]  # type: ignore[index]
 
     def nearest(self, point: Point, taken: Collection[Point], rng: random.Random) -> Point | None:
         """An untaken member among the neighbours (the space has about 400 per cell); under a budget, else the
