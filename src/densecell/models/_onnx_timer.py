@@ -80,7 +80,7 @@ def session(path: str | Path, provider: str = "cpu", threads: int | None = None)
 
 def time_file(path: str | Path, provider: str = "cpu", threads: int | None = None,
               policy: TimingPolicy = TimingPolicy()) -> dict[str, float]:
-    """One file's ``run`` on a random input of its declared shape: median and IQR (ms) and the repeats. A GPU
+    """One file's ``run`` on a random input of its declared shape: median and IQR (ms), the repeats, the batch. A GPU
     provider's ``run`` returns when its outputs are on the host, so the host's clock times the whole call."""
     import numpy as np
 
@@ -94,7 +94,8 @@ def time_file(path: str | Path, provider: str = "cpu", threads: int | None = Non
         return (time.perf_counter() - start) * 1000
 
     samples = timed_repeats(call, policy)
-    return {"median_ms": statistics.median(samples), "iqr_ms": iqr(samples), "repeats": len(samples)}
+    return {"median_ms": statistics.median(samples), "iqr_ms": iqr(samples), "repeats": len(samples),
+            "batch": int(spec.shape[0])}
 
 
 def time_folder(folder: str | Path, provider: str = "cpu", threads: int | None = None) -> Path:

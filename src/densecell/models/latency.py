@@ -25,7 +25,7 @@ import torch
 from torch import nn
 
 from ..core.errors import InputError
-from ._onnx_timer import PROVIDERS, TimingPolicy, iqr, session, time_file, timed_repeats
+from ._onnx_timer import PROVIDERS, TimingPolicy, iqr, time_file, timed_repeats
 
 __all__ = ["PROVIDERS", "RUNTIMES", "Timing", "TimingPolicy", "head_or_model", "time_module", "time_onnx",
            "time_torch", "torch_threads"]
@@ -113,9 +113,8 @@ def time_onnx(path: str | Path, provider: str = "cpu", threads: int | None = Non
     except ValueError as exc:
         raise InputError(str(exc)) from None
     used = threads if threads is not None else len(os.sched_getaffinity(0))  # onnxruntime's default: one per core
-    batch = int(session(path, provider, threads).get_inputs()[0].shape[0])
-    return Timing("onnxruntime", provider, used, batch, found["median_ms"], found["iqr_ms"], int(found["repeats"]),
-                  policy.warmup)
+    return Timing("onnxruntime", provider, used, int(found["batch"]), found["median_ms"], found["iqr_ms"],
+                  int(found["repeats"]), policy.warmup)
 
 
 def time_module(module: nn.Module, inputs: torch.Tensor, runtime: Runtime = "torch", provider: str = "cpu",
