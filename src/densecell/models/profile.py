@@ -84,10 +84,6 @@ class DeviceProfile(BaseModel):
     host: str = ""
     """The machine it was timed on (empty: another device's timings, imported)."""
 
-    @property
-    def space(self) -> SearchSpace:
-        return SearchSpace(self.num_branches, self.rates, self.grids)
-
     def lookup_ms(self, cell: Cell) -> float:
         """The sum of the cell's operations and its merge, as timed alone."""
         missing = [str(b.op) for b in cell if b.op.choice not in self.operations]
@@ -153,6 +149,14 @@ class _Units:
         self.calibration = list(calibration)
         self._templates: dict[str, Path] = {}
 
+    @classmethod
+    def of(cls, settings: dict[str, Any], calibration: Sequence[Cell]) -> _Units:
+        """The units of a profile's settings (its fields, or a manifest's ``settings``)."""
+        space = SearchSpace(settings["num_branches"], tuple(settings["rates"]), tuple(settings["grids"]))
+        return cls(space, settings["in_channels"], settings["filters"],
+                   feature_size(settings["image_size"], settings["output_stride"]), settings["batch"],
+                   settings["output_stride"], calibration)
+
     def names(self) -> list[str]:
         ops = [f"ops/{kind}-{op.choice}.onnx" for op in self.space.operations() for kind in self.widths]
         return ops + ["merge.onnx"] + [f"cells/calibration-{i:03d}.onnx" for i in range(len(self.calibration))]
@@ -215,12 +219,10 @@ def _units_and_settings(image_size: Sequence[int], output_stride: int, in_channe
                         space: SearchSpace, calibration: int, seed: int) -> tuple[_Units, dict[str, Any]]:
     if output_stride not in (8, 16):
         raise InputError(f"output stride {output_stride}: 8 or 16")
-    size = (int(image_size[0]), int(image_size[1]))
-    units = _Units(space, in_channels, filters, feature_size(size, output_stride), batch, output_stride,
-                   profile_cells(space, calibration, seed))
-    settings = {"batch": batch, "image_size": size, "output_stride": output_stride, "in_channels": in_channels,
-                "filters": filters, "num_branches": space.num_branches, "rates": space.rates, "grids": space.grids}
-    return units, settings
+    settings = {"batch": batch, "image_size": (int(image_size[0]), int(image_size[1])), "output_stride": output_stride,
+                "in_channels": in_channels, "filters": filters, "num_branches": space.num_branches,
+                "rates": space.rates, "grids": space.grids}
+    return _Units.of(settings, profile_cells(space, calibration, seed)), settings
 
 
 def build_profile(runtime: Runtime = "torch", provider: str = "cpu", threads: int | None = None,
@@ -258,9 +260,7 @@ def measure_on_host(profile: DeviceProfile, cell: Cell) -> float | None:
     (its host); None elsewhere (a profile made on another device is predicted from, never re-timed here)."""
     if profile.host != socket.gethostname():
         return None
-    units = _Units(profile.space, profile.in_channels, profile.filters,
-                   feature_size(profile.image_size, profile.output_stride), profile.batch, profile.output_stride,
-                   [cell])
+    units = _Units.of(profile.model_dump(), [cell])
     with tempfile.TemporaryDirectory(prefix="densecell-latency-") as folder:
         return _time_unit(units, "cells/calibration-000.onnx", profile.runtime, profile.provider, profile.threads,
                           Path(folder)).median_ms
@@ -299,10 +299,7 @@ def import_timings(folder: str | Path) -> DeviceProfile:
     except json.JSONDecodeError as exc:
         raise InputError(f"{folder}: a file is not JSON ({one_line(exc)})") from None
     settings = manifest["settings"]
-    space = SearchSpace(settings["num_branches"], tuple(settings["rates"]), tuple(settings["grids"]))
-    units = _Units(space, settings["in_channels"], settings["filters"],
-                   feature_size(settings["image_size"], settings["output_stride"]), settings["batch"],
-                   settings["output_stride"], [Cell.from_records(r) for r in manifest["calibration"]])
+    units = _Units.of(settings, [Cell.from_records(r) for r in manifest["calibration"]])
     missing = [name for name in manifest["files"] if name not in found["timings"]]
     if missing:
         raise InputError(f"{folder / 'timings.json'}: no timing of {missing[0]} (and {len(missing) - 1} more)")

@@ -22,7 +22,7 @@ import optuna
 import torch
 from torch import nn
 
-from ..cell.space import Cell, conv1x1_cell
+from ..cell.space import conv1x1_cell
 from ..config import SearchConfig, StudySettings, TrainConfig
 from ..core.errors import CacheError, ConfigError, InputError, SearchError
 from ..core.files import save_torch
@@ -295,32 +295,32 @@ def rerank(config: SearchConfig, top: int | None = None, progress: Progress | No
         study = load_study(config.name, config.storage_url)[0]
         done, scores = record.full_scores(study), {}
         logger.info(f"re-ranking the top {top} end to end" if top else "re-ranking: none asked for (rerank.top is 0)")
-        for trial in top_cells(study, top):
+        best = top_cells(study, top)
+        for trial in best:
             if trial.number not in done:
                 run = rerank_config(config, rerank_run(config.run_dir, trial.number).name, trial.cell.to_json())
                 result = train(run, resume=True, progress=progress, command=command)
                 record.store_full_score(study, trial.number, result.val_miou)
                 done[trial.number] = result.val_miou
             scores[trial.number] = done[trial.number]
-        best = top_cells(study, top)
-        _measure_latency(config, study, [trial.cell for trial in best], [trial.number for trial in best])
+        _measure_latency(config, study, best)
     return scores
 
 
-def _measure_latency(config: SearchConfig, study: optuna.Study, cells: list[Cell], numbers: list[int]) -> None:
+def _measure_latency(config: SearchConfig, study: optuna.Study, trials: list[record.TrialRecord]) -> None:
     """The re-ranked cells timed whole on the device profile's machine, when this is it (else they keep their
     predicted latency only)."""
     if config.search.latency.profile is None:
         return
     profile, known = DeviceProfile.read(config.search.latency.profile), record.measured_latencies(study)
-    for cell, number in zip(cells, numbers):
-        if number not in known:
-            measured = measure_on_host(profile, cell)
+    for trial in trials:
+        if trial.number not in known:
+            measured = measure_on_host(profile, trial.cell)
             if measured is None:
                 logger.info("re-ranked cells keep their predicted latency: the profile was made on %s",
                             profile.host or "another device")
                 return
-            record.store_measured_latency(study, number, measured)
+            record.store_measured_latency(study, trial.number, measured)
 
 
 def proxy_baseline(settings: StudySettings, study: optuna.Study) -> float | None:
