@@ -10,7 +10,7 @@ from optuna.trial import TrialState
 from densecell.cell.space import Cell
 from densecell.config import load_search_config
 from densecell.data.synthetic import write_synthetic_cityscapes
-from densecell.search import completed_trials, record
+from densecell.search import completed_trials, record, stages
 from densecell.search.cache import FeatureCache
 from densecell.search.pipeline import run_pipeline
 from densecell.search.proxy import train_candidate
@@ -19,12 +19,12 @@ from helpers import recipe
 
 
 @pytest.mark.slow
-def test_search_pipeline_end_to_end_and_resumed(tmp_path):
+def test_search_pipeline_end_to_end_and_resumed(tmp_path, monkeypatch):
     root = write_synthetic_cityscapes(tmp_path / "data", train=16, val=6, seed=2)
     config = load_search_config(recipe("search-synthetic.yaml"), [
         f"data.root={root}", f"output_dir={tmp_path / 'runs'}", "warmup.iterations=20", "data.batch_size=4",
         "cache.views=1",
-        "search.trials=6", "proxy.iterations=60", "rerank.top=2", "rerank.optim.iterations=10"])
+        "search.trials=6", "proxy.iterations=40", "rerank.top=2", "rerank.optim.iterations=10"])
     outputs = run_pipeline(config)
     for key in ("report", "html", "best_cell", "progress", "histogram", "pareto", "cell 1"):
         assert outputs[key].is_file(), key
@@ -60,7 +60,8 @@ def test_search_pipeline_end_to_end_and_resumed(tmp_path):
         torch.set_num_threads(threads)
     assert again.miou == pytest.approx(complete[0].values[0], abs=1e-6 if device.type == "cpu" else 0.02)
 
-    # again: every stage is found done
+    # again: every stage is found done, and no search worker starts on the finished study
+    monkeypatch.setattr(stages, "start_workers", lambda *_: pytest.fail("a search worker started on a finished study"))
     checkpoints = sorted((config.run_dir / "rerank").glob("*/checkpoint.pt"))
     stamps = [p.stat().st_mtime_ns for p in checkpoints]
     cache_stamp = (config.cache_dir / "train.features.npy").stat().st_mtime_ns

@@ -243,6 +243,11 @@ def search(config: SearchConfig, progress: Progress | None = None) -> optuna.Stu
     """Run ``search.workers`` worker processes on the study until it has its trials (other commands' workers may
     join it: this stage takes no lock)."""
     study = load_study(config.name, config.storage_url)[0]
+    now = counts(study)
+    if now.complete >= config.search.trials:  # a finished study: no worker to start (seconds each, to find it done)
+        logger.info("search: the study has its %d trials", config.search.trials)
+        report(progress, "search", now.complete, config.search.trials)
+        return study
     logger.info("search: %d trials, %d workers here, storage %s", config.search.trials, config.search.workers,
                 redact(config.storage_url))
     workers = start_workers(config.name, config.storage_url, config.search.workers)
