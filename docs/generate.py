@@ -14,6 +14,8 @@ import yaml
 from pydantic import BaseModel
 from pydantic.fields import FieldInfo
 
+from densecell.core.files import write_text
+
 ROOT = Path(__file__).resolve().parent.parent
 
 
@@ -24,7 +26,7 @@ def write_all(folder: Path) -> None:
     for name, text in pages:
         path = folder / name
         if not path.exists() or path.read_text() != text:  # unchanged pages keep their time: no needless rebuild
-            path.write_text(text)
+            write_text(path, text)  # whole or not at all: two builds at once never read a half-written page
 
 
 # --- the command line -------------------------------------------------------------------------------------------------
