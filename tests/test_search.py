@@ -32,8 +32,11 @@ FAST = ProxySettings(iterations=8, batch_size=2, lr=0.05, filters=8)
 
 
 def settings_for(cache, trials, **extra):
-    return StudySettings(cache_dir=str(cache), trials=trials, proxy=extra.pop("proxy", FAST), heartbeat_s=1,
-                          grace_s=3, **extra)
+    """A study's settings for these tests: a heartbeat every second, and a trial stale after 30 s without one. A
+    test that kills a worker asks for less; elsewhere a busy machine (the suite runs on 2 processes) must not make a
+    live worker's trial look dead."""
+    return StudySettings(cache_dir=str(cache), trials=trials, **({"proxy": FAST, "heartbeat_s": 1, "grace_s": 30}
+                                                                 | extra))
 
 
 def start_worker(storage, study, seed, env=None):
@@ -127,7 +130,7 @@ def test_a_killed_worker_loses_nothing_and_its_retry_starts_at_the_first_rung(fe
     retry copies its ``completed_rung_N`` markers, so the retry would skip rungs)."""
     storage = f"sqlite:///{tmp_path / 'study.db'}"
     slow = ProxySettings(iterations=300, batch_size=2, lr=0.05, filters=8, eval_every=150)  # one bracket
-    create_study("kill", storage, settings_for(feature_cache[0], 3, proxy=slow, pruner="hyperband"))
+    create_study("kill", storage, settings_for(feature_cache[0], 3, proxy=slow, pruner="hyperband", grace_s=3))
     held = Held(tmp_path / "held", "rung")  # just after its trial reported its first rung
     victim = start_worker(storage, "kill", 0, env=held.env)
     held.wait(victim)
